@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make reproduce` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PRESET ?= default
+SEED   ?= 0
+
+.PHONY: reproduce smoke test lab lint bench venv clean
+
+venv: $(VENV)/.installed
+
+# The stamp reinstalls when pyproject.toml changes. The kernelspec is installed into the
+# venv itself, so papermill and JupyterLab run the venv's python3 whatever else is installed.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (wsda)" >/dev/null
+	touch $@
+
+reproduce: venv  ## run the notebook series headless and rewrite figures/
+	$(PY) -m wsda_lib.cli reproduce --preset $(PRESET) --seed $(SEED)
+
+smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not figures/
+	$(PY) -m wsda_lib.cli reproduce --preset smoke --seed $(SEED) --out build/smoke
+
+test: venv
+	$(PY) -m pytest
+
+lab: venv
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench: venv
+	$(PY) -m wsda_lib.bench
+
+clean:
+	rm -rf build runs

@@ -1,0 +1,403 @@
+"""The embedded two-domain benchmark: procedural street scenes rendered two ways.
+
+One scene grammar (a road towards a vanishing point, sidewalks, buildings under a sky, trees,
+fences, poles, cars and people, drawn far to near) is rendered twice:
+
+* source, "game": clean, saturated colours, even lighting, sharp edges, no sensor noise;
+* target, "real": a greyer, overcast palette, photo-like texture contrast, a lighting gradient
+  and cast shadows, exposure and gamma changes, blur, sensor noise and vignetting.
+
+The two domains share their content: the same shapes and the same texture fields (brick
+courses, leaves, asphalt grain, sidewalk tiles). What differs is the style and the statistics,
+as between GTA5 and Cityscapes:
+
+* appearance: palette, saturation, lighting, optics and sensor (see `Rendering`);
+* labels: class presence rates, object counts and layout priors (see `SceneStatistics`): the
+  source streets are built-up and busy with cars; the target streets are greener, with more
+  people, fewer cars, and many images that lack some classes, so image-level labels carry
+  information.
+
+A textureless target (textures the source never shows) was avoided on purpose: a measured
+prototype found that such a gap is not one that feature alignment can close, unlike the
+style gap of GTA5 -> Cityscapes.
+
+Everything is deterministic: image i of a split is drawn from its own generator seeded by
+(seed, split, i), so results do not depend on how the work is chunked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .classes import EMBEDDED
+
+GENERATOR_VERSION = 1  # bump when the images a seed produces change; it keys the disk cache
+
+ROAD, SIDEWALK, BUILDING, FENCE, POLE, VEGETATION, TERRAIN, SKY, PERSON, CAR = range(10)
+assert EMBEDDED.names[CAR] == "car" and EMBEDDED.names[ROAD] == "road"
+
+
+@dataclass(frozen=True)
+class SceneStatistics:
+    """A domain's label distribution: what appears, how often, how many and where."""
+
+    presence: dict[str, float]            # probability that an optional class is in an image
+    cars: tuple[int, int]                 # count range when cars are present
+    persons: tuple[int, int]
+    poles: tuple[int, int]
+    trees: tuple[int, int]
+    horizon: tuple[float, float]          # horizon row, as a fraction of the height
+    building_height: tuple[float, float]  # facade height above the horizon, fraction of height
+    building_gap: float                   # chance that a facade slot is left open
+    road_half_width: tuple[float, float]  # half-width of the road at the bottom, fraction of W
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """A domain's appearance: palette, lighting, optics and sensor."""
+
+    palette: dict[str, tuple[float, float, float]]  # mean RGB in [0, 1] per region class
+    colour_jitter: float       # per-image, per-class relative colour noise (std)
+    texture_contrast: float    # how strongly the shared texture fields modulate colour
+    saturation: tuple[float, float]
+    exposure: tuple[float, float]
+    gamma: tuple[float, float]
+    light_gradient: float      # max brightness change across the image from a side light
+    shadow_prob: float         # chance of a cast shadow across the ground
+    blur_sigma: tuple[float, float]
+    noise_std: tuple[float, float]
+    vignette: float            # brightness loss at the corners
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    scene: SceneStatistics
+    rendering: Rendering
+
+
+SOURCE = Domain(
+    "source",
+    SceneStatistics(
+        presence={"sidewalk": 0.95, "building": 0.95, "fence": 0.6, "pole": 0.85,
+                  "vegetation": 0.55, "terrain": 0.3, "person": 0.5, "car": 0.9},
+        cars=(1, 4), persons=(1, 3), poles=(1, 3), trees=(1, 2),
+        horizon=(0.38, 0.5), building_height=(0.2, 0.45), building_gap=0.15,
+        road_half_width=(0.35, 0.5),
+    ),
+    Rendering(
+        palette={"road": (0.30, 0.30, 0.34), "sidewalk": (0.78, 0.62, 0.70),
+                 "building": (0.66, 0.42, 0.32), "fence": (0.72, 0.66, 0.38),
+                 "pole": (0.86, 0.80, 0.22), "vegetation": (0.16, 0.66, 0.18),
+                 "terrain": (0.58, 0.80, 0.30), "sky": (0.32, 0.60, 0.98)},
+        colour_jitter=0.08, texture_contrast=0.12, saturation=(1.1, 1.3), exposure=(0.95, 1.05),
+        gamma=(1.0, 1.0), light_gradient=0.0, shadow_prob=0.0, blur_sigma=(0.0, 0.0),
+        noise_std=(0.0, 0.0), vignette=0.0,
+    ),
+)
+
+TARGET = Domain(
+    "target",
+    SceneStatistics(
+        presence={"sidewalk": 0.8, "building": 0.7, "fence": 0.45, "pole": 0.65,
+                  "vegetation": 0.9, "terrain": 0.6, "person": 0.75, "car": 0.6},
+        cars=(1, 3), persons=(1, 5), poles=(1, 2), trees=(1, 4),
+        horizon=(0.33, 0.55), building_height=(0.15, 0.4), building_gap=0.3,
+        road_half_width=(0.25, 0.45),
+    ),
+    Rendering(
+        palette={"road": (0.44, 0.42, 0.40), "sidewalk": (0.58, 0.55, 0.53),
+                 "building": (0.56, 0.55, 0.53), "fence": (0.46, 0.43, 0.38),
+                 "pole": (0.38, 0.38, 0.38), "vegetation": (0.30, 0.38, 0.20),
+                 "terrain": (0.50, 0.47, 0.30), "sky": (0.80, 0.84, 0.88)},
+        colour_jitter=0.12, texture_contrast=0.3, saturation=(0.6, 0.9), exposure=(0.75, 1.25),
+        gamma=(0.85, 1.2), light_gradient=0.35, shadow_prob=0.5, blur_sigma=(0.4, 1.0),
+        noise_std=(0.015, 0.05), vignette=0.25,
+    ),
+)
+
+DOMAINS = {"source": SOURCE, "target": TARGET}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared content: texture fields, the same for both domains.
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]):
+    """Value noise: a coarse Gaussian grid bilinearly upsampled to `shape`, std ~1."""
+    grid = rng.standard_normal((cells[0] + 2, cells[1] + 2))
+    ys = np.linspace(0, cells[0], shape[0])
+    xs = np.linspace(0, cells[1], shape[1])
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
+    g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
+    return (g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx + g10 * fy * (1 - fx) + g11 * fy * fx)
+
+
+@dataclass
+class _Textures:
+    """Texture fields twice the image size; each image crops a random window of each."""
+
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, height: int, width: int) -> _Textures:
+        rng = np.random.default_rng(12345)  # content is fixed: both domains share it
+        h2, w2 = 2 * height, 2 * width
+        fine = lambda: _smooth_noise(rng, (h2, w2), (h2 // 2, w2 // 2))  # noqa: E731
+        medium = lambda: _smooth_noise(rng, (h2, w2), (h2 // 6, w2 // 6))  # noqa: E731
+        coarse = lambda: _smooth_noise(rng, (h2, w2), (4, 8))  # noqa: E731
+        yy, xx = np.mgrid[0:h2, 0:w2]
+        courses = np.where((yy % 4 == 0) | ((xx + 4 * ((yy // 4) % 2)) % 8 == 0), -1.5, 0.3)
+        tiles = np.where((yy % 6 == 0) | (xx % 10 == 0), -1.2, 0.2)
+        return cls({
+            "road": 0.8 * fine() + 0.5 * coarse(),
+            "sidewalk": tiles + 0.5 * fine(),
+            "building": courses + 0.5 * medium(),
+            "fence": np.where(xx % 3 == 0, -1.5, 0.5) + 0.3 * fine(),
+            "pole": 0.3 * fine(),
+            "vegetation": 1.2 * fine() + 0.8 * medium(),
+            "terrain": 0.9 * fine() + 0.7 * medium(),
+            "sky": 0.8 * coarse(),
+            "object": 0.4 * fine(),
+        })
+
+    def crop(self, rng: np.random.Generator, name: str, height: int, width: int) -> np.ndarray:
+        f = self.fields[name]
+        y, x = rng.integers(0, f.shape[0] - height + 1), rng.integers(0, f.shape[1] - width + 1)
+        return f[y:y + height, x:x + width]
+
+
+# ---------------------------------------------------------------------------------------------
+# One scene: the label map and the albedo are painted together, far to near.
+
+class _Canvas:
+    def __init__(self, height: int, width: int):
+        self.label = np.full((height, width), SKY, np.uint8)
+        self.albedo = np.zeros((height, width, 3), np.float64)
+        self.yy, self.xx = np.mgrid[0:height, 0:width]
+
+    def paint(self, mask: np.ndarray, cls: int, colour: np.ndarray):
+        """Set `mask` to class `cls`; `colour` is an RGB triple or an (H, W, 3) image."""
+        self.label[mask] = cls
+        self.albedo[mask] = colour if np.ndim(colour) == 1 else colour[mask]
+
+
+def _perturb(rng, rgb, jitter):
+    return np.clip(np.asarray(rgb) * (1 + jitter * rng.standard_normal(3)), 0.02, 1.0)
+
+
+def _draw_scene(rng: np.random.Generator, domain: Domain, textures: _Textures,
+                height: int, width: int) -> _Canvas:
+    H, W = height, width
+    sc, rd = domain.scene, domain.rendering
+    cv = _Canvas(H, W)
+    yy, xx = cv.yy, cv.xx
+    present = {c: rng.random() < p for c, p in sc.presence.items()}
+
+    def region(name: str) -> np.ndarray:
+        colour = _perturb(rng, rd.palette[name], rd.colour_jitter)
+        tex = textures.crop(rng, name, H, W)[..., None]
+        return colour * (1 + rd.texture_contrast * tex)
+
+    cv.paint(np.ones((H, W), bool), SKY, region("sky"))
+    horizon = int(H * rng.uniform(*sc.horizon))
+
+    if present["building"]:
+        facade = region("building")
+        x = 0
+        while x < W:
+            w = int(W * rng.uniform(0.1, 0.28)) + 2
+            if rng.random() >= sc.building_gap:
+                top = max(0, horizon - int(H * rng.uniform(*sc.building_height)))
+                shade = rng.uniform(0.8, 1.15)
+                m = (yy >= top) & (yy < horizon + 2) & (xx >= x) & (xx < x + w)
+                cv.paint(m, BUILDING, facade * shade)
+            x += w
+
+    # Ground: the road narrows linearly towards a vanishing point on the horizon.
+    d = np.clip((yy - horizon) / max(H - horizon, 1), 0, 1)  # depth: 0 at horizon, 1 at bottom
+    x_vanish = W * rng.uniform(0.4, 0.6)
+    x_bottom = W * rng.uniform(0.4, 0.6)
+    centre = x_vanish + (x_bottom - x_vanish) * d
+    road_half = W * rng.uniform(*sc.road_half_width)  # at the bottom row
+    half = road_half * d + 1
+    sidewalk_factor = rng.uniform(1.25, 1.6) if present["sidewalk"] else 1.0
+    ground = yy >= horizon
+    off = np.abs(xx - centre)
+    roadside_cls = TERRAIN if present["terrain"] else (SIDEWALK if present["sidewalk"] else ROAD)
+    cv.paint(ground, roadside_cls, region(EMBEDDED.names[roadside_cls]))
+    if present["sidewalk"]:
+        cv.paint(ground & (off < half * sidewalk_factor), SIDEWALK, region("sidewalk"))
+    road = region("road")
+    lane = (np.abs(xx - centre) < 0.6 + 0.8 * d) & ((yy - horizon) % 8 < 4)  # dashed centre line
+    road[lane] = np.clip(road[lane] + 0.45, 0, 1)
+    cv.paint(ground & (off < half), ROAD, road)
+
+    def kerb_x(depth: float, side: int) -> float:
+        """x of the sidewalk's outer edge at a depth (0..1), on the left (-1) or right (+1)."""
+        c = x_vanish + (x_bottom - x_vanish) * depth
+        return c + side * (road_half * depth + 1) * sidewalk_factor
+
+    def row(depth: float) -> int:
+        return int(horizon + depth * (H - horizon))
+
+    if present["fence"]:
+        side = rng.choice([-1, 1])
+        d0, d1 = sorted(rng.uniform(0.05, 0.9, 2))
+        colour = region("fence")
+        m = np.zeros((H, W), bool)
+        for depth in np.linspace(d0, d1, 40):
+            xk, yb = int(kerb_x(depth, side)), row(depth)
+            height_px = int(3 + 0.45 * H * depth)
+            m[max(0, yb - height_px):yb, max(0, xk - 2 - int(4 * depth)):max(0, xk + 2)] = True
+        cv.paint(m & (xx < W), FENCE, colour)
+
+    # Standing objects, drawn far to near so that nearer ones occlude farther ones.
+    objects = []
+    if present["vegetation"]:
+        for _ in range(rng.integers(sc.trees[0], sc.trees[1] + 1)):
+            objects.append(("tree", rng.uniform(0.0, 0.6), rng.choice([-1, 1])))
+    if present["pole"]:
+        for _ in range(rng.integers(sc.poles[0], sc.poles[1] + 1)):
+            objects.append(("pole", rng.uniform(0.1, 0.9), rng.choice([-1, 1])))
+    if present["person"]:
+        for _ in range(rng.integers(sc.persons[0], sc.persons[1] + 1)):
+            objects.append(("person", rng.uniform(0.15, 0.95), rng.choice([-1, 1])))
+    if present["car"]:
+        for _ in range(rng.integers(sc.cars[0], sc.cars[1] + 1)):
+            objects.append(("car", rng.uniform(0.15, 0.95), 0))
+    objects.sort(key=lambda o: o[1])
+
+    leaves = region("vegetation")
+    obj_tex = textures.crop(rng, "object", H, W)[..., None]
+    for kind, depth, side in objects:
+        yb = row(depth)
+        if kind == "tree":
+            xk = kerb_x(depth, side) + side * rng.uniform(0, 6)
+            r = 3 + 0.22 * H * (0.3 + depth) * rng.uniform(0.8, 1.3)
+            cy = yb - 1.6 * r
+            m = ((yy - cy) / r) ** 2 + ((xx - xk) / (1.3 * r)) ** 2 < 1
+            m |= (np.abs(xx - xk) < 1 + depth * 2) & (yy <= yb) & (yy >= cy)
+            cv.paint(m, VEGETATION, leaves)
+        elif kind == "pole":
+            xk = kerb_x(depth, side)
+            half_w = 1.2 + 1.5 * depth
+            top = yb - int(H * (0.35 + 0.45 * depth))
+            m = (np.abs(xx - xk) < half_w) & (yy >= top) & (yy <= yb)
+            sign = rng.random() < 0.5
+            if sign:
+                s = 2 + 4 * depth
+                m |= (np.abs(xx - xk - side * s) < s) & (yy >= top) & (yy < top + 1.5 * s)
+            cv.paint(m, POLE, _perturb(rng, rd.palette["pole"], rd.colour_jitter)
+                     * (1 + rd.texture_contrast * obj_tex))
+        elif kind == "person":
+            xk = kerb_x(depth, side) - side * rng.uniform(0, 0.3) * W * depth
+            ph = 8 + 0.4 * H * depth
+            pw = 0.32 * ph
+            shirt = _perturb(rng, rng.uniform(0.1, 0.9, 3), 0.0)
+            trousers = _perturb(rng, rng.uniform(0.05, 0.5, 3), 0.0)
+            colour = np.broadcast_to(trousers, (H, W, 3)).copy()
+            torso = (yy >= yb - 0.8 * ph) & (yy < yb - 0.45 * ph) & (np.abs(xx - xk) < pw / 2)
+            colour[torso] = shirt
+            legs = (yy >= yb - 0.45 * ph) & (yy <= yb) & (np.abs(xx - xk) < pw / 2.5)
+            hr = 0.11 * ph
+            head = ((yy - (yb - 0.8 * ph - hr)) ** 2 + (xx - xk) ** 2) < (hr + 0.5) ** 2
+            colour[head] = (0.85, 0.65, 0.5)
+            cv.paint(torso | legs | head, PERSON, colour * (1 + rd.texture_contrast * obj_tex))
+        else:  # car
+            c = x_vanish + (x_bottom - x_vanish) * depth
+            xc = c + rng.uniform(-0.6, 0.6) * road_half * depth
+            cw = W * (0.06 + 0.28 * depth) + 4
+            ch = 0.45 * cw
+            body = (np.abs(xx - xc) < cw / 2) & (yy <= yb) & (yy > yb - 0.6 * ch)
+            cabin = (np.abs(xx - xc) < cw * 0.32) & (yy <= yb - 0.6 * ch) & (yy > yb - ch)
+            paint = _perturb(rng, rng.uniform(0.05, 0.95, 3), 0.0)
+            colour = np.broadcast_to(paint, (H, W, 3)).copy()
+            colour[cabin] = paint * 0.35 + 0.15  # windows
+            wheels = body & (yy > yb - 0.18 * ch) & (np.abs(np.abs(xx - xc) - cw * 0.3) < cw * 0.1)
+            colour[wheels] = 0.06
+            cv.paint(body | cabin, CAR, colour * (1 + 0.5 * rd.texture_contrast * obj_tex))
+    return cv
+
+
+# ---------------------------------------------------------------------------------------------
+# Optics and sensor: applied to the whole image after the scene is painted.
+
+def _gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma < 0.2:
+        return img
+    radius = max(1, int(round(2.5 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = img
+    for axis in (0, 1):
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (radius, radius)
+        p = np.pad(out, pad, mode="edge")
+        n = img.shape[axis]
+        out = sum(w * np.take(p, np.arange(i, i + n), axis=axis) for i, w in enumerate(k))
+    return out
+
+
+def _render(rng: np.random.Generator, cv: _Canvas, rendering: Rendering) -> np.ndarray:
+    rd = rendering
+    img = cv.albedo.copy()
+    H, W = cv.label.shape
+    yy, xx = cv.yy, cv.xx
+    if rd.light_gradient > 0:
+        direction = rng.uniform(-1, 1)
+        img *= (1 + rd.light_gradient * direction * (xx / W - 0.5))[..., None]
+    if rng.random() < rd.shadow_prob:
+        # A building's shadow falls diagonally across the ground.
+        x0, slope = rng.uniform(0, W), rng.uniform(-1.5, 1.5)
+        shadow = (xx < x0 + slope * (yy - H / 2)) & (cv.label != SKY)
+        img[shadow] *= rng.uniform(0.45, 0.7)
+    gray = img.mean(axis=2, keepdims=True)
+    img = gray + rng.uniform(*rd.saturation) * (img - gray)
+    img = np.clip(img * rng.uniform(*rd.exposure), 0, 1) ** rng.uniform(*rd.gamma)
+    img = _gaussian_blur(img, rng.uniform(*rd.blur_sigma))
+    if rd.vignette > 0:
+        r2 = ((yy / H - 0.5) ** 2 + (xx / W - 0.5) ** 2) / 0.5
+        img *= (1 - rd.vignette * r2)[..., None]
+    noise = rng.uniform(*rd.noise_std)
+    if noise > 0:
+        img = img + noise * rng.standard_normal(img.shape)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+SPLITS = {  # split name -> (domain, stream id that keeps splits disjoint)
+    "source_train": ("source", 0),
+    "source_val": ("source", 1),
+    "target_train": ("target", 2),
+    "target_val": ("target", 3),
+    "target_test": ("target", 4),
+}
+
+
+def generate_image(domain: str | Domain, seed: int, split_id: int, index: int,
+                   height: int = 64, width: int = 128, textures: _Textures | None = None):
+    """One image and its label map: (H, W, 3) uint8 and (H, W) uint8 class indices."""
+    dom = DOMAINS[domain] if isinstance(domain, str) else domain
+    textures = textures or _Textures.make(height, width)
+    rng = np.random.default_rng([seed, split_id, index])
+    cv = _draw_scene(rng, dom, textures, height, width)
+    return _render(rng, cv, dom.rendering), cv.label
+
+
+def generate_split(split: str, n: int, seed: int, height: int = 64, width: int = 128):
+    """Images (N, H, W, 3) uint8 and labels (N, H, W) uint8 of a split of the benchmark."""
+    if split not in SPLITS:
+        raise KeyError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    if n < 0 or height < 16 or width < 16:
+        raise ValueError(f"generate_split: need n >= 0 and an image of at least 16x16, "
+                         f"got n={n}, height={height}, width={width}")
+    domain, split_id = SPLITS[split]
+    textures = _Textures.make(height, width)
+    images = np.empty((n, height, width, 3), np.uint8)
+    labels = np.empty((n, height, width), np.uint8)
+    for i in range(n):
+        images[i], labels[i] = generate_image(domain, seed, split_id, i, height, width, textures)
+    return images, labels

@@ -1,0 +1,81 @@
+"""Run the notebook series headless with papermill and collect its figures.
+
+Each notebook runs on the venv's own `python3` kernel with cwd = notebooks/, gets the
+parameters PRESET, SEED, DEVICE, RUN_DIR, FIGURES_DIR and INTERACTIVE=False, and is written
+executed to <out>/notebooks/. The series stops at the first failure, naming the notebook and
+the cell. One progress line per notebook reports its wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+SERIES = re.compile(r"^0[0-5]_.*\.ipynb$")  # 00-05; 06 (real datasets) is not in the series
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def series(notebook_dir: Path = NOTEBOOKS) -> list[Path]:
+    """The notebooks of the default series, in order."""
+    return sorted(p for p in notebook_dir.glob("*.ipynb") if SERIES.match(p.name))
+
+
+def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int = 1800,
+                 kernel: str = "python3") -> float:
+    """Execute one notebook with papermill; returns its wall time in seconds."""
+    import papermill as pm
+
+    # The kernelspec installed into the venv wins over one in the user's home, so the kernel
+    # is this environment's python whatever else is installed.
+    os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=kernel,
+                            cwd=str(path.parent), execution_timeout=cell_timeout,
+                            progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:
+        raise NotebookFailed(f"{path.name}: cell {e.cell_index} (execution count "
+                             f"{e.exec_count}) raised {e.ename}: {e.evalue}\n"
+                             f"executed copy with the traceback: {output}") from None
+    return time.perf_counter() - start
+
+
+def reproduce(preset: str = "default", seed: int = 0, out: Path | None = None,
+              figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
+              notebooks: list[Path] | None = None, cell_timeout: int = 1800) -> dict:
+    """Run the series; returns {notebook name: seconds}."""
+    out = Path(out or REPO / "build")
+    figures = Path(figures or (REPO / "figures" if out == REPO / "build" else out / "figures"))
+    run_dir = Path(run_dir or REPO / "runs")
+    params = {"PRESET": preset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(run_dir.resolve()),
+              "FIGURES_DIR": str(figures.resolve()), "INTERACTIVE": False}
+    timings = {}
+    todo = notebooks or series()
+    if not todo:
+        raise NotebookFailed(f"no notebooks matching 00-05 in {NOTEBOOKS}")
+    for path in todo:
+        seconds = run_notebook(path, out / "notebooks" / path.name, params, cell_timeout)
+        timings[path.name] = seconds
+        print(f"[{len(timings)}/{len(todo)}] {path.name}: {seconds:.0f} s", flush=True)
+    print(f"done: {sum(timings.values()):.0f} s; executed notebooks in {out / 'notebooks'}, "
+          f"figures in {figures}", flush=True)
+    return timings
+
+
+def main(argv=None):
+    from .cli import main as cli_main
+
+    return cli_main(["reproduce", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
