@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PRESET ?= default
 SEED   ?= 0
+SEEDS  ?= 3
 
 .PHONY: reproduce smoke test lab lint bench venv clean
 
@@ -19,10 +20,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: venv  ## run the notebook series headless and rewrite figures/
-	$(PY) -m wsda_lib.cli reproduce --preset $(PRESET) --seed $(SEED)
+	$(PY) -m wsda_lib.cli reproduce --preset $(PRESET) --seed $(SEED) --seeds $(SEEDS)
 
 smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not figures/
-	$(PY) -m wsda_lib.cli reproduce --preset smoke --seed $(SEED) --out build/smoke
+	$(PY) -m wsda_lib.cli reproduce --preset smoke --seed $(SEED) --seeds $(SEEDS) --out build/smoke
 
 test: venv
 	$(PY) -m pytest

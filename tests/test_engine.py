@@ -52,3 +52,50 @@ def test_device_errors_are_named():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="DEVICE='cuda'"):
             resolve_device("cuda")
+
+
+def _scrambled(split):
+    """A copy of a split whose labels and image-level labels are garbage."""
+    import copy
+
+    import numpy as np
+
+    other = copy.copy(split)
+    other.labels = np.full_like(split.labels, 3)
+    other.weak_labels = np.ones_like(split.weak_labels)
+    return other
+
+
+def test_uda_never_reads_target_labels(smoke_bench):
+    from wsda_lib.engine import train_adaptation
+
+    cfg = override(preset("smoke"), **{"adapt.iterations": 4, "train.eval_every": 100})
+    results = []
+    for target in (smoke_bench["target_train"], _scrambled(smoke_bench["target_train"])):
+        torch.manual_seed(0)
+        model = build_model(cfg, 10)
+        h = train_adaptation(model, smoke_bench["source_train"], target,
+                             smoke_bench["target_val"], cfg, 10, seed=0, device="cpu",
+                             weak_labels="pseudo", pixel_adaptation=True, progress=False)
+        results.append((model.state_dict(), h))
+    (w0, h0), (w1, h1) = results
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert h0["seg"] == h1["seg"] and h0["weak"] == h1["weak"] and h0["adv_cw"] == h1["adv_cw"]
+    # only the logged accuracy of the pseudo-weak labels (read from the GT) differs
+    assert h0["pseudo_recall"] != h1["pseudo_recall"] or h0["pseudo_precision"] != \
+        h1["pseudo_precision"]
+
+
+def test_adaptation_rejects_inconsistent_settings(smoke_bench):
+    from wsda_lib.engine import train_adaptation
+
+    cfg = preset("smoke")
+    model = build_model(cfg, 10)
+    args = (model, smoke_bench["source_train"], smoke_bench["target_train"],
+            smoke_bench["target_val"], cfg, 10, 0, "cpu")
+    with pytest.raises(ValueError, match="weak_labels must be one of"):
+        train_adaptation(*args, weak_labels="guess")
+    with pytest.raises(ValueError, match="need weak labels"):
+        train_adaptation(*args, weak_labels="none")
+    with pytest.raises(ValueError, match="needs target_points"):
+        train_adaptation(*args, weak_labels="point")

@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="run the notebook series headless; rewrite figures/")
     r.add_argument("--preset", choices=PRESETS, default="default")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="seed of notebooks 01-04; the first "
+                   "of the seeds of notebook 05")
+    r.add_argument("--seeds", type=int, default=3, help="number of seeds notebook 05 runs")
     r.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
     r.add_argument("--out", type=Path, default=None,
                    help="folder for executed notebooks (default build/); figures go to "
@@ -33,7 +35,9 @@ def main(argv=None) -> int:
         from .reproduce import NotebookFailed, reproduce
 
         try:
-            reproduce(args.preset, args.seed, out=args.out, run_dir=args.run_dir,
+            if args.seeds < 1:
+                raise NotebookFailed(f"--seeds must be >= 1, got {args.seeds}")
+            reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
                       device=args.device, cell_timeout=args.cell_timeout)
         except NotebookFailed as e:
             print(f"wsda reproduce: {e}", file=sys.stderr)

@@ -61,10 +61,39 @@ class TrainConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """Adaptation is a configuration of one loop: which terms are on, their weights, and
+    where the target's weak labels come from. A stage (see stages.py) sets the switches."""
+
+    iterations: int = 1000             # adaptation steps, each with a source and a target batch
+    lr: float = 2.5e-4                 # segmentation network, fine-tuned from source-only
+    # Loss weights (PAPER.md §5). lambda_c: 0.01 with pseudo-weak labels, 0.2 with human ones.
+    lambda_adv: float = 0.001          # output-space adversarial (AdaptSegNet)
+    lambda_c: float = 0.01             # weak-label classification L_c, pseudo-weak labels
+    lambda_c_human: float = 0.2        # ... with human image labels (WDA)
+    lambda_cw: float = 0.001           # category-wise adversarial L_adv^C
+    lambda_point: float = 1.0          # point supervision (WDA, points)
+    lambda_st: float = 1.0             # target pseudo-label cross-entropy (self-training)
+    pseudo_threshold: float = 0.2      # T for pseudo-weak labels
+    smooth_max_r: float = 1.0          # r of the smooth-max pooling
+    weak_dropout: float = 0.1          # dropout on target logits before L_c (released code)
+    disc_lr: float = 1e-4              # discriminators: Adam, betas (0.9, 0.99)
+    # ndf of the output-space discriminator: 64 in the paper, for a ResNet-101; 16 here matches
+    # the slim network and makes it cost a third of the adaptation step instead of two thirds.
+    output_disc_width: int = 16
+    category_disc_hidden: int | None = None  # hidden width of D_c; None = feature dim D
+    fda_beta: float = 0.05             # FDA window: 0.05 * 64 px = a 7x7 block of frequencies
+    fda_prob: float = 0.5              # share of source images restyled ("beside the originals")
+    st_quantile: float = 0.5           # self-training: keep the most confident half per class
+    st_cap: float = 0.9                # ... with thresholds capped at this confidence
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
 PRESETS = ("smoke", "default", "full")
@@ -80,6 +109,7 @@ def preset(name: str) -> Config:
                                    "target_val": 32, "target_test": 32}),
             model=ModelConfig(base_width=8),
             train=TrainConfig(iterations=30, batch_size=8, eval_every=15),
+            adapt=AdaptConfig(iterations=10),
         )
     if name == "full":
         return Config(
@@ -87,6 +117,7 @@ def preset(name: str) -> Config:
                                    "target_val": 500, "target_test": 1000}),
             model=ModelConfig(base_width=32),
             train=TrainConfig(iterations=6000, eval_every=1000),
+            adapt=AdaptConfig(iterations=4000),
         )
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
 

@@ -114,3 +114,175 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
     history["seconds"] = time.perf_counter() - start
     history["images_per_second"] = train_cfg.iterations * train_cfg.batch_size / history["seconds"]
     return history
+
+
+WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point")
+
+
+def _presence_precision_recall(predicted, truth):
+    tp = (predicted * truth).sum()
+    return (float(100 * tp / predicted.sum().clamp(min=1)),
+            float(100 * tp / truth.sum().clamp(min=1)))
+
+
+def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: int, seed: int,
+                     device, weak_labels: str = "pseudo", pixel_adaptation: bool = False,
+                     target_points=None, target_pseudo_labels=None, progress: bool = True,
+                     desc: str = "adapt", log_every: int = 25):
+    """Adapt `model` (already trained on the source) to the target; returns a history dict.
+
+    One iteration, in the paper's order:
+      1. source batch: L_seg (optionally on FDA-restyled source images, `pixel_adaptation`);
+      2. target batch: weak labels y_t (pseudo, image or point), then λ_c·L_c, λ_adv·L_adv,
+         λ_cw·L_adv^C, the point loss and the self-training loss, whichever are on;
+      3. one generator step on the sum;
+      4. discriminator step on detached source and target outputs.
+    `target_points` (N, C) and `target_pseudo_labels` (N, H, W) are indexed by the target
+    item's "index". Target ground-truth labels are never used, except the human weak labels
+    when weak_labels is "image" or "point"; the GT image labels are read only to *log* how
+    accurate the pseudo-weak labels are.
+    """
+    from .method.category_alignment import (
+        CategoryDiscriminators,
+        category_adversarial_loss,
+        category_discriminator_loss,
+        category_features,
+        discriminator_accuracy,
+    )
+    from .method.output_alignment import (
+        OutputDiscriminator,
+        output_adversarial_loss,
+        output_discriminator_loss,
+        output_probabilities,
+    )
+    from .method.pixel_adaptation import fourier_amplitude_swap
+    from .method.point_supervision import point_loss
+    from .method.weak_classification import pseudo_weak_labels, weak_label_loss
+
+    a, t = cfg.adapt, cfg.train
+    if weak_labels not in WEAK_LABEL_SOURCES:
+        raise ValueError(f"weak_labels must be one of {WEAK_LABEL_SOURCES}, got {weak_labels!r}")
+    if weak_labels == "none" and (a.lambda_c or a.lambda_cw):
+        raise ValueError("lambda_c and lambda_cw need weak labels; got weak_labels='none'")
+    if weak_labels == "point" and target_points is None:
+        raise ValueError("weak_labels='point' needs target_points")
+    lambda_c = a.lambda_c if weak_labels == "pseudo" else a.lambda_c_human
+    set_seed(seed)
+    model.to(device).train()
+    optimizer = make_optimizer(model, _with_lr(t, a.lr))
+    output_disc = OutputDiscriminator(num_classes, a.output_disc_width).to(device) \
+        if a.lambda_adv else None
+    category_disc = CategoryDiscriminators(num_classes, model.feature_dim,
+                                           a.category_disc_hidden).to(device) \
+        if a.lambda_cw and weak_labels != "none" else None
+    disc_params = [p for d in (output_disc, category_disc) if d is not None
+                   for p in d.parameters()]
+    disc_optimizer = torch.optim.Adam(disc_params, lr=a.disc_lr, betas=(0.9, 0.99)) \
+        if disc_params else None
+    if target_points is not None:
+        target_points = torch.as_tensor(target_points, device=device)
+    if target_pseudo_labels is not None:
+        target_pseudo_labels = torch.as_tensor(target_pseudo_labels, device=device).long()
+    source_stream = batches(source_set, t.batch_size, seed, device)
+    target_stream = batches(target_set, t.batch_size, seed + 1, device)
+    val_loader = DataLoader(val_set, batch_size=t.eval_batch_size)
+    fda_generator = torch.Generator().manual_seed(seed + 2)
+    history = {"iteration": [], "val_iteration": [], "val_miou": []}
+    logs = {}
+    start = time.perf_counter()
+    bar = tqdm(range(a.iterations), desc=desc, disable=not progress, mininterval=2)
+    for it in bar:
+        set_lr(optimizer, poly_lr(a.lr, it, a.iterations, t.poly_power))
+        src, tgt = next(source_stream), next(target_stream)
+        size = src["label"].shape[-2:]
+
+        # 1. Source: supervised segmentation loss.
+        source_images = src["image"]
+        if pixel_adaptation:
+            restyle = (torch.rand(len(source_images), generator=fda_generator) < a.fda_prob)
+            restyled = fourier_amplitude_swap(source_images, tgt["image"], a.fda_beta)
+            source_images = torch.where(restyle.to(device).view(-1, 1, 1, 1), restyled,
+                                        source_images)
+        logits_s, feats_s = model(source_images)                       # (B, C, h, w), (B, D, h, w)
+        loss = segmentation_loss(logits_s, src["label"])
+        terms = {"seg": loss.item()}
+
+        # 2. Target: weak labels, then the target terms that are switched on.
+        logits_t, feats_t = model(tgt["image"])
+        if weak_labels == "pseudo":
+            y_t = pseudo_weak_labels(logits_t, a.pseudo_threshold, a.smooth_max_r)   # (B, C)
+            precision, recall = _presence_precision_recall(y_t, tgt["weak_label"])
+            terms.update(pseudo_precision=precision, pseudo_recall=recall)
+        elif weak_labels in ("image", "point"):
+            y_t = tgt["weak_label"]
+        else:
+            y_t = None
+        if lambda_c and y_t is not None:
+            dropped = F.dropout(logits_t, a.weak_dropout, training=True)
+            loss_c = weak_label_loss(dropped, y_t, a.smooth_max_r)
+            loss = loss + lambda_c * loss_c
+            terms["weak"] = loss_c.item()
+        if output_disc is not None:
+            probs_t = output_probabilities(logits_t, size)
+            loss_adv = output_adversarial_loss(output_disc(probs_t))
+            loss = loss + a.lambda_adv * loss_adv
+            terms["adv"] = loss_adv.item()
+        if category_disc is not None:
+            cat_t = category_features(logits_t, feats_t)               # (B, C, D)
+            loss_cw = category_adversarial_loss(category_disc(cat_t), y_t)
+            loss = loss + a.lambda_cw * loss_cw
+            terms["adv_cw"] = loss_cw.item()
+        if weak_labels == "point":
+            loss_pt = point_loss(logits_t, target_points[tgt["index"]], size)
+            loss = loss + a.lambda_point * loss_pt
+            terms["point"] = loss_pt.item()
+        if target_pseudo_labels is not None:
+            loss_st = segmentation_loss(logits_t, target_pseudo_labels[tgt["index"]])
+            loss = loss + a.lambda_st * loss_st
+            terms["self_training"] = loss_st.item()
+
+        # 3. Generator step.
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+
+        # 4. Discriminator step, on detached outputs (the generator's gradients are dropped).
+        if disc_optimizer is not None:
+            disc_optimizer.zero_grad(set_to_none=True)
+            loss_d = 0.0
+            if output_disc is not None:
+                loss_d = loss_d + output_discriminator_loss(
+                    output_disc(output_probabilities(logits_s.detach(), size)),
+                    output_disc(probs_t.detach()))
+            if category_disc is not None:
+                cat_s = category_features(logits_s.detach(), feats_s.detach())
+                d_s, d_t = category_disc(cat_s), category_disc(cat_t.detach())
+                y_s = src["weak_label"]
+                loss_d = loss_d + category_discriminator_loss(d_s, y_s, d_t, y_t)
+                terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, y_s, d_t, y_t)
+            loss_d.backward()
+            disc_optimizer.step()
+            terms["disc"] = loss_d.item()
+
+        for k, v in terms.items():
+            logs.setdefault(k, []).append(v)
+        if (it + 1) % log_every == 0 or it + 1 == a.iterations:
+            history["iteration"].append(it + 1)
+            for k, v in logs.items():
+                history.setdefault(k, []).append(float(np.mean(v)))
+            logs = {}
+        if (it + 1) % t.eval_every == 0 or it + 1 == a.iterations:
+            val = evaluate(model, val_loader, num_classes, device)
+            history["val_iteration"].append(it + 1)
+            history["val_miou"].append(val["miou"])
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+def _with_lr(train_cfg, lr):
+    import dataclasses
+
+    return dataclasses.replace(train_cfg, lr=lr)

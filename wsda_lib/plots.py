@@ -123,3 +123,136 @@ def learning_curves(histories: dict):
     axes[1].legend()
     fig.tight_layout()
     return fig
+
+
+def pooling_figure(image, logits, class_names, classes, r: float = 1.0):
+    """How smooth-max pooling turns a class's logit map into one image-level score: the maps
+    of a few classes, and their mean-, max- and smooth-max-pooled probabilities."""
+    import torch
+
+    from .method.weak_classification import smooth_max_pool
+
+    logits = torch.as_tensor(logits)                      # (C, h, w)
+    fig, axes = plt.subplots(1, len(classes) + 2, figsize=(2.6 * (len(classes) + 2), 2.4),
+                             gridspec_kw={"width_ratios": [1.4] + [1] * len(classes) + [1.6]})
+    axes[0].imshow(_image(image))
+    axes[0].set_title("target image", fontsize=9)
+    vmax = float(logits[classes].abs().max())
+    for ax, c in zip(axes[1:-1], classes, strict=True):
+        ax.imshow(logits[c], cmap="coolwarm", vmin=-vmax, vmax=vmax)
+        ax.set_title(f"logits: {class_names[c]}", fontsize=9)
+    for ax in axes[:-1]:
+        ax.set_xticks([]), ax.set_yticks([])
+    flat = logits[classes].flatten(1)
+    pooled = {"mean": flat.mean(1), f"smooth-max (r={r:g})":
+              smooth_max_pool(logits[classes][None], r)[0], "max": flat.max(1).values}
+    x = np.arange(len(classes))
+    for k, (name, v) in enumerate(pooled.items()):
+        axes[-1].bar(x + 0.27 * (k - 1), torch.sigmoid(v).numpy(), 0.27, label=name)
+    axes[-1].axhline(0.2, color="k", lw=0.8, ls="--", label="T = 0.2")
+    axes[-1].set_xticks(x, [class_names[c] for c in classes], fontsize=8, rotation=30)
+    axes[-1].set_ylabel("P_c")
+    axes[-1].set_ylim(0, 1)
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def presence_bars(results: dict, class_names, metric: str):
+    """Per-class presence precision or recall (%); results: {label: {"precision": [...],
+    "recall": [...]}}."""
+    return iou_bars({k: v[metric] for k, v in results.items()}, class_names,
+                    title=f"class-presence {metric} on target test (%)")
+
+
+def attention_grid(images, attentions, class_names, classes_per_image):
+    """Each row: a target image, then the attention maps of the classes it contains."""
+    n_cols = 1 + max(len(c) for c in classes_per_image)
+    fig, axes = plt.subplots(len(images), n_cols, figsize=(2.1 * n_cols, 1.2 * len(images)),
+                             squeeze=False)
+    for r, (img, att, classes) in enumerate(zip(images, attentions, classes_per_image,
+                                                strict=True)):
+        axes[r, 0].imshow(_image(img))
+        for k, c in enumerate(classes):
+            axes[r, k + 1].imshow(_image(img), alpha=0.6)
+            axes[r, k + 1].imshow(np.asarray(att[c]), cmap="magma", alpha=0.6,
+                                  extent=(-0.5, img.shape[-1] - 0.5, img.shape[-2] - 0.5, -0.5))
+            axes[r, k + 1].set_title(class_names[c], fontsize=8)
+        for ax in axes[r]:
+            ax.set_xticks([]), ax.set_yticks([])
+            if not ax.images:
+                ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def feature_projection(panels: dict, class_names, classes):
+    """2-D projections of category features, one panel per model: {title: (points (N, 2),
+    class index (N,), domain (N,) of "source"/"target")}. Colour = class, marker = domain."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    palette = sns.color_palette("tab10", len(classes))
+    for ax, (title, (pts, cls, dom)) in zip(axes[0], panels.items(), strict=True):
+        for k, c in enumerate(classes):
+            for domain, marker in (("source", "o"), ("target", "x")):
+                m = (cls == c) & (dom == domain)
+                ax.scatter(pts[m, 0], pts[m, 1], s=12, marker=marker, color=palette[k],
+                           alpha=0.7, label=f"{class_names[c]} ({domain})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def history_curves(histories: dict, keys, ylabel: str = "", title: str = ""):
+    """Logged training quantities over iterations; histories: {label: history dict}."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for label, h in histories.items():
+        for key in keys:
+            if key in h:
+                ax.plot(h["iteration"], h[key], label=f"{label}: {key}")
+    ax.set(xlabel="iteration", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def iou_heatmap(results: dict):
+    """Per-class mean IoU on target test: stages as rows, classes as columns."""
+    stages = results["stages"]
+    data = np.array([s["iou_mean"] for s in stages])
+    fig, ax = plt.subplots(figsize=(1 + 0.75 * len(results["classes"]), 0.5 * len(stages) + 1))
+    sns.heatmap(data, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, ax=ax,
+                xticklabels=results["classes"], yticklabels=[s["title"] for s in stages],
+                annot_kws={"size": 8}, cbar_kws={"label": "IoU (%)"})
+    ax.set_title(f"per-class IoU on target test, mean over seeds {results['seeds']}")
+    fig.tight_layout()
+    return fig
+
+
+def annotation_cost(results: dict, annotation: dict):
+    """The analogue of the paper's Figure 1: accuracy against annotation cost per target
+    image, ours and the paper's; left in mIoU, right in share of the gap closed.
+    annotation: {stage: (what a person provides, seconds per image)}, ordered by cost."""
+    by_name = {s["stage"]: s for s in results["stages"]}
+    names = [n for n in annotation if n in by_name]
+    x = np.arange(len(names))  # ordered by cost; equal spacing keeps 30 s and 45 s apart
+    ticks = [f"{annotation[n][0]}\n{_duration(annotation[n][1])}" for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, (ours, paper, label) in zip(axes, [("miou_mean", "paper_miou", "mIoU (%)"),
+                                               ("gap_closed_mean", "paper_gap_closed",
+                                                "source → oracle gap closed (%)")],
+                                        strict=True):
+        ax.errorbar(x, [by_name[n][ours] for n in names],
+                    yerr=[by_name[n][ours.replace("mean", "std")] for n in names],
+                    fmt="o-", capsize=3, label="ours (embedded benchmark)")
+        ax.plot(x, [by_name[n][paper] for n in names], "s--", label="paper (GTA5 → Cityscapes)")
+        ax.set_xticks(x, ticks, fontsize=8)
+        ax.set(xlabel="annotation per target image", ylabel=label)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

@@ -1,9 +1,10 @@
 """Run the notebook series headless with papermill and collect its figures.
 
 Each notebook runs on the venv's own `python3` kernel with cwd = notebooks/, gets the
-parameters PRESET, SEED, DEVICE, RUN_DIR, FIGURES_DIR and INTERACTIVE=False, and is written
-executed to <out>/notebooks/. The series stops at the first failure, naming the notebook and
-the cell. One progress line per notebook reports its wall time.
+parameters PRESET, SEED, SEEDS, DEVICE, RUN_DIR, FIGURES_DIR and INTERACTIVE=False, and is
+written executed to <out>/notebooks/, with an HTML copy beside it. The series stops at the
+first failure, naming the notebook and the cell. One progress line per notebook reports its
+wall time. Notebook 05 writes figures/results.json and figures/results.md.
 """
 
 from __future__ import annotations
@@ -46,18 +47,32 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int =
         raise NotebookFailed(f"{path.name}: cell {e.cell_index} (execution count "
                              f"{e.exec_count}) raised {e.ename}: {e.evalue}\n"
                              f"executed copy with the traceback: {output}") from None
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    write_html(output)
+    return seconds
 
 
-def reproduce(preset: str = "default", seed: int = 0, out: Path | None = None,
+def write_html(notebook: Path) -> Path:
+    """An HTML copy of an executed notebook, beside it."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    path = notebook.with_suffix(".html")
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path | None = None,
               figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
               notebooks: list[Path] | None = None, cell_timeout: int = 1800) -> dict:
     """Run the series; returns {notebook name: seconds}."""
     out = Path(out or REPO / "build")
     figures = Path(figures or (REPO / "figures" if out == REPO / "build" else out / "figures"))
     run_dir = Path(run_dir or REPO / "runs")
-    params = {"PRESET": preset, "SEED": seed, "DEVICE": device, "RUN_DIR": str(run_dir.resolve()),
-              "FIGURES_DIR": str(figures.resolve()), "INTERACTIVE": False}
+    params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,
+              "RUN_DIR": str(run_dir.resolve()), "FIGURES_DIR": str(figures.resolve()),
+              "INTERACTIVE": False}
     timings = {}
     todo = notebooks or series()
     if not todo:

@@ -2,7 +2,7 @@
 
 Every split is a `SegmentationSplit`, the interface the real-data readers share: item i is
 {"image": (3, H, W) float in [0, 1], "label": (H, W) int64 with 255 = ignore, "name": str,
-"weak_label": (C,) float 0/1 image-level labels}.
+"index": int (position in the split), "weak_label": (C,) float 0/1 image-level labels}.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class SegmentationSplit(Dataset):
             "image": torch.from_numpy(self.images[i]).permute(2, 0, 1).float() / 255,
             "label": torch.from_numpy(self.labels[i].astype(np.int64)),
             "name": f"{self.name}/{i:05d}",
+            "index": i,
             "weak_label": torch.from_numpy(self.weak_labels[i]),
         }
 

@@ -1,0 +1,1 @@
+"""The paper's method: one file per idea, each equation one documented function."""

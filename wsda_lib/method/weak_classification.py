@@ -1,0 +1,62 @@
+"""Weak-label classification (PAPER.md §1-2): image-level scores from segmentation logits.
+
+The segmentation logits A (B, C, h, w) are pooled over space into one score per class; a
+multi-label BCE against the image's weak label y (B, C) then pushes the segmentation output to
+fire for the classes an image contains and to stay silent for those it does not.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def smooth_max_pool(logits: torch.Tensor, r: float = 1.0) -> torch.Tensor:
+    """Smooth-max (log-sum-exp) pooling over space, before the sigmoid:
+
+        s_c = (1/r) · log( (1/(h·w)) · Σ_{i,j} exp(r · A_c,ij) )
+
+    logits (B, C, h, w) -> (B, C). r -> inf gives the max, r -> 0 the mean; r = 1 in the
+    released code.
+
+    >>> smooth_max_pool(torch.zeros(1, 2, 3, 3))  # constant maps pool to that constant
+    tensor([[0., 0.]])
+    """
+    if r <= 0:
+        raise ValueError(f"smooth-max parameter r must be > 0, got {r}")
+    flat = logits.flatten(2)                                            # (B, C, h*w)
+    return (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
+
+
+def image_class_scores(logits: torch.Tensor, r: float = 1.0) -> torch.Tensor:
+    """P_c = sigmoid(smooth_max_pool(A)_c): the probability that class c is in the image,
+    (B, C, h, w) -> (B, C)."""
+    return torch.sigmoid(smooth_max_pool(logits, r))
+
+
+def weak_label_loss(logits: torch.Tensor, weak_labels: torch.Tensor, r: float = 1.0):
+    """L_c = −(1/C) Σ_c [ y_c log P_c + (1 − y_c) log(1 − P_c) ], averaged over the batch.
+
+    logits (B, C, h, w); weak_labels y (B, C) in {0, 1}. Computed from the pooled logits
+    with BCE-with-logits, which equals the formula but does not overflow.
+
+    >>> weak_label_loss(torch.zeros(1, 2, 2, 2), torch.tensor([[1.0, 0.0]]))  # P = 1/2
+    tensor(0.6931)
+    """
+    if weak_labels.shape != logits.shape[:2]:
+        raise ValueError(f"weak labels of shape {tuple(weak_labels.shape)} do not match the "
+                         f"logits' (batch, classes) {tuple(logits.shape[:2])}")
+    return F.binary_cross_entropy_with_logits(smooth_max_pool(logits, r), weak_labels.float())
+
+
+@torch.no_grad()
+def pseudo_weak_labels(logits: torch.Tensor, threshold: float = 0.2, r: float = 1.0):
+    """UDA's pseudo-weak labels: y_c = 1[P_c > T], T = 0.2, from the detached prediction.
+
+    (B, C, h, w) -> (B, C) float 0/1; recomputed at every iteration from the current model.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"pseudo-weak-label threshold must be in (0, 1), got {threshold}")
+    return (image_class_scores(logits.detach(), r) > threshold).float()

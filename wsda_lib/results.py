@@ -1,0 +1,169 @@
+"""Tables of stage results: mIoU, the share of the source -> oracle gap a stage closes, and a
+plain verdict on whether a stage helped."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def gap_closed(miou: float, source_only: float, oracle: float) -> float:
+    """Fraction of the source-only -> oracle gap closed: (mIoU - source) / (oracle - source).
+
+    >>> gap_closed(45.5, 36.6, 64.0)   # the paper's UDA with category-wise alignment
+    0.3248...
+    """
+    if oracle == source_only:
+        return float("nan")
+    return (miou - source_only) / (oracle - source_only)
+
+
+def stage_table(results: dict, titles: dict, split: str = "target_test"):
+    """A DataFrame of mIoU on `split` and gap closed, one row per stage; results maps stage
+    name -> its metrics dict (or a stage result with a .metrics dict) and must contain
+    "source_only" and "oracle"."""
+    import pandas as pd
+
+    results = {name: getattr(m, "metrics", m) for name, m in results.items()}
+    src, orc = results["source_only"][split]["miou"], results["oracle"][split]["miou"]
+    rows = [{"stage": titles.get(name, name), f"mIoU {split} (%)": m[split]["miou"],
+             "gap closed (%)": 100 * gap_closed(m[split]["miou"], src, orc)}
+            for name, m in results.items()]
+    return pd.DataFrame(rows).set_index("stage").round(1)
+
+
+def verdict(what: str, stage_miou: float, baseline: str, baseline_miou: float,
+            split: str = "target val", tolerance: float = 0.5) -> str:
+    """One plain sentence: did `what` help over `baseline` on `split`?"""
+    delta = stage_miou - baseline_miou
+    if delta > tolerance:
+        return f"{what} helps: {stage_miou:.1f} vs {baseline_miou:.1f} mIoU on {split} " \
+               f"for {baseline} ({delta:+.1f})."
+    if delta < -tolerance:
+        return f"{what} does not help on this benchmark: {stage_miou:.1f} vs " \
+               f"{baseline_miou:.1f} mIoU on {split} for {baseline} ({delta:+.1f})."
+    return f"{what} makes no clear difference: {stage_miou:.1f} vs {baseline_miou:.1f} mIoU " \
+           f"on {split} for {baseline} ({delta:+.1f}, within ±{tolerance})."
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+# The paper's GTA5 -> Cityscapes mIoU (PAPER.md §7), by our stage names. Self-training is this
+# project's extension and has no paper number.
+PAPER_MIOU = {
+    "source_only": 36.6, "adaptsegnet": 42.4, "uda_weak": 44.2, "uda_category": 45.5,
+    "uda_pixel": 48.2, "uda_self_training": None, "wda_image": 53.0, "wda_point": 56.4,
+    "oracle": 64.0,
+}
+ABLATION = tuple(PAPER_MIOU)           # the rows of the results table, in order
+# What a person provides per target image, and about how long it takes (the paper's Figure 1).
+ANNOTATION = {"uda_pixel": ("UDA: nothing", 0), "wda_image": ("WDA: image labels", 30),
+              "wda_point": ("WDA: one point per class", 45),
+              "oracle": ("full pixel labels", 90 * 60)}
+
+
+def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
+    """The content of results.json from per_seed[stage][seed] = metrics dict: per stage the
+    target-test mIoU of every seed, mean ± std, the gap closed (from the per-seed source-only
+    and oracle of the same seed), per-class mean IoU; the paper's numbers beside them."""
+    seeds = sorted(next(iter(per_seed.values())))
+    src = {s: per_seed["source_only"][s]["target_test"]["miou"] for s in seeds}
+    orc = {s: per_seed["oracle"][s]["target_test"]["miou"] for s in seeds}
+    paper_src, paper_orc = PAPER_MIOU["source_only"], PAPER_MIOU["oracle"]
+    stages = []
+    for name, by_seed in per_seed.items():
+        mious = [by_seed[s]["target_test"]["miou"] for s in seeds]
+        gaps = [100 * gap_closed(by_seed[s]["target_test"]["miou"], src[s], orc[s])
+                for s in seeds]
+        ious = np.array([by_seed[s]["target_test"]["iou"] for s in seeds], dtype=float)
+        paper = PAPER_MIOU.get(name)
+        stages.append({
+            "stage": name, "title": titles[name],
+            "miou_per_seed": mious,
+            "miou_mean": mean_std(mious)[0], "miou_std": mean_std(mious)[1],
+            "target_val_miou_mean": mean_std([by_seed[s]["target_val"]["miou"]
+                                              for s in seeds])[0],
+            "gap_closed_mean": mean_std(gaps)[0], "gap_closed_std": mean_std(gaps)[1],
+            "iou_mean": np.nanmean(ious, axis=0).tolist() if len(ious) else [],
+            "paper_miou": paper,
+            "paper_gap_closed": None if paper is None else
+            100 * gap_closed(paper, paper_src, paper_orc),
+        })
+    return {**meta, "seeds": seeds, "split": "target_test", "classes": list(class_names),
+            "stages": stages}
+
+
+def _fmt(x, spec=".1f", suffix=""):
+    return "—" if x is None else format(x, spec) + suffix
+
+
+def render_markdown(results: dict) -> str:
+    """The results table as Markdown; figures/results.md is exactly this of results.json."""
+    lines = [
+        f"# Results: {results['preset']} preset, {len(results['seeds'])} seed(s) "
+        f"{results['seeds']}",
+        "",
+        "mIoU (%) on the embedded benchmark's target test split, mean ± std over seeds; "
+        "gap closed = (stage − source-only) / (oracle − source-only). The paper's columns "
+        "are GTA5 → Cityscapes (PAPER.md §7).",
+        "",
+        "| stage | paper mIoU | paper gap closed | ours mIoU | ours gap closed |",
+        "|---|---|---|---|---|",
+    ]
+    for s in results["stages"]:
+        lines.append(f"| {s['title']} | {_fmt(s['paper_miou'])} | "
+                     f"{_fmt(s['paper_gap_closed'], '.0f', '%')} | "
+                     f"{s['miou_mean']:.1f} ± {s['miou_std']:.1f} | "
+                     f"{s['gap_closed_mean']:.0f} ± {s['gap_closed_std']:.0f}% |")
+    lines += ["", f"Measured {results['date']} on {results['machine']} "
+              f"(commit {results['commit']}).", ""]
+    return "\n".join(lines)
+
+
+def run_metadata(preset: str, device) -> dict:
+    """Preset, commit, date and machine of a run, for results.json."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+               f"torch {torch.__version__}, device {device}")
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"preset": preset, "commit": commit, "date": date, "machine": machine}
+
+
+def validate(results: dict) -> None:
+    """Check results.json against its schema; raise ValueError naming the first problem."""
+    def check(ok, what):
+        if not ok:
+            raise ValueError(f"results.json: {what}")
+
+    for key in ("preset", "commit", "date", "machine", "seeds", "classes", "stages"):
+        check(key in results, f"missing key {key!r}")
+    check([s.get("stage") for s in results["stages"]] == list(ABLATION),
+          f"stages must be {list(ABLATION)} in order")
+    n_seeds, n_classes = len(results["seeds"]), len(results["classes"])
+    check(n_seeds >= 1, "no seeds")
+    for s in results["stages"]:
+        name = s["stage"]
+        check(len(s["miou_per_seed"]) == n_seeds, f"{name}: one mIoU per seed expected")
+        check(all(0 <= m <= 100 for m in s["miou_per_seed"]), f"{name}: mIoU outside 0..100")
+        check(0 <= s["miou_mean"] <= 100 and s["miou_std"] >= 0, f"{name}: bad mean/std")
+        check(len(s["iou_mean"]) == n_classes, f"{name}: one IoU per class expected")
+        check(s["paper_miou"] is None or 0 < s["paper_miou"] < 100, f"{name}: bad paper mIoU")
+    by = {s["stage"]: s for s in results["stages"]}
+    check(abs(by["source_only"]["gap_closed_mean"]) < 1e-6, "source-only must close 0% gap")
+    check(abs(by["oracle"]["gap_closed_mean"] - 100) < 1e-6, "oracle must close 100% gap")
