@@ -26,11 +26,41 @@ def _parser() -> argparse.ArgumentParser:
                         "figures/ for the default folder and to OUT/figures otherwise")
     r.add_argument("--run-dir", type=Path, default=None, help="cached runs (default runs/)")
     r.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
+
+    data = sub.add_parser("data", help="tools for the real datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate a dataset tree before training")
+    check.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
+    check.add_argument("--root", required=True, type=Path)
+    check.add_argument("--split", default="train", help="cityscapes only: train or val")
+    check.add_argument("--classes", type=int, default=None,
+                       help="19 (default for GTA5/Cityscapes) or 16/13 (default 16 for SYNTHIA)")
     return p
+
+
+def _data_check(args) -> int:
+    """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem."""
+    from .data.cityscapes import open_dataset
+    from .data.files import DatasetError
+
+    kwargs = {"size": None}
+    if args.classes:
+        kwargs["num_classes"] = args.classes
+    if args.dataset == "cityscapes":
+        kwargs["split"] = args.split
+    try:
+        report = open_dataset(args.dataset, args.root, **kwargs).check()
+    except (DatasetError, ValueError) as e:
+        print(f"wsda data check: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset} at {args.root}: {report}")
+    return 0 if report.ok else 1
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "data":
+        return _data_check(args)
     if args.command == "reproduce":
         from .reproduce import NotebookFailed, reproduce
 

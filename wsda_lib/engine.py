@@ -94,7 +94,8 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
     start = time.perf_counter()
     bar = tqdm(range(train_cfg.iterations), desc=desc, disable=not progress, mininterval=2)
     for it in bar:
-        set_lr(optimizer, poly_lr(train_cfg.lr, it, train_cfg.iterations, train_cfg.poly_power))
+        set_lr(optimizer, poly_lr(train_cfg.lr, it, train_cfg.poly_horizon or train_cfg.iterations,
+                                  train_cfg.poly_power))
         batch = next(stream)
         logits, _ = model(batch["image"])                          # (B, C, h, w)
         loss = segmentation_loss(logits, batch["label"])
@@ -192,7 +193,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
     start = time.perf_counter()
     bar = tqdm(range(a.iterations), desc=desc, disable=not progress, mininterval=2)
     for it in bar:
-        set_lr(optimizer, poly_lr(a.lr, it, a.iterations, t.poly_power))
+        set_lr(optimizer, poly_lr(a.lr, it, t.poly_horizon or a.iterations, t.poly_power))
         src, tgt = next(source_stream), next(target_stream)
         size = src["label"].shape[-2:]
 
