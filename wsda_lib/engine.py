@@ -107,14 +107,22 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
 
         history["iteration"].append(it + 1)
         history["loss"].append(loss.item())
-        if (it + 1) % train_cfg.eval_every == 0 or it + 1 == train_cfg.iterations:
-            val = evaluate(model, val_loader, num_classes, device)
-            history["val_iteration"].append(it + 1)
-            history["val_miou"].append(val["miou"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+        _maybe_validate(model, val_loader, num_classes, device, it, train_cfg.iterations,
+                        train_cfg.eval_every, history, bar, loss)
     history["seconds"] = time.perf_counter() - start
     history["images_per_second"] = train_cfg.iterations * train_cfg.batch_size / history["seconds"]
     return history
+
+
+def _maybe_validate(model, val_loader, num_classes, device, it, iterations, every, history,
+                    bar, loss):
+    """Every `every` iterations and at the last: validation mIoU into the history (for the
+    learning curve only; no model is selected by it)."""
+    if (it + 1) % every == 0 or it + 1 == iterations:
+        val = evaluate(model, val_loader, num_classes, device)
+        history["val_iteration"].append(it + 1)
+        history["val_miou"].append(val["miou"])
+        bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
 
 
 WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point")
@@ -274,11 +282,8 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
             for k, v in logs.items():
                 history.setdefault(k, []).append(float(np.mean(v)))
             logs = {}
-        if (it + 1) % t.eval_every == 0 or it + 1 == a.iterations:
-            val = evaluate(model, val_loader, num_classes, device)
-            history["val_iteration"].append(it + 1)
-            history["val_miou"].append(val["miou"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+        _maybe_validate(model, val_loader, num_classes, device, it, a.iterations, t.eval_every,
+                        history, bar, loss)
     history["seconds"] = time.perf_counter() - start
     return history
 
