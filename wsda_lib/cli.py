@@ -26,11 +26,124 @@ def _parser() -> argparse.ArgumentParser:
                         "figures/ for the default folder and to OUT/figures otherwise")
     r.add_argument("--run-dir", type=Path, default=None, help="cached runs (default runs/)")
     r.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
+
+    t = sub.add_parser("train", help="train one stage (cached like the notebooks' runs)")
+    t.add_argument("--preset", choices=PRESETS, default="default")
+    t.add_argument("--stage", default="source_only", help="a stage of wsda_lib/stages.py")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--run-dir", type=Path, default=Path("runs"))
+    t.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="config overrides, e.g. train.iterations=500 adapt.lambda_cw=0.01")
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint written by `wsda train`")
+    e.add_argument("--checkpoint", required=True, type=Path)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="where the cached benchmark lives")
+
+    data = sub.add_parser("data", help="tools for the real datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate a dataset tree before training")
+    check.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
+    check.add_argument("--root", required=True, type=Path)
+    check.add_argument("--split", default="train", help="cityscapes only: train or val")
+    check.add_argument("--classes", type=int, default=None,
+                       help="19 (default for GTA5/Cityscapes) or 16/13 (default 16 for SYNTHIA)")
     return p
+
+
+def _data_check(args) -> int:
+    """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem."""
+    from .data.cityscapes import open_dataset
+    from .data.files import DatasetError
+
+    kwargs = {"size": None}
+    if args.classes:
+        kwargs["num_classes"] = args.classes
+    if args.dataset == "cityscapes":
+        kwargs["split"] = args.split
+    try:
+        report = open_dataset(args.dataset, args.root, **kwargs).check()
+    except (DatasetError, ValueError) as e:
+        print(f"wsda data check: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset} at {args.root}: {report}")
+    return 0 if report.ok else 1
+
+
+def _parse_overrides(pairs) -> dict:
+    import ast
+
+    changes = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. train.iterations=500")
+        key, value = pair.split("=", 1)
+        try:
+            changes[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            changes[key] = value  # a plain string such as adam
+    return changes
+
+
+def _embedded_only(cfg):
+    if cfg.data.dataset != "embedded":
+        raise ValueError(f"training on {cfg.data.dataset!r} from the command line is not "
+                         f"implemented yet; use the readers in wsda_lib.data (see the README)")
+
+
+def _train(args) -> int:
+    import json
+
+    from .config import override, preset
+    from .data.benchmark import load_benchmark
+    from .engine import resolve_device
+    from .stages import run_stage
+
+    cfg = override(preset(args.preset), **_parse_overrides(args.set))
+    _embedded_only(cfg)
+    bench = load_benchmark(cfg.data, args.run_dir / "data")
+    result = run_stage(args.stage, cfg, bench, args.seed, resolve_device(args.device),
+                       args.run_dir / "models")
+    print(json.dumps({"run": str(result.run.dir), "loaded": result.run.loaded,
+                      **{s: round(result.metrics[s]["miou"], 2)
+                         for s in ("source_val", "target_val", "target_test")}}))
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from . import runs
+    from .config import Config, DataConfig, ModelConfig
+    from .data.benchmark import load_benchmark
+    from .engine import resolve_device
+    from .stages import build_model, evaluate_splits
+
+    saved = runs.read_json(args.checkpoint.parent / "config.json")
+    cfg = Config(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]))
+    _embedded_only(cfg)
+    bench = load_benchmark(cfg.data, args.run_dir / "data")
+    model = build_model(cfg, bench.class_set.num_classes)
+    model.load_state_dict(runs.load_checkpoint(args.checkpoint)["model"])
+    device = resolve_device(args.device)
+    scores = evaluate_splits(model.to(device), bench, cfg, device)
+    print(json.dumps({s: {"miou": round(v["miou"], 2),
+                          "iou": [round(x, 2) for x in v["iou"]]} for s, v in scores.items()}))
+    return 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("train", "evaluate"):
+        try:
+            return _train(args) if args.command == "train" else _evaluate(args)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            print(f"wsda {args.command}: {e}", file=sys.stderr)
+            return 2
+    if args.command == "data":
+        return _data_check(args)
     if args.command == "reproduce":
         from .reproduce import NotebookFailed, reproduce
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    dataset: str = "embedded"          # "embedded": the generated two-domain benchmark
+    dataset: str = "embedded"          # "embedded", or a source dataset: "gta5" | "synthia"
     height: int = 64                   # image size; 64x128 keeps a CPU epoch in seconds
     width: int = 128
     # Images per split. Target-train labels are hidden from adaptation; target_val is the
@@ -29,6 +29,11 @@ class DataConfig:
     seed: int = 0                      # the benchmark's own seed: fixed across training seeds,
     # so that a change of SEED changes the training alone
     weak_label_fraction: float = 0.1   # "present" = more than 10% of a typical area (paper code)
+    # Real datasets only (paper presets); the target is Cityscapes.
+    num_classes: int = 10              # 19 (GTA5), 16 or 13 (SYNTHIA) at paper scale
+    source_size: tuple | None = None   # (width, height) source images are resized to
+    target_size: tuple | None = None   # (width, height) target training images are resized to
+    eval_size: tuple | None = None     # (width, height) logits are upsampled to for evaluation
 
 
 @dataclass
@@ -46,6 +51,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     iterations: int = 3000             # fixed budget; the final model is kept (no selection)
+    poly_horizon: int | None = None    # iterations the poly decay spans; None = iterations
     batch_size: int = 8
     optimizer: str = "adam"            # "sgd" (paper) | "adam" (from-scratch slim models)
     lr: float = 1e-3
@@ -96,7 +102,25 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
-PRESETS = ("smoke", "default", "full")
+PRESETS = ("smoke", "default", "full", "paper_gta5", "paper_synthia")
+
+
+def _paper(source: str, num_classes: int, source_size) -> Config:
+    """PAPER.md §6, field by field: batch 1, SGD 2.5e-4 with the head at 10x, poly 0.9 over
+    250k steps stopped at 120k, discriminators on Adam 1e-4, λ as in §5, T = 0.2."""
+    return Config(
+        data=DataConfig(dataset=source, num_classes=num_classes, source_size=source_size,
+                        target_size=(1024, 512), eval_size=(2048, 1024), sizes={}),
+        model=ModelConfig(backbone="resnet101", aspp_rates=(6, 12, 18, 24), freeze_bn=True),
+        train=TrainConfig(iterations=120_000, poly_horizon=250_000, batch_size=1,
+                          optimizer="sgd", lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
+                          head_lr_mult=10.0, grad_clip=None, eval_every=5000,
+                          eval_batch_size=1),
+        adapt=AdaptConfig(iterations=120_000, lr=2.5e-4, lambda_adv=0.001, lambda_c=0.01,
+                          lambda_c_human=0.2, lambda_cw=0.001, lambda_point=1.0,
+                          pseudo_threshold=0.2, smooth_max_r=1.0, weak_dropout=0.1,
+                          disc_lr=1e-4, output_disc_width=64, category_disc_hidden=None),
+    )
 
 
 def preset(name: str) -> Config:
@@ -119,6 +143,10 @@ def preset(name: str) -> Config:
             train=TrainConfig(iterations=6000, eval_every=1000),
             adapt=AdaptConfig(iterations=4000),
         )
+    if name == "paper_gta5":
+        return _paper("gta5", 19, (1280, 720))
+    if name == "paper_synthia":
+        return _paper("synthia", 16, (1280, 760))
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
 
 

@@ -94,7 +94,8 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
     start = time.perf_counter()
     bar = tqdm(range(train_cfg.iterations), desc=desc, disable=not progress, mininterval=2)
     for it in bar:
-        set_lr(optimizer, poly_lr(train_cfg.lr, it, train_cfg.iterations, train_cfg.poly_power))
+        set_lr(optimizer, poly_lr(train_cfg.lr, it, train_cfg.poly_horizon or train_cfg.iterations,
+                                  train_cfg.poly_power))
         batch = next(stream)
         logits, _ = model(batch["image"])                          # (B, C, h, w)
         loss = segmentation_loss(logits, batch["label"])
@@ -106,14 +107,22 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
 
         history["iteration"].append(it + 1)
         history["loss"].append(loss.item())
-        if (it + 1) % train_cfg.eval_every == 0 or it + 1 == train_cfg.iterations:
-            val = evaluate(model, val_loader, num_classes, device)
-            history["val_iteration"].append(it + 1)
-            history["val_miou"].append(val["miou"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+        _maybe_validate(model, val_loader, num_classes, device, it, train_cfg.iterations,
+                        train_cfg.eval_every, history, bar, loss)
     history["seconds"] = time.perf_counter() - start
     history["images_per_second"] = train_cfg.iterations * train_cfg.batch_size / history["seconds"]
     return history
+
+
+def _maybe_validate(model, val_loader, num_classes, device, it, iterations, every, history,
+                    bar, loss):
+    """Every `every` iterations and at the last: validation mIoU into the history (for the
+    learning curve only; no model is selected by it)."""
+    if (it + 1) % every == 0 or it + 1 == iterations:
+        val = evaluate(model, val_loader, num_classes, device)
+        history["val_iteration"].append(it + 1)
+        history["val_miou"].append(val["miou"])
+        bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
 
 
 WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point")
@@ -192,7 +201,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
     start = time.perf_counter()
     bar = tqdm(range(a.iterations), desc=desc, disable=not progress, mininterval=2)
     for it in bar:
-        set_lr(optimizer, poly_lr(a.lr, it, a.iterations, t.poly_power))
+        set_lr(optimizer, poly_lr(a.lr, it, t.poly_horizon or a.iterations, t.poly_power))
         src, tgt = next(source_stream), next(target_stream)
         size = src["label"].shape[-2:]
 
@@ -273,11 +282,8 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
             for k, v in logs.items():
                 history.setdefault(k, []).append(float(np.mean(v)))
             logs = {}
-        if (it + 1) % t.eval_every == 0 or it + 1 == a.iterations:
-            val = evaluate(model, val_loader, num_classes, device)
-            history["val_iteration"].append(it + 1)
-            history["val_miou"].append(val["miou"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+        _maybe_validate(model, val_loader, num_classes, device, it, a.iterations, t.eval_every,
+                        history, bar, loss)
     history["seconds"] = time.perf_counter() - start
     return history
 

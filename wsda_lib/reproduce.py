@@ -38,6 +38,8 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int =
     # is this environment's python whatever else is installed.
     os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
     output.parent.mkdir(parents=True, exist_ok=True)
+    declared = pm.inspect_notebook(str(path))  # pass only what the parameters cell declares
+    parameters = {k: v for k, v in parameters.items() if k in declared}
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=kernel,

@@ -1,0 +1,39 @@
+"""Cityscapes (Cordts et al. 2016): `leftImg8bit/{split}/<city>/*_leftImg8bit.png` and
+`gtFine/{split}/<city>/*_gtFine_labelIds.png`, labelIds mapped to trainIds.
+
+Training resizes to 1024x512 as in the paper; evaluation keeps the labels at 2048x1024 and
+upsamples the logits to them (see evaluate.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .classes import protocol
+from .files import DatasetError, FileSegmentation, read_index_png
+
+PAPER_SIZE = (1024, 512)  # (width, height) of training inputs
+
+def cityscapes(root: str | Path, split: str = "train", size=PAPER_SIZE, num_classes: int = 19,
+               **kwargs):
+    root = Path(root)
+    images = root / "leftImg8bit" / split
+    if not images.is_dir():
+        raise DatasetError(f"{root}: no leftImg8bit/{split}/ folder; expected Cityscapes' "
+                           f"leftImg8bit/{{train,val}}/<city>/*_leftImg8bit.png")
+    pairs = []
+    for p in sorted(images.glob("*/*_leftImg8bit.png")):
+        stem = p.name[: -len("_leftImg8bit.png")]
+        pairs.append((p, root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_labelIds.png"))
+    return FileSegmentation(f"cityscapes {split} {root}", pairs, protocol(num_classes),
+                            "cityscapes", read_index_png, size, **kwargs)
+
+def open_dataset(name: str, root, **kwargs):
+    """One of the real datasets by name: "gta5", "synthia" or "cityscapes"."""
+    from .gta5 import gta5
+    from .synthia import synthia
+
+    readers = {"gta5": gta5, "synthia": synthia, "cityscapes": cityscapes}
+    if name not in readers:
+        raise ValueError(f"--dataset must be one of {sorted(readers)}, got {name!r}")
+    return readers[name](root, **kwargs)

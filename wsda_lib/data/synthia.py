@@ -1,0 +1,48 @@
+"""SYNTHIA-RAND-CITYSCAPES (Ros et al. 2016): `RGB/*.png` and `GT/LABELS/*.png`.
+
+The label files are 16-bit PNGs whose first (red) channel holds the SYNTHIA class id. Pillow
+would truncate them to 8 bits, so they are read with OpenCV (IMREAD_UNCHANGED), and a label
+file that is not 16-bit is refused: it has been converted somewhere and its ids are wrong.
+Evaluated on 16 or 13 classes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .classes import protocol
+from .files import DatasetError, FileSegmentation
+
+PAPER_SIZE = (1280, 760)  # (width, height): SYNTHIA-RAND-CITYSCAPES is kept at its own size
+
+
+def read_synthia_label(path: Path) -> np.ndarray:
+    """The class ids (H, W) from the red channel of a 16-bit SYNTHIA label PNG."""
+    try:
+        import cv2
+    except ImportError:
+        raise DatasetError("reading SYNTHIA labels needs OpenCV, which keeps their 16 bits: "
+                           "pip install 'wsda[paper]'") from None
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: label file is missing")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DatasetError(f"{path}: unreadable label image")
+    if raw.dtype != np.uint16:
+        raise DatasetError(f"{path}: expected a 16-bit SYNTHIA label PNG, got {raw.dtype} "
+                           f"(a 16-bit label read or saved as 8-bit has wrong ids)")
+    return (raw[..., 2] if raw.ndim == 3 else raw).astype(np.int64)  # OpenCV is BGR: red = 2
+
+
+def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
+    if num_classes not in (16, 13):
+        raise ValueError(f"SYNTHIA is evaluated on 16 or 13 classes, got {num_classes}")
+    root = Path(root)
+    if not (root / "RGB").is_dir():
+        raise DatasetError(f"{root}: no RGB/ folder; expected SYNTHIA's RGB/*.png and "
+                           f"GT/LABELS/*.png")
+    pairs = [(p, root / "GT" / "LABELS" / p.name) for p in sorted((root / "RGB").glob("*.png"))]
+    return FileSegmentation(f"synthia {root}", pairs, protocol(num_classes), "synthia",
+                            read_synthia_label, size, **kwargs)
