@@ -21,3 +21,67 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "train.nope" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "x/checkpoint.pt")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def _sampled_indices(rank, world, path):
+    """Worker: join a gloo group and record which items this rank's training stream draws."""
+    import os
+
+    import torch.distributed as dist
+
+    from wsda_lib.engine import batches
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["WSDA_TEST_PORT"])
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    stream = batches(_Items(16), batch_size=2, seed=0, device="cpu")
+    seen = [int(i) for _ in range(4) for i in next(stream)["index"]]  # one epoch: 4 x 2 x 2
+    (path / f"rank{rank}.json").write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+class _Items:
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"index": i}
+
+
+def test_ranks_draw_disjoint_training_data(tmp_path):
+    import os
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ["WSDA_TEST_PORT"] = str(s.getsockname()[1])
+    mp.spawn(_sampled_indices, args=(2, tmp_path), nprocs=2)
+    a, b = (set(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in (0, 1))
+    assert len(a) == len(b) == 8 and not a & b and a | b == set(range(16))
+
+
+def test_torchrun_two_processes_writes_one_checkpoint_matching_a_single_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "wsda_lib.cli", "train", "--preset", "smoke",
+           "--run-dir", str(tmp_path), "--device", "cpu", "--set", "train.iterations=6"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    reported = json.loads(done.stdout.strip().splitlines()[-1])  # printed by rank 0 only
+    checkpoints = list(tmp_path.rglob("checkpoint.pt"))
+    assert len(checkpoints) == 1 and len(list(tmp_path.rglob("*.tmp"))) == 0
+    single = subprocess.run([sys.executable, "-m", "wsda_lib.cli", "evaluate", "--checkpoint",
+                             str(checkpoints[0]), "--run-dir", str(tmp_path), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    scores = json.loads(single.stdout.strip().splitlines()[-1])
+    for split in ("source_val", "target_val", "target_test"):
+        assert scores[split]["miou"] == reported[split]

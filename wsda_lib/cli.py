@@ -96,6 +96,7 @@ def _embedded_only(cfg):
 def _train(args) -> int:
     import json
 
+    from . import distributed
     from .config import override, preset
     from .data.benchmark import load_benchmark
     from .engine import resolve_device
@@ -103,9 +104,15 @@ def _train(args) -> int:
 
     cfg = override(preset(args.preset), **_parse_overrides(args.set))
     _embedded_only(cfg)
-    bench = load_benchmark(cfg.data, args.run_dir / "data")
-    result = run_stage(args.stage, cfg, bench, args.seed, resolve_device(args.device),
-                       args.run_dir / "models")
+    device = resolve_device(distributed.init_from_env(args.device))
+    if distributed.is_main():  # rank 0 generates the cached benchmark; the others wait
+        load_benchmark(cfg.data, args.run_dir / "data")
+    distributed.barrier()
+    bench = load_benchmark(cfg.data, args.run_dir / "data", verbose=False)
+    result = run_stage(args.stage, cfg, bench, args.seed, device, args.run_dir / "models",
+                       progress=distributed.is_main())
+    if not distributed.is_main():
+        return 0
     print(json.dumps({"run": str(result.run.dir), "loaded": result.run.loaded,
                       **{s: round(result.metrics[s]["miou"], 2)
                          for s in ("source_val", "target_val", "target_test")}}))
@@ -137,11 +144,16 @@ def _evaluate(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("train", "evaluate"):
+        from . import distributed
+
         try:
             return _train(args) if args.command == "train" else _evaluate(args)
         except (ValueError, KeyError, FileNotFoundError) as e:
             print(f"wsda {args.command}: {e}", file=sys.stderr)
             return 2
+        finally:
+            if distributed.is_distributed():
+                distributed.torch.distributed.destroy_process_group()
     if args.command == "data":
         return _data_check(args)
     if args.command == "reproduce":

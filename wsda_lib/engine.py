@@ -14,11 +14,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .data.classes import IGNORE_INDEX
-from .evaluate import evaluate
+from .evaluate import eval_loader, evaluate
 
 
 def set_seed(seed: int) -> None:
@@ -39,16 +41,26 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def batches(dataset, batch_size: int, seed: int, device):
     """An endless stream of shuffled training batches, moved to `device`; the order depends
-    on `seed` only. Incomplete last batches are dropped (BatchNorm dislikes batches of 1)."""
-    if len(dataset) < batch_size:
+    on `seed` only. Incomplete last batches are dropped (BatchNorm dislikes batches of 1).
+    Under torchrun each rank draws its own disjoint share of every epoch."""
+    if len(dataset) < batch_size * distributed.world_size():
         raise ValueError(f"split {getattr(dataset, 'name', '?')!r} has {len(dataset)} images, "
-                         f"fewer than batch_size={batch_size}")
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        generator=generator)
+                         f"fewer than batch_size={batch_size} x {distributed.world_size()} "
+                         f"process(es)")
+    if distributed.is_distributed():
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+    else:
+        sampler = None
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(seed))
+    epoch = 0
     while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         for batch in loader:
             yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        epoch += 1
 
 
 def make_optimizer(model, train_cfg):
@@ -87,17 +99,20 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
         raise ValueError(f"train.iterations must be >= 1, got {train_cfg.iterations}")
     set_seed(seed)
     model.to(device).train()
+    # Under torchrun the gradients are averaged across ranks; `model` stays the plain module.
+    network = DistributedDataParallel(model) if distributed.is_distributed() else model
     optimizer = make_optimizer(model, train_cfg)
     stream = batches(train_set, train_cfg.batch_size, seed, device)
-    val_loader = DataLoader(val_set, batch_size=train_cfg.eval_batch_size)
+    val_loader = eval_loader(val_set, train_cfg.eval_batch_size)
     history = {"iteration": [], "loss": [], "val_iteration": [], "val_miou": []}
     start = time.perf_counter()
-    bar = tqdm(range(train_cfg.iterations), desc=desc, disable=not progress, mininterval=2)
+    bar = tqdm(range(train_cfg.iterations), desc=desc,
+               disable=not progress or not distributed.is_main(), mininterval=2)
     for it in bar:
         set_lr(optimizer, poly_lr(train_cfg.lr, it, train_cfg.poly_horizon or train_cfg.iterations,
                                   train_cfg.poly_power))
         batch = next(stream)
-        logits, _ = model(batch["image"])                          # (B, C, h, w)
+        logits, _ = network(batch["image"])                        # (B, C, h, w)
         loss = segmentation_loss(logits, batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,7 +125,8 @@ def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, see
         _maybe_validate(model, val_loader, num_classes, device, it, train_cfg.iterations,
                         train_cfg.eval_every, history, bar, loss)
     history["seconds"] = time.perf_counter() - start
-    history["images_per_second"] = train_cfg.iterations * train_cfg.batch_size / history["seconds"]
+    history["images_per_second"] = (train_cfg.iterations * train_cfg.batch_size
+                                    * distributed.world_size() / history["seconds"])
     return history
 
 
@@ -169,6 +185,9 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
     from .method.weak_classification import pseudo_weak_labels, weak_label_loss
 
     a, t = cfg.adapt, cfg.train
+    if distributed.is_distributed():
+        raise ValueError("adaptation stages do not run under torchrun yet (their "
+                         "discriminators are not synchronised); train them in one process")
     if weak_labels not in WEAK_LABEL_SOURCES:
         raise ValueError(f"weak_labels must be one of {WEAK_LABEL_SOURCES}, got {weak_labels!r}")
     if weak_labels == "none" and (a.lambda_c or a.lambda_cw):
@@ -194,7 +213,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
         target_pseudo_labels = torch.as_tensor(target_pseudo_labels, device=device).long()
     source_stream = batches(source_set, t.batch_size, seed, device)
     target_stream = batches(target_set, t.batch_size, seed + 1, device)
-    val_loader = DataLoader(val_set, batch_size=t.eval_batch_size)
+    val_loader = eval_loader(val_set, t.eval_batch_size)
     fda_generator = torch.Generator().manual_seed(seed + 2)
     history = {"iteration": [], "val_iteration": [], "val_miou": []}
     logs = {}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
 
+from . import distributed
 from .data.classes import IGNORE_INDEX
 
 
@@ -71,16 +73,28 @@ def predict(model, images: torch.Tensor, size=None) -> torch.Tensor:
     return logits.argmax(1)
 
 
+def eval_loader(dataset, batch_size: int) -> DataLoader:
+    """A loader over this process's disjoint shard of `dataset` (all of it in one process);
+    `evaluate` sums the shards' confusion matrices."""
+    if distributed.is_distributed():
+        dataset = Subset(dataset, distributed.shard(len(dataset)))
+    return DataLoader(dataset, batch_size=batch_size)
+
+
 @torch.no_grad()
 def evaluate(model, loader, num_classes: int, device="cpu") -> dict:
     """Run `model` in eval mode over a loader of {"image", "label"} batches; returns scores
     plus the confusion matrix. BatchNorm uses its running statistics: evaluation never adapts
-    the model to the evaluated domain."""
+    the model to the evaluated domain. Under torchrun the loader should come from
+    `eval_loader`; the confusion matrices of all ranks are summed."""
     was_training = model.training
+    distributed.broadcast_buffers(model)
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for batch in loader:
         pred = predict(model, batch["image"].to(device), batch["label"].shape[-2:])
         conf += confusion_matrix(pred.cpu(), batch["label"], num_classes)
+    if distributed.is_distributed():
+        conf = distributed.all_reduce_sum(conf.to(device)).cpu()
     model.train(was_training)
     return {**scores(conf), "confusion": conf.tolist()}

@@ -101,7 +101,11 @@ def load_or_train(root: str | Path, stage: str, config: dict,
                              f"(a hash collision or an edited file); move the folder away")
         return Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
     state, metrics = train()
-    save_checkpoint(ckpt, state)
-    write_json(metrics_path, metrics)
-    write_json(config_path, config)
+    from . import distributed  # under torchrun every rank trains; rank 0 alone writes
+
+    if distributed.is_main():
+        save_checkpoint(ckpt, state)
+        write_json(metrics_path, metrics)
+        write_json(config_path, config)
+    distributed.barrier()
     return Run(directory, state, metrics, loaded=False)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from . import runs
 from .config import Config, to_dict
-from .evaluate import evaluate
+from .evaluate import eval_loader, evaluate
 from .models import build_deeplab
 
 EVAL_SPLITS = ("source_val", "target_val", "target_test")
@@ -87,8 +87,8 @@ def build_model(cfg: Config, num_classes: int):
 
 def evaluate_splits(model, benchmark, cfg: Config, device, splits=EVAL_SPLITS) -> dict:
     n = benchmark.class_set.num_classes
-    return {s: evaluate(model, DataLoader(benchmark[s], batch_size=cfg.train.eval_batch_size),
-                        n, device) for s in splits}
+    return {s: evaluate(model, eval_loader(benchmark[s], cfg.train.eval_batch_size), n, device)
+            for s in splits}
 
 
 def stage_config(stage: Stage, cfg: Config) -> Config:
