@@ -41,11 +41,71 @@ def training_speed(iterations: int = 30, batch_size: int = 8) -> float:
     return iterations * batch_size / (time.perf_counter() - start)
 
 
+def category_discriminator_speed(num_classes: int, dim: int, batch: int, repeats: int = 20):
+    """Forward + backward of the C category discriminators: the batched einsum of
+    CategoryDiscriminators against a Python loop over C separate nn.Sequential MLPs (the
+    released code's layout). Returns milliseconds per call for both."""
+    from .method.category_alignment import CategoryDiscriminators
+
+    batched = CategoryDiscriminators(num_classes, dim)
+    looped = torch.nn.ModuleList(
+        torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(),
+                            torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, 1))
+        for _ in range(num_classes))
+    feats = torch.randn(batch, num_classes, dim)
+
+    def run_batched():
+        batched(feats).sum().backward()
+
+    def run_looped():
+        torch.stack([d(feats[:, c]) for c, d in enumerate(looped)], 1).sum().backward()
+
+    out = {}
+    for name, fn in (("batched_ms", run_batched), ("python_loop_ms", run_looped)):
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out[name] = 1000 * (time.perf_counter() - start) / repeats
+    return out
+
+
+def adaptation_step_cost(iterations: int = 20) -> dict:
+    """Milliseconds per step of source-only training (one batch) and of the full UDA
+    adaptation step (source and target batches, every term and both discriminators)."""
+    from .config import override
+    from .data.benchmark import SegmentationSplit
+    from .data.classes import EMBEDDED
+    from .engine import train_adaptation, train_supervised
+
+    cfg = override(preset("default"), **{"train.iterations": iterations,
+                                         "adapt.iterations": iterations,
+                                         "train.eval_every": 10 ** 6})
+    images, labels = synthetic.generate_split("source_train", 64, seed=0)
+    weak = (torch.rand(64, 10) > 0.5).float().numpy()
+    split = SegmentationSplit("bench", images, labels, EMBEDDED, weak)
+    tiny = SegmentationSplit("bench_val", images[:1], labels[:1], EMBEDDED, weak[:1])
+    model = build_model(cfg, 10)
+    start = time.perf_counter()
+    train_supervised(model, split, tiny, cfg.train, 10, 0, "cpu", progress=False)
+    supervised = 1000 * (time.perf_counter() - start) / iterations
+    start = time.perf_counter()
+    train_adaptation(model, split, split, tiny, cfg, 10, 0, "cpu", weak_labels="pseudo",
+                     pixel_adaptation=True, progress=False)
+    adaptation = 1000 * (time.perf_counter() - start) / iterations
+    return {"source_only_step_ms": supervised, "uda_step_ms": adaptation,
+            "ratio": adaptation / supervised}
+
+
 def main():
     torch.manual_seed(0)
     result = {
         "generator_images_per_second_one_core": generator_speed(),
         "training_images_per_second": training_speed(),
+        "adaptation_step": adaptation_step_cost(),
+        "category_discriminators_embedded_C10_D128_B8": category_discriminator_speed(10, 128, 8),
+        "category_discriminators_paper_C19_D2048_B1": category_discriminator_speed(19, 2048, 1,
+                                                                                   repeats=5),
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(result, indent=2))
