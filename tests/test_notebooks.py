@@ -150,3 +150,17 @@ def test_same_seed_gives_the_same_results_json(executed):
     first.pop("date"), second.pop("date")
     assert first == second
 
+
+
+def test_06_without_data_shows_the_checker_report(tmp_path):
+    """Notebook 06 is outside the series; without datasets it reports instead of failing."""
+    from wsda_lib.reproduce import run_notebook
+
+    out = tmp_path / "06.ipynb"
+    run_notebook(NOTEBOOKS / "06_real_datasets.ipynb", out,
+                 {"GTA5_ROOT": str(tmp_path / "nope"), "SYNTHIA_ROOT": str(tmp_path / "nope"),
+                  "CITYSCAPES_ROOT": str(tmp_path / "nope")}, cell_timeout=300)
+    text = _text(out)
+    assert text.count("cannot be used yet") == 3 and "no images/ folder" in text
+    assert "paper_gta5: resnet101, 19 classes" in text
+    assert "06_real_datasets.ipynb" not in [p.name for p in series()]
