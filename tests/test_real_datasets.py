@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsda_lib.data.cityscapes import cityscapes, open_dataset
+from wsda_lib.data import open_dataset
+from wsda_lib.data.cityscapes import cityscapes
 from wsda_lib.data.classes import CITYSCAPES_LABEL_TO_TRAIN, SYNTHIA_TO_TRAIN, protocol
 from wsda_lib.data.files import DatasetError
 from wsda_lib.data.gta5 import gta5

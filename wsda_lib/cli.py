@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _data_check(args) -> int:
     """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem."""
-    from .data.cityscapes import open_dataset
+    from .data import open_dataset
     from .data.files import DatasetError
 
     kwargs = {"size": None}

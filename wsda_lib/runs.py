@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
+
 
 def config_key(config: dict) -> str:
     """A short, stable hash of a JSON-ready config."""
@@ -101,9 +103,7 @@ def load_or_train(root: str | Path, stage: str, config: dict,
                              f"(a hash collision or an edited file); move the folder away")
         return Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
     state, metrics = train()
-    from . import distributed  # under torchrun every rank trains; rank 0 alone writes
-
-    if distributed.is_main():
+    if distributed.is_main():  # under torchrun every rank trains; rank 0 alone writes
         save_checkpoint(ckpt, state)
         write_json(metrics_path, metrics)
         write_json(config_path, config)

@@ -27,13 +27,3 @@ def cityscapes(root: str | Path, split: str = "train", size=PAPER_SIZE, num_clas
         pairs.append((p, root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_labelIds.png"))
     return FileSegmentation(f"cityscapes {split} {root}", pairs, protocol(num_classes),
                             "cityscapes", read_index_png, size, **kwargs)
-
-def open_dataset(name: str, root, **kwargs):
-    """One of the real datasets by name: "gta5", "synthia" or "cityscapes"."""
-    from .gta5 import gta5
-    from .synthia import synthia
-
-    readers = {"gta5": gta5, "synthia": synthia, "cityscapes": cityscapes}
-    if name not in readers:
-        raise ValueError(f"--dataset must be one of {sorted(readers)}, got {name!r}")
-    return readers[name](root, **kwargs)
