@@ -99,3 +99,24 @@ def test_adaptation_rejects_inconsistent_settings(smoke_bench):
         train_adaptation(*args, weak_labels="none")
     with pytest.raises(ValueError, match="needs target_points"):
         train_adaptation(*args, weak_labels="point")
+
+
+def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_path):
+    from PIL import Image
+
+    from wsda_lib.data.files import DatasetError
+    from wsda_lib.data.translated import TranslatedSource
+
+    source = smoke_bench["source_train"]
+    with pytest.raises(DatasetError, match="00000.png: translated image missing"):
+        TranslatedSource(source, tmp_path)
+    for i in range(len(source)):  # "translated" = the image at half the size, inverted
+        Image.fromarray(255 - source.images[i][::2, ::2]).save(tmp_path / f"{i:05d}.png")
+    item = TranslatedSource(source, tmp_path)[3]
+    assert item["translated"].shape == item["image"].shape
+    assert abs((item["translated"] + item["image"]).mean().item() - 1) < 0.05
+    cfg = override(preset("smoke"), **{"adapt.iterations": 2, "train.eval_every": 100,
+                                       "adapt.translated_source_dir": str(tmp_path)})
+    result = run_stage("uda_pixel", cfg, smoke_bench, 0, "cpu", tmp_path / "runs",
+                       progress=False)
+    assert result.run.dir.name.startswith("uda_pixel") and result.metrics["history"]["seg"]

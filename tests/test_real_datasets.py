@@ -1,6 +1,8 @@
 """The GTA5, SYNTHIA and Cityscapes readers on tiny fixtures written here in the exact on-disk
 formats, and every broken-fixture case with an error that names the file."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -218,3 +220,42 @@ def test_full_resolution_evaluation_and_cityscapes_export(tmp_path):
     assert path.name == f"{stem}_leftImg8bit.png"
     exported = np.asarray(Image.open(path))
     assert exported.shape == (32, 64) and (exported == 7).all()  # trainId 0 -> labelId 7
+
+
+def test_wsda_train_runs_a_paper_preset_on_tiny_real_trees(tmp_path, capsys):
+    """`wsda train --preset paper_gta5` end to end on fixture trees, with a slim network."""
+    from wsda_lib.cli import main
+
+    src, tgt = tmp_path / "gta5", tmp_path / "cityscapes"
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        _rgb(src / f"images/{i:05d}.png", h=32, w=64)
+        _palette_label(src / f"labels/{i:05d}.png", rng.choice([7, 8, 11, 21, 23, 26], 6),
+                       h=32, w=64)
+    for split, n in (("train", 5), ("val", 2)):
+        for i in range(n):
+            stem = f"aachen_{i:06d}_000019"
+            _rgb(tgt / f"leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png", h=32, w=64)
+            lb = tgt / f"gtFine/{split}/aachen/{stem}_gtFine_labelIds.png"
+            lb.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.resize(rng.choice([7, 8, 21, 23, 26], 6).astype(np.uint8),
+                                      (32, 64))).save(lb)
+    tiny = ["model.backbone='slim'", "model.base_width=4", "model.aspp_rates=(1, 2)",
+            "train.iterations=2", "adapt.iterations=2", "train.eval_every=100",
+            "data.source_size=(64, 32)", "data.target_size=(32, 16)", "data.val_count=1",
+            "adapt.output_disc_width=4"]
+    args = ["train", "--preset", "paper_gta5", "--source-root", str(src), "--target-root",
+            str(tgt), "--run-dir", str(tmp_path / "runs"), "--device", "cpu", "--set", *tiny]
+    assert main([*args, "--stage", "uda_pixel"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(0 <= out[s] <= 100 for s in ("source_val", "target_val", "target_test"))
+    checkpoints = sorted((tmp_path / "runs/models").glob("uda_pixel-*/checkpoint.pt"))
+    assert len(checkpoints) == 1 and len(list((tmp_path / "runs/models").iterdir())) == 2
+    assert main(["evaluate", "--checkpoint", str(checkpoints[0]), "--run-dir",
+                 str(tmp_path / "runs"), "--device", "cpu"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["target_test"]["miou"] == out["target_test"]
+    assert main([*args, "--stage", "wda_point"]) == 2
+    assert "whole target split" in capsys.readouterr().err
+    assert main(["train", "--preset", "paper_gta5", "--run-dir", str(tmp_path)]) == 2
+    assert "--source-root" in capsys.readouterr().err

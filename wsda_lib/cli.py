@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", type=Path, default=Path("runs"))
     t.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="config overrides, e.g. train.iterations=500 adapt.lambda_cw=0.01")
+    t.add_argument("--source-root", type=Path, help="GTA5 or SYNTHIA (paper presets)")
+    t.add_argument("--target-root", type=Path, help="Cityscapes (paper presets)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint written by `wsda train`")
     e.add_argument("--checkpoint", required=True, type=Path)
@@ -87,10 +89,18 @@ def _parse_overrides(pairs) -> dict:
     return changes
 
 
-def _embedded_only(cfg):
-    if cfg.data.dataset != "embedded":
-        raise ValueError(f"training on {cfg.data.dataset!r} from the command line is not "
-                         f"implemented yet; use the readers in wsda_lib.data (see the README)")
+def _benchmark(cfg, args, verbose: bool):
+    """The embedded benchmark, or the real datasets' splits for the paper presets."""
+    from .data.benchmark import load_benchmark
+
+    if cfg.data.dataset == "embedded":
+        return load_benchmark(cfg.data, args.run_dir / "data", verbose=verbose)
+    if not (cfg.data.source_root and cfg.data.target_root):
+        raise ValueError(f"data.dataset={cfg.data.dataset!r} needs --source-root (GTA5 or "
+                         f"SYNTHIA) and --target-root (Cityscapes)")
+    from .data.real import load_real_benchmark
+
+    return load_real_benchmark(cfg.data, args.run_dir / "data")
 
 
 def _train(args) -> int:
@@ -98,17 +108,17 @@ def _train(args) -> int:
 
     from . import distributed
     from .config import override, preset
-    from .data.benchmark import load_benchmark
     from .engine import resolve_device
     from .stages import run_stage
 
-    cfg = override(preset(args.preset), **_parse_overrides(args.set))
-    _embedded_only(cfg)
+    roots = {f"data.{k}": str(v.resolve()) for k, v in
+             (("source_root", args.source_root), ("target_root", args.target_root)) if v}
+    cfg = override(preset(args.preset), **_parse_overrides(args.set), **roots)
     device = resolve_device(distributed.init_from_env(args.device))
-    if distributed.is_main():  # rank 0 generates the cached benchmark; the others wait
-        load_benchmark(cfg.data, args.run_dir / "data")
+    if distributed.is_main():  # rank 0 generates (or measures) what is cached; others wait
+        _benchmark(cfg, args, verbose=True)
     distributed.barrier()
-    bench = load_benchmark(cfg.data, args.run_dir / "data", verbose=False)
+    bench = _benchmark(cfg, args, verbose=False)
     result = run_stage(args.stage, cfg, bench, args.seed, device, args.run_dir / "models",
                        progress=distributed.is_main())
     if not distributed.is_main():
@@ -124,14 +134,12 @@ def _evaluate(args) -> int:
 
     from . import runs
     from .config import Config, DataConfig, ModelConfig
-    from .data.benchmark import load_benchmark
     from .engine import resolve_device
     from .stages import build_model, evaluate_splits
 
     saved = runs.read_json(args.checkpoint.parent / "config.json")
     cfg = Config(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]))
-    _embedded_only(cfg)
-    bench = load_benchmark(cfg.data, args.run_dir / "data")
+    bench = _benchmark(cfg, args, verbose=False)
     model = build_model(cfg, bench.class_set.num_classes)
     model.load_state_dict(runs.load_checkpoint(args.checkpoint)["model"])
     device = resolve_device(args.device)

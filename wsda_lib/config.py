@@ -30,6 +30,9 @@ class DataConfig:
     # so that a change of SEED changes the training alone
     weak_label_fraction: float = 0.1   # "present" = more than 10% of a typical area (paper code)
     # Real datasets only (paper presets); the target is Cityscapes.
+    source_root: str | None = None     # GTA5 or SYNTHIA folder (part of the run's key)
+    target_root: str | None = None     # Cityscapes folder
+    val_count: int = 500               # images of each training set held out for validation
     num_classes: int = 10              # 19 (GTA5), 16 or 13 (SYNTHIA) at paper scale
     source_size: tuple | None = None   # (width, height) source images are resized to
     target_size: tuple | None = None   # (width, height) target training images are resized to
@@ -90,6 +93,9 @@ class AdaptConfig:
     category_disc_hidden: int | None = None  # hidden width of D_c; None = feature dim D
     fda_beta: float = 0.05             # FDA window: 0.05 * 64 px = a 7x7 block of frequencies
     fda_prob: float = 0.5              # share of source images restyled ("beside the originals")
+    # A folder of source images translated offline (e.g. by CycleGAN), one PNG per source
+    # image named like it; when set, pixel adaptation uses it instead of the FDA stand-in.
+    translated_source_dir: str | None = None
     st_quantile: float = 0.5           # self-training: keep the most confident half per class
     st_cap: float = 0.9                # ... with thresholds capped at this confidence
 

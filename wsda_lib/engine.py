@@ -228,7 +228,14 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
         source_images = src["image"]
         if pixel_adaptation:
             restyle = (torch.rand(len(source_images), generator=fda_generator) < a.fda_prob)
-            restyled = fourier_amplitude_swap(source_images, tgt["image"], a.fda_beta)
+            if "translated" in src:  # translated offline (CycleGAN in the paper)
+                restyled = src["translated"]
+            else:                    # the FDA stand-in, against this batch's target images
+                style = tgt["image"]
+                if style.shape != source_images.shape:  # paper scale: 1280x720 vs 1024x512
+                    style = F.interpolate(style, size=source_images.shape[-2:],
+                                          mode="bilinear", align_corners=False)
+                restyled = fourier_amplitude_swap(source_images, style, a.fda_beta)
             source_images = torch.where(restyle.to(device).view(-1, 1, 1, 1), restyled,
                                         source_images)
         logits_s, feats_s = model(source_images)                       # (B, C, h, w), (B, D, h, w)

@@ -168,13 +168,22 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
             model.load_state_dict(start.model.state_dict())
             target = benchmark["target_train"]
             points = pseudo = None
+            if (stage.weak_labels == "point" or stage.kind == "self_training") and \
+                    not hasattr(target, "labels"):
+                raise ValueError(f"stage {name!r} needs the whole target split in memory, "
+                                 f"which only the embedded benchmark provides so far")
             if stage.weak_labels == "point":
                 points = sample_points(target.labels, target.weak_labels, seed)
             if stage.kind == "self_training":
                 pseudo, metrics["pseudo_labels"], metrics["thresholds"] = make_pseudo_labels(
                     model, target, cfg, device)
+            source = benchmark["source_train"]
+            if stage.pixel_adaptation and cfg.adapt.translated_source_dir:
+                from .data.translated import TranslatedSource
+
+                source = TranslatedSource(source, cfg.adapt.translated_source_dir)
             history = train_adaptation(
-                model, benchmark["source_train"], target, benchmark["target_val"], cfg,
+                model, source, target, benchmark["target_val"], cfg,
                 num_classes, seed, device, weak_labels=stage.weak_labels,
                 pixel_adaptation=stage.pixel_adaptation, target_points=points,
                 target_pseudo_labels=pseudo, progress=progress, desc=name)

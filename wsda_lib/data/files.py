@@ -128,7 +128,8 @@ class FileSegmentation(Dataset):
             pairs = kept
         self.name, self.pairs, self.protocol = name, pairs, protocol
         self.class_set = protocol.class_set
-        self.id_source, self.read_label, self.size = id_source, read_label, size
+        self.id_source, self.read_label = id_source, read_label
+        self.size = tuple(size) if size else None  # a config read back from JSON has lists
         self.resize_labels = resize_labels
         self.typical_area, self.weak_label_fraction = typical_area, weak_label_fraction
 

@@ -1,0 +1,76 @@
+"""The real experiment's splits, in the shape of the embedded benchmark (a `Benchmark`).
+
+* source_train / source_val: GTA5 or SYNTHIA, the last `val_count` images held out as source
+  val (for learning curves only);
+* target_train / target_val: Cityscapes train, the last `val_count` images held out as target
+  val, the only target split tuning may look at; the rest is the unlabelled target;
+* target_test: Cityscapes val, the paper's evaluation set, with labels kept at full resolution
+  (2048x1024) so that the logits are upsampled to them.
+
+Image-level labels use typical class areas measured on source_train (one pass over its labels,
+cached as JSON beside the run directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .benchmark import Benchmark
+from .cityscapes import cityscapes
+from .files import FileSegmentation
+from .weak_labels import class_pixel_counts, typical_areas
+
+
+def _slice(ds: FileSegmentation, name: str, pairs, **changes) -> FileSegmentation:
+    return FileSegmentation(name, pairs, ds.protocol, ds.id_source, ds.read_label,
+                            changes.get("size", ds.size),
+                            resize_labels=changes.get("resize_labels", ds.resize_labels),
+                            check_sizes=False)
+
+
+def _typical_area(split: FileSegmentation, cache_dir: Path) -> np.ndarray:
+    key = hashlib.sha256("\n".join(str(lb) for _, lb in split.pairs).encode()).hexdigest()[:12]
+    path = cache_dir / f"typical_area-{key}.json"
+    if path.is_file():
+        return np.asarray(json.loads(path.read_text()))
+    counts = np.concatenate([class_pixel_counts(split.load(i)[1][None],
+                                                split.class_set.num_classes)
+                             for i in range(len(split))])
+    typical = typical_areas(counts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(typical.tolist()))
+    return typical
+
+
+def load_real_benchmark(data_cfg, cache_dir) -> Benchmark:
+    """The splits above from data_cfg.source_root (data_cfg.dataset) and .target_root."""
+    from . import open_dataset
+
+    val_count, target_root = data_cfg.val_count, data_cfg.target_root
+    source = open_dataset(data_cfg.dataset, data_cfg.source_root, size=data_cfg.source_size,
+                          num_classes=data_cfg.num_classes)
+    target = cityscapes(target_root, "train", size=data_cfg.target_size,
+                        num_classes=data_cfg.num_classes)
+    test = cityscapes(target_root, "val", size=data_cfg.target_size, resize_labels=False,
+                      num_classes=data_cfg.num_classes)
+    for ds in (source, target):
+        if len(ds) <= val_count:
+            raise ValueError(f"{ds.name}: {len(ds)} images, not more than val_count="
+                             f"{val_count} to hold out for validation")
+    splits = {
+        "source_train": _slice(source, "source_train", source.pairs[:-val_count]),
+        "source_val": _slice(source, "source_val", source.pairs[-val_count:]),
+        "target_train": _slice(target, "target_train", target.pairs[:-val_count]),
+        "target_val": _slice(target, "target_val", target.pairs[-val_count:],
+                             resize_labels=False),
+        "target_test": test,
+    }
+    typical = _typical_area(splits["source_train"], Path(cache_dir))
+    for split in splits.values():
+        split.typical_area = typical
+        split.weak_label_fraction = data_cfg.weak_label_fraction
+    return Benchmark(splits, source.class_set, typical, Path(cache_dir))

@@ -1,0 +1,48 @@
+"""Source images translated into the target's style offline (the paper used CycleGAN).
+
+`TranslatedSource(split, folder)` yields the split's items with one more key, "translated":
+the image `<folder>/<item name's stem>.png`, resized to the original's size. The adaptation
+loop then trains on it instead of the original with probability `adapt.fda_prob`, beside the
+originals, in place of the FDA stand-in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .files import DatasetError, read_image
+
+
+class TranslatedSource(torch.utils.data.Dataset):
+    def __init__(self, split, folder: str | Path):
+        self.split, self.folder = split, Path(folder)
+        if not self.folder.is_dir():
+            raise DatasetError(f"{self.folder}: no such folder of translated source images")
+        first = self._path(0)
+        if not first.is_file():
+            raise DatasetError(f"{first}: translated image missing (expected one PNG per "
+                               f"source image, named like the source image)")
+
+    def _path(self, i: int) -> Path:
+        return self.folder / f"{Path(self.split[i]['name']).stem}.png"
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getattr__(self, name):  # name, class_set, ... of the wrapped split
+        if name == "split":
+            raise AttributeError(name)
+        return getattr(self.split, name)
+
+    def __getitem__(self, i):
+        item = self.split[i]
+        image = read_image(self._path(i))
+        h, w = item["image"].shape[-2:]
+        if image.shape[:2] != (h, w):
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        item["translated"] = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
+        return item
