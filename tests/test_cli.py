@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from wsda_lib.cli import main
 
 
@@ -64,19 +66,21 @@ def test_ranks_draw_disjoint_training_data(tmp_path):
     assert len(a) == len(b) == 8 and not a & b and a | b == set(range(16))
 
 
-def test_torchrun_two_processes_writes_one_checkpoint_matching_a_single_process(tmp_path):
+@pytest.mark.parametrize("stage", ["source_only", "uda_pixel"])
+def test_torchrun_two_processes_writes_one_checkpoint_matching_a_single_process(tmp_path, stage):
     import os
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "wsda_lib.cli", "train", "--preset", "smoke",
-           "--run-dir", str(tmp_path), "--device", "cpu", "--set", "train.iterations=6"]
+           "-m", "wsda_lib.cli", "train", "--preset", "smoke", "--stage", stage,
+           "--run-dir", str(tmp_path), "--device", "cpu",
+           "--set", "train.iterations=6", "adapt.iterations=4"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     reported = json.loads(done.stdout.strip().splitlines()[-1])  # printed by rank 0 only
-    checkpoints = list(tmp_path.rglob("checkpoint.pt"))
+    checkpoints = list(tmp_path.rglob(f"{stage}-*/checkpoint.pt"))
     assert len(checkpoints) == 1 and len(list(tmp_path.rglob("*.tmp"))) == 0
     single = subprocess.run([sys.executable, "-m", "wsda_lib.cli", "evaluate", "--checkpoint",
                              str(checkpoints[0]), "--run-dir", str(tmp_path), "--device", "cpu"],

@@ -43,6 +43,19 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def average_gradients(parameters) -> None:
+    """Average the gradients of `parameters` over ranks in place (a no-op in one process).
+    The adaptation loop uses this rather than DDP wrappers: it runs the network twice and
+    the discriminators three times per step, which DDP's one-forward-one-backward hooks
+    do not allow."""
+    if is_distributed():
+        world = world_size()
+        for p in parameters:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad /= world
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them
     before each forward, but the last training step updates each rank's copy from its own

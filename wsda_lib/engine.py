@@ -185,9 +185,6 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
     from .method.weak_classification import pseudo_weak_labels, weak_label_loss
 
     a, t = cfg.adapt, cfg.train
-    if distributed.is_distributed():
-        raise ValueError("adaptation stages do not run under torchrun yet (their "
-                         "discriminators are not synchronised); train them in one process")
     if weak_labels not in WEAK_LABEL_SOURCES:
         raise ValueError(f"weak_labels must be one of {WEAK_LABEL_SOURCES}, got {weak_labels!r}")
     if weak_labels == "none" and (a.lambda_c or a.lambda_cw):
@@ -218,7 +215,8 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
     history = {"iteration": [], "val_iteration": [], "val_miou": []}
     logs = {}
     start = time.perf_counter()
-    bar = tqdm(range(a.iterations), desc=desc, disable=not progress, mininterval=2)
+    bar = tqdm(range(a.iterations), desc=desc,
+               disable=not progress or not distributed.is_main(), mininterval=2)
     for it in bar:
         set_lr(optimizer, poly_lr(a.lr, it, t.poly_horizon or a.iterations, t.poly_power))
         src, tgt = next(source_stream), next(target_stream)
@@ -279,6 +277,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
         # 3. Generator step.
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(model.parameters())  # under torchrun
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
@@ -298,6 +297,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
                 loss_d = loss_d + category_discriminator_loss(d_s, y_s, d_t, y_t)
                 terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, y_s, d_t, y_t)
             loss_d.backward()
+            distributed.average_gradients(disc_params)
             disc_optimizer.step()
             terms["disc"] = loss_d.item()
 
