@@ -120,3 +120,12 @@ def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_pat
     result = run_stage("uda_pixel", cfg, smoke_bench, 0, "cpu", tmp_path / "runs",
                        progress=False)
     assert result.run.dir.name.startswith("uda_pixel") and result.metrics["history"]["seg"]
+
+
+def test_a_stage_does_not_depend_on_what_ran_before_it(smoke_bench, tmp_path):
+    cfg = override(preset("smoke"), **{"train.iterations": 3, "train.eval_every": 3})
+    first = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "a", progress=False)
+    torch.rand(1000)  # consume the global generator, as an earlier cell or stage would
+    second = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "b", progress=False)
+    assert not second.run.loaded
+    assert first.metrics["history"]["loss"] == second.metrics["history"]["loss"]
