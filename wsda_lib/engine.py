@@ -21,6 +21,22 @@ from tqdm.auto import tqdm
 from . import distributed
 from .data.classes import IGNORE_INDEX
 from .evaluate import eval_loader, evaluate
+from .method.category_alignment import (
+    CategoryDiscriminators,
+    category_adversarial_loss,
+    category_discriminator_loss,
+    category_features,
+    discriminator_accuracy,
+)
+from .method.output_alignment import (
+    OutputDiscriminator,
+    output_adversarial_loss,
+    output_discriminator_loss,
+    output_probabilities,
+)
+from .method.pixel_adaptation import fourier_amplitude_swap
+from .method.point_supervision import point_loss
+from .method.weak_classification import pseudo_weak_labels, weak_label_loss
 
 
 def set_seed(seed: int) -> None:
@@ -167,23 +183,6 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: i
     when weak_labels is "image" or "point"; the GT image labels are read only to *log* how
     accurate the pseudo-weak labels are.
     """
-    from .method.category_alignment import (
-        CategoryDiscriminators,
-        category_adversarial_loss,
-        category_discriminator_loss,
-        category_features,
-        discriminator_accuracy,
-    )
-    from .method.output_alignment import (
-        OutputDiscriminator,
-        output_adversarial_loss,
-        output_discriminator_loss,
-        output_probabilities,
-    )
-    from .method.pixel_adaptation import fourier_amplitude_swap
-    from .method.point_supervision import point_loss
-    from .method.weak_classification import pseudo_weak_labels, weak_label_loss
-
     a, t = cfg.adapt, cfg.train
     if weak_labels not in WEAK_LABEL_SOURCES:
         raise ValueError(f"weak_labels must be one of {WEAK_LABEL_SOURCES}, got {weak_labels!r}")

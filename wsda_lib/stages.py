@@ -41,7 +41,6 @@ class Stage:
     category_alignment: bool = False  # λ_cw term on
     pixel_adaptation: bool = False  # FDA stand-in for CycleGAN-translated source images
     start_from: str = "source_only"  # whose weights adaptation starts from
-    annotation: str = "none"        # what a person provides per target image
 
 
 STAGES = {
@@ -59,16 +58,13 @@ STAGES = {
                                category_alignment=True, pixel_adaptation=True,
                                start_from="uda_pixel"),
     "wda_weak": Stage("WDA: image labels + L_c", "adaptation", weak_labels="image",
-                      weak_loss=True, annotation="image labels (~30 s)"),
+                      weak_loss=True),
     # The WDA rows use the whole recipe, like the UDA row they are compared with (uda_pixel).
     "wda_image": Stage("WDA: image labels", "adaptation", weak_labels="image", weak_loss=True,
-                       category_alignment=True, pixel_adaptation=True,
-                       annotation="image labels (~30 s)"),
+                       category_alignment=True, pixel_adaptation=True),
     "wda_point": Stage("WDA: one point per class", "adaptation", weak_labels="point",
-                       weak_loss=True, category_alignment=True, pixel_adaptation=True,
-                       annotation="points (~45 s)"),
-    "oracle": Stage("oracle (target labels)", "supervised", train_split="target_train",
-                    annotation="full labels (~90 min)"),
+                       weak_loss=True, category_alignment=True, pixel_adaptation=True),
+    "oracle": Stage("oracle (target labels)", "supervised", train_split="target_train"),
 }
 
 
