@@ -2,8 +2,11 @@ import pytest
 import torch
 
 from wsda_lib.config import override, preset
-from wsda_lib.engine import poly_lr, resolve_device, segmentation_loss, train_supervised
-from wsda_lib.stages import build_model, run_stage
+from wsda_lib.data.classes import EMBEDDED
+from wsda_lib.engine import poly_lr, resolve_device, train_adaptation, train_supervised
+from wsda_lib.method import pixel_adaptation
+from wsda_lib.method.objective import segmentation_loss
+from wsda_lib.stages import build_model, run_stage, stage_config
 
 
 def test_poly_schedule_by_hand():
@@ -24,9 +27,9 @@ def test_training_is_deterministic_and_learns(smoke_bench):
     weights, histories = [], []
     for _ in range(2):
         torch.manual_seed(123)  # model init; train_supervised reseeds the loop itself
-        model = build_model(cfg, 10)
+        model = build_model(cfg, EMBEDDED)
         h = train_supervised(model, smoke_bench["source_train"], smoke_bench["source_val"],
-                             cfg.train, 10, seed=0, device="cpu", progress=False)
+                             cfg.train, seed=0, device="cpu", progress=False)
         weights.append(model.state_dict())
         histories.append(h)
     assert histories[0]["loss"] == histories[1]["loss"]
@@ -61,22 +64,21 @@ def _scrambled(split):
     import numpy as np
 
     other = copy.copy(split)
-    other.labels = np.full_like(split.labels, 3)
-    other.weak_labels = np.ones_like(split.weak_labels)
+    other.images, other.labels = split.images, np.full_like(split.labels, 3)
+    other._weak_labels = np.ones_like(split.weak_labels)
     return other
 
 
 def test_uda_never_reads_target_labels(smoke_bench):
-    from wsda_lib.engine import train_adaptation
-
-    cfg = override(preset("smoke"), **{"adapt.iterations": 4, "train.eval_every": 100})
+    cfg = stage_config("uda_pixel", override(preset("smoke"), **{"adapt.iterations": 4,
+                                                                 "train.eval_every": 100}))
     results = []
     for target in (smoke_bench["target_train"], _scrambled(smoke_bench["target_train"])):
         torch.manual_seed(0)
-        model = build_model(cfg, 10)
+        model = build_model(cfg, EMBEDDED)
         h = train_adaptation(model, smoke_bench["source_train"], target,
-                             smoke_bench["target_val"], cfg, 10, seed=0, device="cpu",
-                             weak_labels="pseudo", pixel_adaptation=True, progress=False)
+                             smoke_bench["target_val"], cfg, seed=0, device="cpu",
+                             progress=False)
         results.append((model.state_dict(), h))
     (w0, h0), (w1, h1) = results
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
@@ -86,22 +88,38 @@ def test_uda_never_reads_target_labels(smoke_bench):
         h1["pseudo_precision"]
 
 
-def test_adaptation_rejects_inconsistent_settings(smoke_bench):
-    from wsda_lib.engine import train_adaptation
-
+def test_stage_switches_that_cannot_train_are_refused_by_name():
     cfg = preset("smoke")
-    model = build_model(cfg, 10)
-    args = (model, smoke_bench["source_train"], smoke_bench["target_train"],
-            smoke_bench["target_val"], cfg, 10, 0, "cpu")
-    with pytest.raises(ValueError, match="weak_labels must be one of"):
-        train_adaptation(*args, weak_labels="guess")
+    with pytest.raises(ValueError, match="adapt.weak_labels must be one of"):
+        stage_config("source_only", override(cfg, **{"adapt.weak_labels": "guess"}))
+    bad = {"adapt.weak_labels": "none", "adapt.weak_loss": True}
     with pytest.raises(ValueError, match="need weak labels"):
-        train_adaptation(*args, weak_labels="none")
-    with pytest.raises(ValueError, match="needs target_points"):
-        train_adaptation(*args, weak_labels="point")
+        stage_config("source_only", override(cfg, **bad))
+    with pytest.raises(ValueError, match="adapt.self_training"):
+        stage_config("source_only", override(cfg, **{"adapt.self_training": True,
+                                                      "adapt.weak_labels": "image"}))
+    with pytest.raises(ValueError, match="train.split"):
+        stage_config("source_only", override(cfg, **{"train.split": "target_test"}))
 
 
-def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_path):
+def test_each_stage_is_a_config(smoke_bench):
+    """A stage differs from another only by its config switches, and the run key (the
+    resolved config) tells every stage apart."""
+    from wsda_lib.runs import config_key
+    from wsda_lib.stages import STAGES, run_config
+
+    keys = set()
+    for name in STAGES:
+        config = run_config(name, preset("smoke"), seed=0)
+        keys.add(config_key({k: v for k, v in config.items() if k != "stage"}))
+    assert len(keys) == len(STAGES)
+    uda = stage_config("uda_category", preset("smoke")).adapt
+    assert (uda.weak_labels, uda.weak_loss, uda.category_alignment, uda.pixel_adaptation,
+            uda.self_training) == ("pseudo", True, True, False, False)
+
+
+def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_path,
+                                                           monkeypatch):
     from PIL import Image
 
     from wsda_lib.data.files import DatasetError
@@ -117,6 +135,12 @@ def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_pat
     assert abs((item["translated"] + item["image"]).mean().item() - 1) < 0.05
     cfg = override(preset("smoke"), **{"adapt.iterations": 2, "train.eval_every": 100,
                                        "adapt.translated_source_dir": str(tmp_path)})
+
+
+    def no_fda(*args, **kwargs):
+        raise AssertionError("the FDA stand-in ran although translated images were given")
+
+    monkeypatch.setattr(pixel_adaptation, "fourier_amplitude_swap", no_fda)
     result = run_stage("uda_pixel", cfg, smoke_bench, 0, "cpu", tmp_path / "runs",
                        progress=False)
     assert result.run.dir.name.startswith("uda_pixel") and result.metrics["history"]["seg"]

@@ -1,4 +1,4 @@
-"""Each equation of PAPER.md §1-5 against values computed by hand on tiny tensors
+"""Each equation of docs/method.md §3-7 against values computed by hand on tiny tensors
 (B=2 images, C=3 classes, a 2x2 map)."""
 
 import math

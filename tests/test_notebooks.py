@@ -13,6 +13,7 @@ pytestmark = pytest.mark.notebook
 SERIES = ["00_the_domain_gap.ipynb", "01_source_only.ipynb",
           "02_weak_label_classification.ipynb", "03_category_wise_alignment.ipynb",
           "04_pseudo_label_self_training.ipynb", "05_results.ipynb"]
+FIG = "figures/smoke"  # where a smoke series run into `out` writes its figures
 VERDICT = ("helps:", "does not help on this benchmark:", "makes no clear difference:")
 
 
@@ -37,11 +38,11 @@ def test_series_lists_the_numbered_notebooks():
 
 def test_00_writes_datasheet_and_figures(executed):
     out, timings = executed
-    summary = json.loads((out / "runs/results/smoke/00_domain_gap.json").read_text())
+    summary = json.loads((out / "runs/results/smoke/00_domain_gap_seed0.json").read_text())
     for domain in ("source", "target"):
         assert sum(summary["datasheet"][domain]["pixel_frequency"]) == pytest.approx(100)
     for name in ("00_samples", "00_class_statistics", "00_weak_labels"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (out / FIG / f"{name}.png").stat().st_size > 5000
     outputs = _outputs(out / "notebooks/00_the_domain_gap.ipynb")
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
@@ -57,9 +58,26 @@ def test_01_trains_and_reports_sensible_metrics(executed):
             assert len(summary[stage][split]["iou"]) == 10
     for name in ("01_learning_curves", "01_per_class_iou", "01_confusion_target",
                  "01_predictions"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = "".join(o.get("text", "") for o in _outputs(out / "notebooks/01_source_only.ipynb"))
     assert "source-only keeps" in text and "trained into" in text
+
+
+def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp_path):
+    """papermill on one notebook in the smoke preset, as a student would run it: its figures
+    go under build/, and figures/ (what `make reproduce` commits) is untouched."""
+    from wsda_lib.reproduce import REPO, run_notebook
+
+    def snapshot():
+        return {p.name: p.read_bytes() for p in (REPO / "figures").iterdir()}
+
+    before = snapshot()
+    out, _ = executed
+    run_notebook(NOTEBOOKS / "01_source_only.ipynb", tmp_path / "01.ipynb",
+                 {"PRESET": "smoke", "RUN_DIR": str(out / "runs"), "DEVICE": "cpu"},
+                 cell_timeout=600)
+    assert snapshot() == before
+    assert (REPO / "build/figures/smoke/01_per_class_iou.png").is_file()
 
 
 def test_second_run_loads_cached_models(executed):
@@ -92,7 +110,7 @@ def test_02_weak_label_classification(executed):
     assert set(summary["presence"]) == {"source-only", "UDA: pseudo-weak labels + L_c",
                                         "WDA: image labels + L_c"}
     for name in ("02_pooling", "02_per_class_iou", "02_presence_precision"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = _text(out / "notebooks/02_weak_label_classification.ipynb")
     assert sum(text.count(v) for v in VERDICT) == 3
 
@@ -103,7 +121,7 @@ def test_03_category_wise_alignment(executed):
     _check_mious(summary, ["uda_category", "wda_image", "wda_point"])
     for name in ("03_attention", "03_category_features", "03_discriminator_accuracy",
                  "03_per_class_iou"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = _text(out / "notebooks/03_category_wise_alignment.ipynb")
     assert sum(text.count(v) for v in VERDICT) == 3
     # headless: the attention explorer fell back to a static figure
@@ -120,7 +138,7 @@ def test_04_self_training(executed):
     assert q["raw"]["coverage"] == pytest.approx(100)
     assert q["filtered"]["coverage"] <= q["confidence_only"]["coverage"] <= 100
     for name in ("04_pseudo_weak_labels", "04_fda", "04_pseudo_labels", "04_per_class_iou"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = _text(out / "notebooks/04_pseudo_label_self_training.ipynb")
     assert sum(text.count(v) for v in VERDICT) == 2
 
@@ -129,12 +147,12 @@ def test_05_results_file_validates_and_renders(executed):
     from wsda_lib.results import render_markdown, validate
 
     out, _ = executed
-    results = json.loads((out / "figures/results.json").read_text())
+    results = json.loads((out / FIG / "results.json").read_text())
     validate(results)
     assert results["seeds"] == [0, 1] and results["preset"] == "smoke"
-    assert (out / "figures/results.md").read_text() == render_markdown(results)
+    assert (out / FIG / "results.md").read_text() == render_markdown(results)
     for name in ("05_per_class_heatmap", "05_annotation_cost", "05_qualitative"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 5000
+        assert (out / FIG / f"{name}.png").stat().st_size > 5000
     assert (out / "notebooks/05_results.html").stat().st_size > 10000
     assert "ran 2 seed(s): [0, 1]" in _text(out / "notebooks/05_results.ipynb")
 
@@ -145,8 +163,8 @@ def test_same_seed_gives_the_same_results_json(executed):
     out, _ = executed
     reproduce("smoke", seed=0, seeds=2, out=out / "rerun", run_dir=out / "rerun/runs",
               device="cpu", notebooks=[NOTEBOOKS / "05_results.ipynb"], cell_timeout=600)
-    first = json.loads((out / "figures/results.json").read_text())
-    second = json.loads((out / "rerun/figures/results.json").read_text())
+    first = json.loads((out / FIG / "results.json").read_text())
+    second = json.loads((out / "rerun" / FIG / "results.json").read_text())
     first.pop("date"), second.pop("date")
     assert first == second
 

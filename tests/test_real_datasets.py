@@ -51,8 +51,22 @@ def test_gta5_reads_palette_indices_as_ids(gta_root):
     assert len(ds) == 3 and item["image"].shape == (3, H, W)
     # 7 road -> 0, 8 sidewalk -> 1, 26 car -> 13, 0 and 1 (void) -> 255, 33 bicycle -> 18
     assert item["label"][0, :6].tolist() == [0, 1, 13, 255, 18, 255]
-    assert item["weak_label"][[0, 1, 13, 18]].tolist() == [1, 1, 1, 1]
     assert ds.class_set.num_classes == 19
+    # A reader opened without typical areas has no image-level labels, and says so.
+    assert "weak_label" not in item
+    with pytest.raises(ValueError, match="without typical_area"):
+        ds.weak_label(0)
+
+
+def test_image_level_labels_use_the_typical_areas_given_at_construction(gta_root):
+    counts = (gta5(gta_root, size=None).label(0)[None] == np.arange(19)[:, None, None]).sum((1, 2))
+    typical = np.full(19, 1000.0)
+    typical[13] = 10 * counts[13] + 1     # car: its pixels are under 10% of this area
+    ds = gta5(gta_root, size=None, typical_area=typical)
+    weak = ds[0]["weak_label"]
+    assert weak[13] == 0 and ds.weak_label(0)[13] == 0
+    assert weak.tolist() == ds.weak_labels[0].tolist()
+    assert weak[[0, 1]].tolist() == [float(counts[0] > 100), float(counts[1] > 100)]
 
 
 def test_gta5_resizes_labels_by_nearest_neighbour(gta_root):
@@ -154,7 +168,7 @@ def test_protocol_tables_match_the_paper():
         protocol(10)
 
 
-# PAPER.md §6, as a table: (section, field) -> value, for both paper presets.
+# docs/method.md §8, as a table: (section, field) -> value, for both paper presets.
 PAPER_TABLE = {
     ("train", "batch_size"): 1, ("train", "optimizer"): "sgd", ("train", "lr"): 2.5e-4,
     ("train", "momentum"): 0.9, ("train", "weight_decay"): 5e-4, ("train", "head_lr_mult"): 10.0,
@@ -165,7 +179,7 @@ PAPER_TABLE = {
     ("adapt", "pseudo_threshold"): 0.2, ("adapt", "smooth_max_r"): 1.0,
     ("adapt", "weak_dropout"): 0.1, ("adapt", "output_disc_width"): 64,
     ("model", "backbone"): "resnet101", ("model", "aspp_rates"): (6, 12, 18, 24),
-    ("data", "target_size"): (1024, 512), ("data", "eval_size"): (2048, 1024),
+    ("data", "target_size"): (1024, 512),
 }
 
 
@@ -177,7 +191,7 @@ def test_paper_presets_equal_the_paper_field_by_field(name, source, size, classe
     cfg = preset(name)
     for (section, key), value in PAPER_TABLE.items():
         assert getattr(getattr(cfg, section), key) == value, (section, key)
-    assert (cfg.data.dataset, cfg.data.source_size, cfg.data.num_classes) == (source, size,
+    assert (cfg.data.dataset, cfg.data.source_size, cfg.data.class_protocol) == (source, size,
                                                                               classes)
 
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from wsda_lib.config import preset
+from wsda_lib.data import load as load_benchmark
 from wsda_lib.data import synthetic
-from wsda_lib.data.benchmark import datasheet, load_benchmark
+from wsda_lib.data.benchmark import datasheet
 from wsda_lib.data.classes import EMBEDDED, IGNORE_INDEX
 
 

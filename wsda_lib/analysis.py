@@ -1,14 +1,17 @@
-"""Inference-only helpers that turn a trained model into what the notebooks plot: class
-presence, attention maps, category features. Nothing here trains."""
+"""Inference-only helpers that turn a trained model into what the notebooks plot and what
+self-training needs: class presence, attention maps, category features and their 2-D
+projection, pixel predictions and pseudo labels with their quality. Nothing here trains."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .method.category_alignment import category_attention, category_features
-from .method.weak_classification import image_class_scores
+from .method.self_training import filter_pseudo_labels, make_pseudo_labels, pseudo_label_quality
+from .method.weak_classification import image_class_scores, pseudo_weak_labels
 
 
 @torch.no_grad()
@@ -48,3 +51,62 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     x = x - x.mean(0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     return x @ vt[:2].T
+
+
+def category_projection(model, benchmark, device, classes, n: int = 120):
+    """Category features of the first n images of source val and target val, for the given
+    class indices, projected together on their first two principal components.
+
+    Returns (points (M, 2), class index (M,), domain (M,) "source"/"target"); an (image,
+    class) pair counts only when the image contains the class (its image-level label)."""
+    feats, cls, dom = [], [], []
+    for split in ("source_val", "target_val"):
+        f, present = category_feature_sample(model, benchmark[split], device, n)
+        for c in classes:
+            keep = present[:, c] > 0
+            feats.append(f[keep, c])
+            cls += [c] * int(keep.sum())
+            dom += [split.split("_")[0]] * int(keep.sum())
+    return pca_2d(np.concatenate(feats)), np.array(cls), np.array(dom)
+
+
+@torch.no_grad()
+def pixel_predictions(model, split, adapt, device, batch_size: int = 32, indices=None):
+    """The model's confidence (N, H, W) (softmax maximum) and prediction (N, H, W) at the
+    labels' size, and its pseudo-weak labels (N, C) at threshold adapt.pseudo_threshold,
+    on the split's images (or those at `indices`)."""
+    model.eval()
+    confidences, predictions, weak = [], [], []
+    images = split if indices is None else torch.utils.data.Subset(split, list(indices))
+    for batch in DataLoader(images, batch_size=batch_size):
+        logits, _ = model(batch["image"].to(device))
+        up = F.interpolate(logits, size=batch["label"].shape[-2:], mode="bilinear",
+                           align_corners=False)
+        conf, pred = torch.softmax(up, 1).max(1)
+        confidences.append(conf.cpu())
+        predictions.append(pred.cpu())
+        weak.append(pseudo_weak_labels(logits, adapt.pseudo_threshold, adapt.smooth_max_r).cpu())
+    return torch.cat(confidences), torch.cat(predictions), torch.cat(weak)
+
+
+def pseudo_label_maps(model, split, adapt, device, batch_size: int = 32, indices=None) -> dict:
+    """Self-training's pixel pseudo labels for a target split (the extension's round), with
+    the two steps that make them: "raw" (every prediction), "confidence_only" (per-class
+    confidence thresholds only) and "filtered" (confident *and* in the image's pseudo-weak
+    label: the labels trained on). Each map is (N, H, W) uint8, 255 = no label.
+
+    Also returns "thresholds" (C,) and "quality": each map's precision and coverage (%)
+    against the split's ground truth (read only to report it). With `indices`, only those
+    images are labelled, and the thresholds are theirs."""
+    conf, pred, weak = pixel_predictions(model, split, adapt, device, batch_size, indices)
+    filtered, thresholds = make_pseudo_labels(conf, pred, weak, split.class_set.num_classes,
+                                              adapt.st_quantile, adapt.st_cap)
+    everything = torch.ones_like(weak)
+    maps = {"raw": filter_pseudo_labels(conf, pred, torch.zeros_like(thresholds), everything),
+            "confidence_only": filter_pseudo_labels(conf, pred, thresholds, everything),
+            "filtered": filtered}
+    truth = split.labels_array() if indices is None else np.stack([split.label(i)
+                                                                   for i in indices])
+    return {**{k: v.numpy().astype(np.uint8) for k, v in maps.items()},
+            "thresholds": thresholds.tolist(),
+            "quality": {k: pseudo_label_quality(v, truth) for k, v in maps.items()}}

@@ -10,9 +10,14 @@ import time
 
 import torch
 
-from .config import preset
+from .config import override, preset
 from .data import synthetic
-from .engine import segmentation_loss
+from .data.classes import EMBEDDED
+from .data.splits import InMemorySplit
+from .data.weak_labels import class_pixel_counts, typical_areas
+from .engine import train_adaptation, train_supervised
+from .method.category_alignment import CategoryDiscriminators
+from .method.objective import segmentation_loss
 from .stages import build_model
 
 
@@ -27,7 +32,7 @@ def generator_speed(n: int = 200) -> dict:
 
 def training_speed(iterations: int = 30, batch_size: int = 8) -> float:
     cfg = preset("default")
-    model = build_model(cfg, 10).train()
+    model = build_model(cfg, EMBEDDED).train()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     images = torch.rand(batch_size, 3, cfg.data.height, cfg.data.width)
     labels = torch.randint(0, 10, (batch_size, cfg.data.height, cfg.data.width))
@@ -45,8 +50,6 @@ def category_discriminator_speed(num_classes: int, dim: int, batch: int, repeats
     """Forward + backward of the C category discriminators: the batched einsum of
     CategoryDiscriminators against a Python loop over C separate nn.Sequential MLPs (the
     released code's layout). Returns milliseconds per call for both."""
-    from .method.category_alignment import CategoryDiscriminators
-
     batched = CategoryDiscriminators(num_classes, dim)
     looped = torch.nn.ModuleList(
         torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(),
@@ -73,25 +76,20 @@ def category_discriminator_speed(num_classes: int, dim: int, batch: int, repeats
 def adaptation_step_cost(iterations: int = 20) -> dict:
     """Milliseconds per step of source-only training (one batch) and of the full UDA
     adaptation step (source and target batches, every term and both discriminators)."""
-    from .config import override
-    from .data.benchmark import SegmentationSplit
-    from .data.classes import EMBEDDED
-    from .engine import train_adaptation, train_supervised
-
     cfg = override(preset("default"), **{"train.iterations": iterations,
                                          "adapt.iterations": iterations,
-                                         "train.eval_every": 10 ** 6})
+                                         "train.eval_every": 10 ** 6,
+                                         "adapt.pixel_adaptation": True})
     images, labels = synthetic.generate_split("source_train", 64, seed=0)
-    weak = (torch.rand(64, 10) > 0.5).float().numpy()
-    split = SegmentationSplit("bench", images, labels, EMBEDDED, weak)
-    tiny = SegmentationSplit("bench_val", images[:1], labels[:1], EMBEDDED, weak[:1])
-    model = build_model(cfg, 10)
+    typical = typical_areas(class_pixel_counts(labels, EMBEDDED.num_classes))
+    split = InMemorySplit("bench", images, labels, EMBEDDED, typical)
+    tiny = InMemorySplit("bench_val", images[:1], labels[:1], EMBEDDED, typical)
+    model = build_model(cfg, EMBEDDED)
     start = time.perf_counter()
-    train_supervised(model, split, tiny, cfg.train, 10, 0, "cpu", progress=False)
+    train_supervised(model, split, tiny, cfg.train, 0, "cpu", progress=False)
     supervised = 1000 * (time.perf_counter() - start) / iterations
     start = time.perf_counter()
-    train_adaptation(model, split, split, tiny, cfg, 10, 0, "cpu", weak_labels="pseudo",
-                     pixel_adaptation=True, progress=False)
+    train_adaptation(model, split, split, tiny, cfg, 0, "cpu", progress=False)
     adaptation = 1000 * (time.perf_counter() - start) / iterations
     return {"source_only_step_ms": supervised, "uda_step_ms": adaptation,
             "ratio": adaptation / supervised}

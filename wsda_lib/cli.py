@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import PRESETS
+import torch
+
+from . import __version__, distributed, runs
+from .config import PRESETS, Config, DataConfig, ModelConfig, override, preset
+from .data import load, open_dataset
+from .data.files import DatasetError
+from .engine import resolve_device
+from .reproduce import NotebookFailed, reproduce
+from .stages import STAGES, build_model, evaluate_splits, run_stage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,11 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
 
     t = sub.add_parser("train", help="train one stage (cached like the notebooks' runs)")
-    t.add_argument("--preset", choices=PRESETS, default="default")
-    t.add_argument("--stage", default="source_only", help="a stage of wsda_lib/stages.py")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--run-dir", type=Path, default=Path("runs"))
+    t.add_argument("--preset", choices=PRESETS, default="default",
+                   help="the config to start from (default: %(default)s)")
+    t.add_argument("--stage", default="source_only", choices=list(STAGES), metavar="STAGE",
+                   help="one of: " + ", ".join(STAGES) + " (default: %(default)s); an "
+                   "adaptation stage first loads or trains the stage it starts from")
+    t.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    t.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
+    t.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="cached data and trained runs (default: runs/)")
     t.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="config overrides, e.g. train.iterations=500 adapt.lambda_cw=0.01")
     t.add_argument("--source-root", type=Path, help="GTA5 or SYNTHIA (paper presets)")
@@ -57,9 +70,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _data_check(args) -> int:
     """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem."""
-    from .data import open_dataset
-    from .data.files import DatasetError
-
     kwargs = {"size": None}
     if args.classes:
         kwargs["num_classes"] = args.classes
@@ -75,8 +85,6 @@ def _data_check(args) -> int:
 
 
 def _parse_overrides(pairs) -> dict:
-    import ast
-
     changes = {}
     for pair in pairs:
         if "=" not in pair:
@@ -89,36 +97,15 @@ def _parse_overrides(pairs) -> dict:
     return changes
 
 
-def _benchmark(cfg, args, verbose: bool):
-    """The embedded benchmark, or the real datasets' splits for the paper presets."""
-    from .data.benchmark import load_benchmark
-
-    if cfg.data.dataset == "embedded":
-        return load_benchmark(cfg.data, args.run_dir / "data", verbose=verbose)
-    if not (cfg.data.source_root and cfg.data.target_root):
-        raise ValueError(f"data.dataset={cfg.data.dataset!r} needs --source-root (GTA5 or "
-                         f"SYNTHIA) and --target-root (Cityscapes)")
-    from .data.real import load_real_benchmark
-
-    return load_real_benchmark(cfg.data, args.run_dir / "data")
-
-
 def _train(args) -> int:
-    import json
-
-    from . import distributed
-    from .config import override, preset
-    from .engine import resolve_device
-    from .stages import run_stage
-
     roots = {f"data.{k}": str(v.resolve()) for k, v in
              (("source_root", args.source_root), ("target_root", args.target_root)) if v}
     cfg = override(preset(args.preset), **_parse_overrides(args.set), **roots)
     device = resolve_device(distributed.init_from_env(args.device))
     if distributed.is_main():  # rank 0 generates (or measures) what is cached; others wait
-        _benchmark(cfg, args, verbose=True)
+        load(cfg.data, args.run_dir / "data", verbose=True)
     distributed.barrier()
-    bench = _benchmark(cfg, args, verbose=False)
+    bench = load(cfg.data, args.run_dir / "data", verbose=False)
     result = run_stage(args.stage, cfg, bench, args.seed, device, args.run_dir / "models",
                        progress=distributed.is_main())
     if not distributed.is_main():
@@ -130,17 +117,10 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    import json
-
-    from . import runs
-    from .config import Config, DataConfig, ModelConfig
-    from .engine import resolve_device
-    from .stages import build_model, evaluate_splits
-
     saved = runs.read_json(args.checkpoint.parent / "config.json")
     cfg = Config(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]))
-    bench = _benchmark(cfg, args, verbose=False)
-    model = build_model(cfg, bench.class_set.num_classes)
+    bench = load(cfg.data, args.run_dir / "data", verbose=False)
+    model = build_model(cfg, bench.class_set)
     model.load_state_dict(runs.load_checkpoint(args.checkpoint)["model"])
     device = resolve_device(args.device)
     scores = evaluate_splits(model.to(device), bench, cfg, device)
@@ -152,8 +132,6 @@ def _evaluate(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("train", "evaluate"):
-        from . import distributed
-
         try:
             return _train(args) if args.command == "train" else _evaluate(args)
         except (ValueError, KeyError, FileNotFoundError) as e:
@@ -161,12 +139,10 @@ def main(argv=None) -> int:
             return 2
         finally:
             if distributed.is_distributed():
-                distributed.torch.distributed.destroy_process_group()
+                torch.distributed.destroy_process_group()
     if args.command == "data":
         return _data_check(args)
     if args.command == "reproduce":
-        from .reproduce import NotebookFailed, reproduce
-
         try:
             if args.seeds < 1:
                 raise NotebookFailed(f"--seeds must be >= 1, got {args.seeds}")

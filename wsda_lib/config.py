@@ -33,10 +33,14 @@ class DataConfig:
     source_root: str | None = None     # GTA5 or SYNTHIA folder (part of the run's key)
     target_root: str | None = None     # Cityscapes folder
     val_count: int = 500               # images of each training set held out for validation
-    num_classes: int = 10              # 19 (GTA5), 16 or 13 (SYNTHIA) at paper scale
+    # The class protocol of the real datasets: 19 (GTA5), 16 or 13 (SYNTHIA), docs/method.md
+    # §10. None for the embedded benchmark, whose ten classes are its own. The number of
+    # classes everywhere else is read from the loaded class set, never from here.
+    class_protocol: int | None = None
     source_size: tuple | None = None   # (width, height) source images are resized to
-    target_size: tuple | None = None   # (width, height) target training images are resized to
-    eval_size: tuple | None = None     # (width, height) logits are upsampled to for evaluation
+    # (width, height) target *training* images are resized to. Target val and test keep their
+    # labels at native resolution and logits are upsampled to them (2048x1024 for Cityscapes).
+    target_size: tuple | None = None
 
 
 @dataclass
@@ -67,16 +71,37 @@ class TrainConfig:
     grad_clip: float | None = 10.0     # max global grad norm; None disables
     eval_every: int = 500              # iterations between validation evaluations
     eval_batch_size: int = 32
+    # The labelled split supervised training learns from: "source_train" (source-only) or
+    # "target_train" (the oracle). Its learning curve is drawn on the matching val split.
+    split: str = "source_train"
+
+
+WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point")
 
 
 @dataclass
 class AdaptConfig:
     """Adaptation is a configuration of one loop: which terms are on, their weights, and
-    where the target's weak labels come from. A stage (see stages.py) sets the switches."""
+    where the target's weak labels come from. A stage (see stages.py) sets the switches; the
+    defaults are the paper's UDA recipe without pixel adaptation (docs/method.md §7)."""
+
+    # The switches. A term that is off is not computed, and its discriminator not built.
+    # Where the target's weak labels come from: "none"; "pseudo" (UDA: the model's own
+    # pseudo-weak labels); "image" (WDA: human image labels); "point" (WDA: image labels
+    # and one clicked point per present class, whose cross-entropy adds λ_point·L_point).
+    weak_labels: str = "pseudo"
+    output_alignment: bool = True      # λ_adv·L_adv, output space (AdaptSegNet)
+    weak_loss: bool = True             # λ_c·L_c, weak-label classification
+    category_alignment: bool = True    # λ_cw·L_adv^C, category-wise alignment
+    pixel_adaptation: bool = False     # restyled source images (translated, or FDA stand-in)
+    # One round of weak-label-filtered pixel pseudo labels, λ_st·L_seg(target): THIS
+    # PROJECT'S EXTENSION, not in the paper. Needs weak_labels="pseudo".
+    self_training: bool = False
 
     iterations: int = 1000             # adaptation steps, each with a source and a target batch
     lr: float = 2.5e-4                 # segmentation network, fine-tuned from source-only
-    # Loss weights (PAPER.md §5). lambda_c: 0.01 with pseudo-weak labels, 0.2 with human ones.
+    # Loss weights (docs/method.md §7). lambda_c: 0.01 with pseudo-weak labels, 0.2 with
+    # human ones.
     lambda_adv: float = 0.001          # output-space adversarial (AdaptSegNet)
     lambda_c: float = 0.01             # weak-label classification L_c, pseudo-weak labels
     lambda_c_human: float = 0.2        # ... with human image labels (WDA)
@@ -111,12 +136,12 @@ class Config:
 PRESETS = ("smoke", "default", "full", "paper_gta5", "paper_synthia")
 
 
-def _paper(source: str, num_classes: int, source_size) -> Config:
-    """PAPER.md §6, field by field: batch 1, SGD 2.5e-4 with the head at 10x, poly 0.9 over
+def _paper(source: str, class_protocol: int, source_size) -> Config:
+    """docs/method.md §8, field by field: batch 1, SGD 2.5e-4 with the head at 10x, poly 0.9 over
     250k steps stopped at 120k, discriminators on Adam 1e-4, λ as in §5, T = 0.2."""
     return Config(
-        data=DataConfig(dataset=source, num_classes=num_classes, source_size=source_size,
-                        target_size=(1024, 512), eval_size=(2048, 1024), sizes={}),
+        data=DataConfig(dataset=source, class_protocol=class_protocol, source_size=source_size,
+                        target_size=(1024, 512), sizes={}),
         model=ModelConfig(backbone="resnet101", aspp_rates=(6, 12, 18, 24), freeze_bn=True),
         train=TrainConfig(iterations=120_000, poly_horizon=250_000, batch_size=1,
                           optimizer="sgd", lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
@@ -157,7 +182,8 @@ def preset(name: str) -> Config:
 
 
 def to_dict(cfg) -> dict:
-    """A JSON-ready dict (tuples become lists)."""
+    """The config as nested plain dicts (tuples stay tuples; `runs` stores it as JSON, where
+    they become lists, and compares the stored form)."""
     return dataclasses.asdict(cfg)
 
 

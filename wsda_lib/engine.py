@@ -1,42 +1,39 @@
 """The training loop: plain, seeded, readable top to bottom.
 
-`train_supervised` trains a segmentation network on one labelled split. It is the source-only
-stage (labelled source, PAPER.md §5 L_seg) and, pointed at the target's labels, the oracle.
-Model selection never looks at target labels: the loop runs a fixed number of iterations and
-keeps the final weights; source val is evaluated along the way only to draw learning curves.
+`train_supervised` trains a segmentation network on one labelled split: the source-only stage
+(L_seg on labelled source, docs/method.md §7) and, pointed at the target's labels, the oracle.
+`train_adaptation` adapts a source-trained network to the target with the objective of
+method/objective.py, in the paper's order: source and target forward passes, the generator
+loss and step, then the discriminator loss and step. Which terms are on is the config's
+(AdaptConfig); nothing here re-decides it.
+
+Model selection never looks at target labels: a loop runs a fixed number of iterations and
+keeps the final weights; a val split is evaluated along the way only to draw learning curves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
-from .data.classes import IGNORE_INDEX
-from .evaluate import eval_loader, evaluate
-from .method.category_alignment import (
-    CategoryDiscriminators,
-    category_adversarial_loss,
-    category_discriminator_loss,
-    category_features,
-    discriminator_accuracy,
+from .evaluate import eval_loader, evaluate, presence_precision_recall
+from .method.objective import (
+    Discriminators,
+    LossWeights,
+    discriminator_loss,
+    generator_loss,
+    segmentation_loss,
 )
-from .method.output_alignment import (
-    OutputDiscriminator,
-    output_adversarial_loss,
-    output_discriminator_loss,
-    output_probabilities,
-)
-from .method.pixel_adaptation import fourier_amplitude_swap
-from .method.point_supervision import point_loss
-from .method.weak_classification import pseudo_weak_labels, weak_label_loss
+from .method.pixel_adaptation import restyle_source
+from .method.weak_classification import pseudo_weak_labels
 
 
 def set_seed(seed: int) -> None:
@@ -100,220 +97,141 @@ def set_lr(optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
-def segmentation_loss(logits, labels):
-    """L_seg: pixel cross-entropy on logits (B, C, h, w) upsampled to the labels' (B, H, W),
-    ignoring IGNORE_INDEX."""
-    up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(up, labels, ignore_index=IGNORE_INDEX)
+class _Loop:
+    """What both loops share: the poly schedule, the progress bar, the logged history (means
+    over `log_every` steps) and the validation mIoU every `eval_every` steps."""
+
+    def __init__(self, model, optimizer, train_cfg, lr: float, iterations: int, val_set,
+                 device, desc: str, progress: bool, log_every: int = 1):
+        if iterations < 1:
+            raise ValueError(f"{desc}: iterations must be >= 1, got {iterations}")
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.lr, self.iterations, self.log_every = lr, iterations, log_every
+        self.horizon, self.power = train_cfg.poly_horizon or iterations, train_cfg.poly_power
+        self.eval_every = train_cfg.eval_every
+        self.val_loader = eval_loader(val_set, train_cfg.eval_batch_size)
+        self.num_classes = val_set.class_set.num_classes
+        self.history = {"iteration": [], "val_iteration": [], "val_miou": []}
+        self.window: dict[str, list] = {}
+        self.bar = tqdm(range(iterations), desc=desc, mininterval=2,
+                        disable=not progress or not distributed.is_main())
+        self.start = time.perf_counter()
+
+    def __iter__(self):
+        for it in self.bar:
+            set_lr(self.optimizer, poly_lr(self.lr, it, self.horizon, self.power))
+            yield it
+
+    def end_step(self, it: int, loss: torch.Tensor, terms: dict) -> None:
+        """Log this step's terms; validate (for the learning curve only) when it is time."""
+        for k, v in terms.items():
+            self.window.setdefault(k, []).append(v)
+        last = it + 1 == self.iterations
+        if (it + 1) % self.log_every == 0 or last:
+            self.history["iteration"].append(it + 1)
+            for k, v in self.window.items():
+                self.history.setdefault(k, []).append(float(np.mean(v)))
+            self.window = {}
+        if (it + 1) % self.eval_every == 0 or last:
+            val = evaluate(self.model, self.val_loader, self.num_classes, self.device)
+            self.history["val_iteration"].append(it + 1)
+            self.history["val_miou"].append(val["miou"])
+            self.bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+
+    def finish(self, images_per_step: int) -> dict:
+        seconds = time.perf_counter() - self.start
+        return {**self.history, "seconds": seconds,
+                "images_per_second": self.iterations * images_per_step / seconds}
 
 
-def train_supervised(model, train_set, val_set, train_cfg, num_classes: int, seed: int,
-                     device, desc: str = "train", progress: bool = True):
-    """Train `model` on the labelled `train_set` for train_cfg.iterations; return a history
-    dict with the loss curve and the `val_set` scores at every eval_every iterations."""
-    if train_cfg.iterations < 1:
-        raise ValueError(f"train.iterations must be >= 1, got {train_cfg.iterations}")
+def _step(optimizer, loss, parameters, grad_clip, average: bool = False) -> None:
+    """zero_grad, backward, (average gradients across ranks,) clip, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parameters = list(parameters)
+    if average:
+        distributed.average_gradients(parameters)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+
+
+def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
+                     desc: str = "train", progress: bool = True) -> dict:
+    """Train `model` on the labelled `train_set` for train_cfg.iterations with L_seg; return
+    the history: loss per iteration, `val_set` mIoU every eval_every iterations, seconds."""
     set_seed(seed)
     model.to(device).train()
     # Under torchrun the gradients are averaged across ranks; `model` stays the plain module.
     network = DistributedDataParallel(model) if distributed.is_distributed() else model
     optimizer = make_optimizer(model, train_cfg)
     stream = batches(train_set, train_cfg.batch_size, seed, device)
-    val_loader = eval_loader(val_set, train_cfg.eval_batch_size)
-    history = {"iteration": [], "loss": [], "val_iteration": [], "val_miou": []}
-    start = time.perf_counter()
-    bar = tqdm(range(train_cfg.iterations), desc=desc,
-               disable=not progress or not distributed.is_main(), mininterval=2)
-    for it in bar:
-        set_lr(optimizer, poly_lr(train_cfg.lr, it, train_cfg.poly_horizon or train_cfg.iterations,
-                                  train_cfg.poly_power))
+    loop = _Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
+                 device, desc, progress)
+    for it in loop:
         batch = next(stream)
         logits, _ = network(batch["image"])                        # (B, C, h, w)
         loss = segmentation_loss(logits, batch["label"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if train_cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
-
-        history["iteration"].append(it + 1)
-        history["loss"].append(loss.item())
-        _maybe_validate(model, val_loader, num_classes, device, it, train_cfg.iterations,
-                        train_cfg.eval_every, history, bar, loss)
-    history["seconds"] = time.perf_counter() - start
-    history["images_per_second"] = (train_cfg.iterations * train_cfg.batch_size
-                                    * distributed.world_size() / history["seconds"])
-    return history
+        _step(optimizer, loss, model.parameters(), train_cfg.grad_clip)
+        loop.end_step(it, loss, {"loss": loss.item()})
+    return loop.finish(train_cfg.batch_size * distributed.world_size())
 
 
-def _maybe_validate(model, val_loader, num_classes, device, it, iterations, every, history,
-                    bar, loss):
-    """Every `every` iterations and at the last: validation mIoU into the history (for the
-    learning curve only; no model is selected by it)."""
-    if (it + 1) % every == 0 or it + 1 == iterations:
-        val = evaluate(model, val_loader, num_classes, device)
-        history["val_iteration"].append(it + 1)
-        history["val_miou"].append(val["miou"])
-        bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, device,
+                     progress: bool = True, desc: str = "adapt", log_every: int = 25) -> dict:
+    """Adapt `model` (trained on the source) to the target with the objective that cfg.adapt
+    switches on (docs/method.md §7); returns the history (each term's mean per `log_every`
+    steps, target val mIoU every eval_every steps).
 
-
-WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point")
-
-
-def _presence_precision_recall(predicted, truth):
-    tp = (predicted * truth).sum()
-    return (float(100 * tp / predicted.sum().clamp(min=1)),
-            float(100 * tp / truth.sum().clamp(min=1)))
-
-
-def train_adaptation(model, source_set, target_set, val_set, cfg, num_classes: int, seed: int,
-                     device, weak_labels: str = "pseudo", pixel_adaptation: bool = False,
-                     target_points=None, target_pseudo_labels=None, progress: bool = True,
-                     desc: str = "adapt", log_every: int = 25):
-    """Adapt `model` (already trained on the source) to the target; returns a history dict.
-
-    One iteration, in the paper's order:
-      1. source batch: L_seg (optionally on FDA-restyled source images, `pixel_adaptation`);
-      2. target batch: weak labels y_t (pseudo, image or point), then λ_c·L_c, λ_adv·L_adv,
-         λ_cw·L_adv^C, the point loss and the self-training loss, whichever are on;
-      3. one generator step on the sum;
-      4. discriminator step on detached source and target outputs.
-    `target_points` (N, C) and `target_pseudo_labels` (N, H, W) are indexed by the target
-    item's "index". Target ground-truth labels are never used, except the human weak labels
-    when weak_labels is "image" or "point"; the GT image labels are read only to *log* how
-    accurate the pseudo-weak labels are.
+    Items of `target_set` carry "points" (C,) for weak_labels="point" and "pseudo_label"
+    (H, W) for self-training (data.splits.WithItems); items of `source_set` may carry
+    "translated" images (data.translated). Target ground truth is never used, except the
+    human weak labels of WDA; the GT image labels are read only to *log* the precision and
+    recall of the pseudo-weak labels.
     """
     a, t = cfg.adapt, cfg.train
-    if weak_labels not in WEAK_LABEL_SOURCES:
-        raise ValueError(f"weak_labels must be one of {WEAK_LABEL_SOURCES}, got {weak_labels!r}")
-    if weak_labels == "none" and (a.lambda_c or a.lambda_cw):
-        raise ValueError("lambda_c and lambda_cw need weak labels; got weak_labels='none'")
-    if weak_labels == "point" and target_points is None:
-        raise ValueError("weak_labels='point' needs target_points")
-    lambda_c = a.lambda_c if weak_labels == "pseudo" else a.lambda_c_human
+    weights = LossWeights.from_config(a)
     set_seed(seed)
     model.to(device).train()
-    optimizer = make_optimizer(model, _with_lr(t, a.lr))
-    output_disc = OutputDiscriminator(num_classes, a.output_disc_width).to(device) \
-        if a.lambda_adv else None
-    category_disc = CategoryDiscriminators(num_classes, model.feature_dim,
-                                           a.category_disc_hidden).to(device) \
-        if a.lambda_cw and weak_labels != "none" else None
-    disc_params = [p for d in (output_disc, category_disc) if d is not None
-                   for p in d.parameters()]
-    disc_optimizer = torch.optim.Adam(disc_params, lr=a.disc_lr, betas=(0.9, 0.99)) \
-        if disc_params else None
-    if target_points is not None:
-        target_points = torch.as_tensor(target_points, device=device)
-    if target_pseudo_labels is not None:
-        target_pseudo_labels = torch.as_tensor(target_pseudo_labels, device=device).long()
+    optimizer = make_optimizer(model, dataclasses.replace(t, lr=a.lr))
+    discs = Discriminators(weights, val_set.class_set.num_classes, model.feature_dim,
+                           a.output_disc_width, a.category_disc_hidden).to(device)
+    disc_optimizer = torch.optim.Adam(discs.parameters(), lr=a.disc_lr, betas=(0.9, 0.99)) \
+        if weights.adv or weights.category else None
     source_stream = batches(source_set, t.batch_size, seed, device)
     target_stream = batches(target_set, t.batch_size, seed + 1, device)
-    val_loader = eval_loader(val_set, t.eval_batch_size)
     fda_generator = torch.Generator().manual_seed(seed + 2)
-    history = {"iteration": [], "val_iteration": [], "val_miou": []}
-    logs = {}
-    start = time.perf_counter()
-    bar = tqdm(range(a.iterations), desc=desc,
-               disable=not progress or not distributed.is_main(), mininterval=2)
-    for it in bar:
-        set_lr(optimizer, poly_lr(a.lr, it, t.poly_horizon or a.iterations, t.poly_power))
+    loop = _Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
+                 log_every)
+    for it in loop:
         src, tgt = next(source_stream), next(target_stream)
-        size = src["label"].shape[-2:]
-
-        # 1. Source: supervised segmentation loss.
-        source_images = src["image"]
-        if pixel_adaptation:
-            restyle = (torch.rand(len(source_images), generator=fda_generator) < a.fda_prob)
-            if "translated" in src:  # translated offline (CycleGAN in the paper)
-                restyled = src["translated"]
-            else:                    # the FDA stand-in, against this batch's target images
-                style = tgt["image"]
-                if style.shape != source_images.shape:  # paper scale: 1280x720 vs 1024x512
-                    style = F.interpolate(style, size=source_images.shape[-2:],
-                                          mode="bilinear", align_corners=False)
-                restyled = fourier_amplitude_swap(source_images, style, a.fda_beta)
-            source_images = torch.where(restyle.to(device).view(-1, 1, 1, 1), restyled,
-                                        source_images)
-        logits_s, feats_s = model(source_images)                       # (B, C, h, w), (B, D, h, w)
-        loss = segmentation_loss(logits_s, src["label"])
-        terms = {"seg": loss.item()}
-
-        # 2. Target: weak labels, then the target terms that are switched on.
+        if a.pixel_adaptation:
+            src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
+                                          fda_generator, src.get("translated"))
+        logits_s, feats_s = model(src["image"])                    # (B, C, h, w), (B, D, h, w)
         logits_t, feats_t = model(tgt["image"])
-        if weak_labels == "pseudo":
-            y_t = pseudo_weak_labels(logits_t, a.pseudo_threshold, a.smooth_max_r)   # (B, C)
-            precision, recall = _presence_precision_recall(y_t, tgt["weak_label"])
-            terms.update(pseudo_precision=precision, pseudo_recall=recall)
-        elif weak_labels in ("image", "point"):
-            y_t = tgt["weak_label"]
-        else:
-            y_t = None
-        if lambda_c and y_t is not None:
-            dropped = F.dropout(logits_t, a.weak_dropout, training=True)
-            loss_c = weak_label_loss(dropped, y_t, a.smooth_max_r)
-            loss = loss + lambda_c * loss_c
-            terms["weak"] = loss_c.item()
-        if output_disc is not None:
-            probs_t = output_probabilities(logits_t, size)
-            loss_adv = output_adversarial_loss(output_disc(probs_t))
-            loss = loss + a.lambda_adv * loss_adv
-            terms["adv"] = loss_adv.item()
-        if category_disc is not None:
-            cat_t = category_features(logits_t, feats_t)               # (B, C, D)
-            loss_cw = category_adversarial_loss(category_disc(cat_t), y_t)
-            loss = loss + a.lambda_cw * loss_cw
-            terms["adv_cw"] = loss_cw.item()
-        if weak_labels == "point":
-            loss_pt = point_loss(logits_t, target_points[tgt["index"]], size)
-            loss = loss + a.lambda_point * loss_pt
-            terms["point"] = loss_pt.item()
-        if target_pseudo_labels is not None:
-            loss_st = segmentation_loss(logits_t, target_pseudo_labels[tgt["index"]])
-            loss = loss + a.lambda_st * loss_st
-            terms["self_training"] = loss_st.item()
-
-        # 3. Generator step.
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        distributed.average_gradients(model.parameters())  # under torchrun
-        if t.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-
-        # 4. Discriminator step, on detached outputs (the generator's gradients are dropped).
+        weak_t, log = _target_weak_labels(a, logits_t, tgt)        # (B, C)
+        loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t,
+                                     feats_t, weak_t, tgt.get("points"), tgt.get("pseudo_label"),
+                                     a.weak_dropout, a.smooth_max_r)
+        _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
         if disc_optimizer is not None:
-            disc_optimizer.zero_grad(set_to_none=True)
-            loss_d = 0.0
-            if output_disc is not None:
-                loss_d = loss_d + output_discriminator_loss(
-                    output_disc(output_probabilities(logits_s.detach(), size)),
-                    output_disc(probs_t.detach()))
-            if category_disc is not None:
-                cat_s = category_features(logits_s.detach(), feats_s.detach())
-                d_s, d_t = category_disc(cat_s), category_disc(cat_t.detach())
-                y_s = src["weak_label"]
-                loss_d = loss_d + category_discriminator_loss(d_s, y_s, d_t, y_t)
-                terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, y_s, d_t, y_t)
-            loss_d.backward()
-            distributed.average_gradients(disc_params)
-            disc_optimizer.step()
-            terms["disc"] = loss_d.item()
-
-        for k, v in terms.items():
-            logs.setdefault(k, []).append(v)
-        if (it + 1) % log_every == 0 or it + 1 == a.iterations:
-            history["iteration"].append(it + 1)
-            for k, v in logs.items():
-                history.setdefault(k, []).append(float(np.mean(v)))
-            logs = {}
-        _maybe_validate(model, val_loader, num_classes, device, it, a.iterations, t.eval_every,
-                        history, bar, loss)
-    history["seconds"] = time.perf_counter() - start
-    return history
+            loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
+                                                 logits_t, feats_t, weak_t,
+                                                 src["label"].shape[-2:])
+            _step(disc_optimizer, loss_d, discs.parameters(), None, average=True)
+            terms.update(d_terms)
+        loop.end_step(it, loss, {**terms, **log})
+    return loop.finish(2 * t.batch_size * distributed.world_size())
 
 
-def _with_lr(train_cfg, lr):
-    import dataclasses
-
-    return dataclasses.replace(train_cfg, lr=lr)
+def _target_weak_labels(a, logits_t, tgt) -> tuple[torch.Tensor | None, dict]:
+    """The target batch's weak labels (B, C) from the source a.weak_labels names, and, for
+    pseudo-weak labels, their precision and recall (%) against the GT image labels."""
+    if a.weak_labels == "pseudo":
+        y_t = pseudo_weak_labels(logits_t, a.pseudo_threshold, a.smooth_max_r)
+        precision, recall = presence_precision_recall(y_t, tgt["weak_label"])
+        return y_t, {"pseudo_precision": precision, "pseudo_recall": recall}
+    if a.weak_labels in ("image", "point"):
+        return tgt["weak_label"], {}
+    return None, {}

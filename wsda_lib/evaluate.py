@@ -64,6 +64,18 @@ def presence_scores(pred_present: np.ndarray, true_present: np.ndarray) -> dict:
     return {"precision": (100 * precision).tolist(), "recall": (100 * recall).tolist()}
 
 
+def presence_precision_recall(predicted: torch.Tensor, truth: torch.Tensor):
+    """Micro-averaged class-presence precision and recall (%) over a batch of (B, C) 0/1
+    image-level labels: the pseudo-weak labels' quality, logged during training.
+
+    >>> presence_precision_recall(torch.tensor([[1., 1.]]), torch.tensor([[1., 0.]]))
+    (50.0, 100.0)
+    """
+    tp = (predicted * truth).sum()
+    return (float(100 * tp / predicted.sum().clamp(min=1)),
+            float(100 * tp / truth.sum().clamp(min=1)))
+
+
 @torch.no_grad()
 def predict(model, images: torch.Tensor, size=None) -> torch.Tensor:
     """Class map (B, H, W) from the logits upsampled bilinearly to `size` (default: input)."""

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
+import torch
 
 from .data.classes import ClassSet, colorize
+from .method.weak_classification import smooth_max_pool
 
 DPI = 110
 
@@ -59,8 +62,6 @@ def sample_grid(rows: dict, class_set: ClassSet, titles=None):
 
 def class_statistics(sheet: dict):
     """Two bar charts: pixel frequency and presence rate per class, source beside target."""
-    import pandas as pd  # seaborn's own dependency
-
     rows = []
     for domain in ("source", "target"):
         for i, name in enumerate(sheet["classes"]):
@@ -79,8 +80,6 @@ def class_statistics(sheet: dict):
 
 def iou_bars(results: dict, class_names, title: str = ""):
     """Grouped bars of per-class IoU; results: {label: list of C IoUs (NaN = absent)}."""
-    import pandas as pd
-
     rows = [{"class": c, "model": label, "IoU (%)": iou}
             for label, ious in results.items() for c, iou in zip(class_names, ious, strict=True)]
     fig, ax = plt.subplots(figsize=(11, 3.2))
@@ -128,10 +127,6 @@ def learning_curves(histories: dict):
 def pooling_figure(image, logits, class_names, classes, r: float = 1.0):
     """How smooth-max pooling turns a class's logit map into one image-level score: the maps
     of a few classes, and their mean-, max- and smooth-max-pooled probabilities."""
-    import torch
-
-    from .method.weak_classification import smooth_max_pool
-
     logits = torch.as_tensor(logits)                      # (C, h, w)
     fig, axes = plt.subplots(1, len(classes) + 2, figsize=(2.6 * (len(classes) + 2), 2.4),
                              gridspec_kw={"width_ratios": [1.4] + [1] * len(classes) + [1.6]})

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from pathlib import Path
+
+import nbformat
+import papermill as pm
+from nbconvert import HTMLExporter
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -32,8 +35,6 @@ def series(notebook_dir: Path = NOTEBOOKS) -> list[Path]:
 def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int = 1800,
                  kernel: str = "python3") -> float:
     """Execute one notebook with papermill; returns its wall time in seconds."""
-    import papermill as pm
-
     # The kernelspec installed into the venv wins over one in the user's home, so the kernel
     # is this environment's python whatever else is installed.
     os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
@@ -56,9 +57,6 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int =
 
 def write_html(notebook: Path) -> Path:
     """An HTML copy of an executed notebook, beside it."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     path = notebook.with_suffix(".html")
     path.write_text(body, encoding="utf-8")
@@ -70,7 +68,9 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
               notebooks: list[Path] | None = None, cell_timeout: int = 1800) -> dict:
     """Run the series; returns {notebook name: seconds}."""
     out = Path(out or REPO / "build")
-    figures = Path(figures or (REPO / "figures" if out == REPO / "build" else out / "figures"))
+    # Only the default preset, run into the default folder, rewrites the committed figures.
+    committed = preset == "default" and out == REPO / "build"
+    figures = Path(figures or (REPO / "figures" if committed else out / "figures" / preset))
     run_dir = Path(run_dir or REPO / "runs")
     params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,
               "RUN_DIR": str(run_dir.resolve()), "FIGURES_DIR": str(figures.resolve()),
@@ -86,13 +86,3 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     print(f"done: {sum(timings.values()):.0f} s; executed notebooks in {out / 'notebooks'}, "
           f"figures in {figures}", flush=True)
     return timings
-
-
-def main(argv=None):
-    from .cli import main as cli_main
-
-    return cli_main(["reproduce", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,15 @@ plain verdict on whether a stage helped."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
+import torch
 
 
 def gap_closed(miou: float, source_only: float, oracle: float) -> float:
@@ -21,8 +29,6 @@ def stage_table(results: dict, titles: dict, split: str = "target_test"):
     """A DataFrame of mIoU on `split` and gap closed, one row per stage; results maps stage
     name -> its metrics dict (or a stage result with a .metrics dict) and must contain
     "source_only" and "oracle"."""
-    import pandas as pd
-
     results = {name: getattr(m, "metrics", m) for name, m in results.items()}
     src, orc = results["source_only"][split]["miou"], results["oracle"][split]["miou"]
     rows = [{"stage": titles.get(name, name), f"mIoU {split} (%)": m[split]["miou"],
@@ -31,18 +37,65 @@ def stage_table(results: dict, titles: dict, split: str = "target_test"):
     return pd.DataFrame(rows).set_index("stage").round(1)
 
 
-def verdict(what: str, stage_miou: float, baseline: str, baseline_miou: float,
-            split: str = "target val", tolerance: float = 0.5) -> str:
-    """One plain sentence: did `what` help over `baseline` on `split`?"""
-    delta = stage_miou - baseline_miou
-    if delta > tolerance:
-        return f"{what} helps: {stage_miou:.1f} vs {baseline_miou:.1f} mIoU on {split} " \
-               f"for {baseline} ({delta:+.1f})."
-    if delta < -tolerance:
-        return f"{what} does not help on this benchmark: {stage_miou:.1f} vs " \
-               f"{baseline_miou:.1f} mIoU on {split} for {baseline} ({delta:+.1f})."
-    return f"{what} makes no clear difference: {stage_miou:.1f} vs {baseline_miou:.1f} mIoU " \
-           f"on {split} for {baseline} ({delta:+.1f}, within ±{tolerance})."
+def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target val",
+            tolerance: float = 0.5) -> str:
+    """One plain sentence: did `what` help over `baseline` on `split`? The one verdict rule
+    of the series (notebooks, results.md and the README all print it).
+
+    stage, baseline_miou: one mIoU per seed, paired by seed (or a single number). Several
+    seeds: "helps" when the mean gain exceeds twice its standard error, "does not help" when
+    the mean loss does, otherwise "no clear difference". One seed has no spread to measure,
+    so a difference counts only beyond `tolerance` mIoU.
+
+    >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])   # gains 1, 1.5, 2
+    'X helps: 32.0 vs 30.5 mIoU on target val for Y (+1.5 ± 0.3 over 3 seeds).'
+    >>> verdict("X", 30.2, "Y", 30.0)[:50]
+    'X makes no clear difference: 30.2 vs 30.0 mIoU on '
+    """
+    a = np.atleast_1d(np.asarray(stage, float))
+    b = np.atleast_1d(np.asarray(baseline_miou, float))
+    if a.shape != b.shape:
+        raise ValueError(f"verdict on {what!r}: {len(a)} stage value(s) but {len(b)} baseline "
+                         f"value(s); expected one per seed for both")
+    d = a - b
+    n, gain = len(d), float(d.mean())
+    if n > 1:
+        se = float(d.std(ddof=1) / np.sqrt(n))
+        margin, detail = 2 * se, f"{gain:+.1f} ± {se:.1f} over {n} seeds"
+        level = detail
+    else:
+        margin, detail = tolerance, f"{gain:+.1f}"
+        level = f"{detail}, one seed: within ±{tolerance}"
+    numbers = f"{a.mean():.1f} vs {b.mean():.1f} mIoU on {split} for {baseline}"
+    if gain > margin:
+        return f"{what} helps: {numbers} ({detail})."
+    if gain < -margin:
+        return f"{what} does not help on this benchmark: {numbers} ({detail})."
+    return f"{what} makes no clear difference: {numbers} ({level})."
+
+
+def stage_mious(results: dict, name: str, key: str = "target_val_miou_per_seed") -> list:
+    """One stage's per-seed mIoU from results.json (target val by default)."""
+    return next(s[key] for s in results["stages"] if s["stage"] == name)
+
+
+# The comparisons notebook 05 states, each (what, stage, baseline stage).
+COMPARISONS = (
+    ("Output-space alignment", "adaptsegnet", "source_only"),
+    ("L_c with pseudo-weak labels", "uda_weak", "adaptsegnet"),
+    ("Category-wise alignment", "uda_category", "uda_weak"),
+    ("Pixel adaptation (FDA stand-in)", "uda_pixel", "uda_category"),
+    ("Self-training (extension)", "uda_self_training", "uda_pixel"),
+    ("WDA image labels, against the best UDA recipe", "wda_image", "uda_pixel"),
+    ("One point per class, against image labels", "wda_point", "wda_image"),
+)
+
+
+def verdicts(results: dict) -> list[str]:
+    """The verdict of every COMPARISONS row from results.json, on target val per seed."""
+    titles = {s["stage"]: s["title"] for s in results["stages"]}
+    return [verdict(what, stage_mious(results, a), titles[b], stage_mious(results, b))
+            for what, a, b in COMPARISONS]
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -51,7 +104,7 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-# The paper's GTA5 -> Cityscapes mIoU (PAPER.md §7), by our stage names. Self-training is this
+# The paper's GTA5 -> Cityscapes mIoU (docs/method.md §9), by our stage names. Self-training is this
 # project's extension and has no paper number.
 PAPER_MIOU = {
     "source_only": 36.6, "adaptsegnet": 42.4, "uda_weak": 44.2, "uda_category": 45.5,
@@ -84,6 +137,7 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
             "stage": name, "title": titles[name],
             "miou_per_seed": mious,
             "miou_mean": mean_std(mious)[0], "miou_std": mean_std(mious)[1],
+            "target_val_miou_per_seed": [by_seed[s]["target_val"]["miou"] for s in seeds],
             "target_val_miou_mean": mean_std([by_seed[s]["target_val"]["miou"]
                                               for s in seeds])[0],
             "gap_closed_mean": mean_std(gaps)[0], "gap_closed_std": mean_std(gaps)[1],
@@ -108,7 +162,7 @@ def render_markdown(results: dict) -> str:
         "",
         "mIoU (%) on the embedded benchmark's target test split, mean ± std over seeds; "
         "gap closed = (stage − source-only) / (oracle − source-only). The paper's columns "
-        "are GTA5 → Cityscapes (PAPER.md §7).",
+        "are GTA5 → Cityscapes (docs/method.md §9).",
         "",
         "| stage | paper mIoU | paper gap closed | ours mIoU | ours gap closed |",
         "|---|---|---|---|---|",
@@ -125,14 +179,6 @@ def render_markdown(results: dict) -> str:
 
 def run_metadata(preset: str, device) -> dict:
     """Preset, commit, date and machine of a run, for results.json."""
-    import datetime
-    import os
-    import platform
-    import subprocess
-    from pathlib import Path
-
-    import torch
-
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,31 +20,13 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .atomic import atomic_write, write_json  # noqa: F401 (notebooks use runs.write_json)
 
 
 def config_key(config: dict) -> str:
     """A short, stable hash of a JSON-ready config."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, obj) -> None:
-    _atomic_write(Path(path), lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True)
-                                                .encode() + b"\n"))
 
 
 def read_json(path: str | Path):
@@ -61,7 +41,7 @@ def read_json(path: str | Path):
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Atomically save a dict of tensors and plain values."""
-    _atomic_write(Path(path), lambda f: torch.save(state, f))
+    atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

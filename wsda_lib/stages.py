@@ -1,30 +1,32 @@
 """The stages of the series behind one dispatcher, each cached as a run.
 
-`run_stage(name, cfg, benchmark, seed, device, run_root)` loads the finished run if one with
-the same config exists and trains it otherwise, then returns the model and its metrics (scores
-on source val, target val and target test). Every stage keeps its final weights: none is
-selected by a score on target labels.
+A stage is a title, the stage whose weights it starts from, and config overrides: which
+terms of the objective are on and where the target's weak labels come from (AdaptConfig's
+switches). `run_stage(name, cfg, benchmark, seed, device, run_root)` resolves the stage's
+config and starting weights, loads the finished run with the same config if there is one and
+trains it otherwise, and returns the model and its metrics (scores on source val, target val
+and target test). Every stage keeps its final weights: none is selected by a target score.
 
-Supervised stages:
 * source_only: trained on labelled source images only. Target images never pass through the
   network in training mode, so BatchNorm statistics are the source's alone.
 * oracle: the same network trained on the target's training labels: the ceiling, unavailable
   in practice (it uses the very labels that domain adaptation does without).
-
-Adaptation stages start from the cached source-only weights, as in the paper (see STAGES).
+* the adaptation stages start from the cached source-only weights, as in the paper; the
+  self-training round (this project's extension) starts from the full UDA recipe.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
+from dataclasses import dataclass, field
 
 from . import runs
-from .config import Config, to_dict
+from .analysis import pseudo_label_maps
+from .config import WEAK_LABEL_SOURCES, Config, override, to_dict
+from .data.splits import InMemorySplit, WithItems
+from .data.translated import TranslatedSource
+from .engine import set_seed, train_adaptation, train_supervised
 from .evaluate import eval_loader, evaluate
+from .method.point_supervision import sample_points
 from .models import build_deeplab
 
 EVAL_SPLITS = ("source_val", "target_val", "target_test")
@@ -32,39 +34,39 @@ EVAL_SPLITS = ("source_val", "target_val", "target_test")
 
 @dataclass(frozen=True)
 class Stage:
-    title: str                      # the row name in tables
-    kind: str                       # "supervised" | "adaptation" | "self_training"
-    train_split: str = "source_train"
-    weak_labels: str = "none"       # where target weak labels come from (adaptation only)
-    output_alignment: bool = True   # λ_adv term on
-    weak_loss: bool = False         # λ_c term on
-    category_alignment: bool = False  # λ_cw term on
-    pixel_adaptation: bool = False  # FDA stand-in for CycleGAN-translated source images
-    start_from: str = "source_only"  # whose weights adaptation starts from
+    title: str                        # the row name in tables
+    start_from: str | None = None     # whose weights it starts from; None: trained from scratch
+    overrides: dict = field(default_factory=dict)  # dotted config field -> value
+
+
+def _adapt(weak_labels: str, weak_loss: bool, category: bool, pixel: bool,
+           self_training: bool = False) -> dict:
+    """Every switch of an adaptation stage, so that no stage depends on AdaptConfig's
+    defaults. Output-space alignment stays the config's (on in every preset)."""
+    return {"adapt.weak_labels": weak_labels, "adapt.weak_loss": weak_loss,
+            "adapt.category_alignment": category, "adapt.pixel_adaptation": pixel,
+            "adapt.self_training": self_training}
 
 
 STAGES = {
-    "source_only": Stage("source-only", "supervised"),
-    "adaptsegnet": Stage("output-space adversarial (AdaptSegNet)", "adaptation"),
-    "uda_weak": Stage("UDA: pseudo-weak labels + L_c", "adaptation", weak_labels="pseudo",
-                      weak_loss=True),
-    "uda_category": Stage("UDA: + category-wise alignment", "adaptation",
-                          weak_labels="pseudo", weak_loss=True, category_alignment=True),
-    "uda_pixel": Stage("UDA: + pixel adaptation (FDA stand-in)", "adaptation",
-                       weak_labels="pseudo", weak_loss=True, category_alignment=True,
-                       pixel_adaptation=True),
-    "uda_self_training": Stage("UDA: + self-training (this project's extension)",
-                               "self_training", weak_labels="pseudo", weak_loss=True,
-                               category_alignment=True, pixel_adaptation=True,
-                               start_from="uda_pixel"),
-    "wda_weak": Stage("WDA: image labels + L_c", "adaptation", weak_labels="image",
-                      weak_loss=True),
+    "source_only": Stage("source-only"),
+    "adaptsegnet": Stage("output-space adversarial (AdaptSegNet)", "source_only",
+                         _adapt("none", False, False, False)),
+    "uda_weak": Stage("UDA: pseudo-weak labels + L_c", "source_only",
+                      _adapt("pseudo", True, False, False)),
+    "uda_category": Stage("UDA: + category-wise alignment", "source_only",
+                          _adapt("pseudo", True, True, False)),
+    "uda_pixel": Stage("UDA: + pixel adaptation (FDA stand-in)", "source_only",
+                       _adapt("pseudo", True, True, True)),
+    "uda_self_training": Stage("UDA: + self-training (this project's extension)", "uda_pixel",
+                               _adapt("pseudo", True, True, True, self_training=True)),
+    "wda_weak": Stage("WDA: image labels + L_c", "source_only",
+                      _adapt("image", True, False, False)),
     # The WDA rows use the whole recipe, like the UDA row they are compared with (uda_pixel).
-    "wda_image": Stage("WDA: image labels", "adaptation", weak_labels="image", weak_loss=True,
-                       category_alignment=True, pixel_adaptation=True),
-    "wda_point": Stage("WDA: one point per class", "adaptation", weak_labels="point",
-                       weak_loss=True, category_alignment=True, pixel_adaptation=True),
-    "oracle": Stage("oracle (target labels)", "supervised", train_split="target_train"),
+    "wda_image": Stage("WDA: image labels", "source_only", _adapt("image", True, True, True)),
+    "wda_point": Stage("WDA: one point per class", "source_only",
+                       _adapt("point", True, True, True)),
+    "oracle": Stage("oracle (target labels)", overrides={"train.split": "target_train"}),
 }
 
 
@@ -75,10 +77,18 @@ class StageResult:
     run: runs.Run
 
 
-def build_model(cfg: Config, num_classes: int):
+def stage(name: str) -> Stage:
+    """The stage called `name`; an unknown name is an error listing the stages."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; expected one of {sorted(STAGES)}")
+    return STAGES[name]
+
+
+def build_model(cfg: Config, class_set):
+    """DeepLab-v2 as cfg.model describes it, with one output per class of `class_set`."""
     m = cfg.model
-    return build_deeplab(num_classes, m.backbone, m.base_width, m.aspp_rates, m.legacy_aspp,
-                         m.freeze_bn, m.backbone_weights)
+    return build_deeplab(class_set.num_classes, m.backbone, m.base_width, m.aspp_rates,
+                         m.legacy_aspp, m.freeze_bn, m.backbone_weights)
 
 
 def evaluate_splits(model, benchmark, cfg: Config, device, splits=EVAL_SPLITS) -> dict:
@@ -87,106 +97,86 @@ def evaluate_splits(model, benchmark, cfg: Config, device, splits=EVAL_SPLITS) -
             for s in splits}
 
 
-def stage_config(stage: Stage, cfg: Config) -> Config:
-    """The config a stage actually trains with: switched-off terms get weight 0."""
-    import copy
-
-    cfg = copy.deepcopy(cfg)
-    if stage.kind != "supervised":
-        a = cfg.adapt
-        a.lambda_adv = a.lambda_adv if stage.output_alignment else 0.0
-        if not stage.weak_loss:
-            a.lambda_c = a.lambda_c_human = 0.0
-        a.lambda_cw = a.lambda_cw if stage.category_alignment else 0.0
-    return cfg
+def stage_config(name: str, cfg: Config) -> Config:
+    """The config stage `name` trains with: `cfg` with the stage's overrides, checked."""
+    resolved = override(cfg, **stage(name).overrides)
+    check_switches(resolved)
+    return resolved
 
 
-@torch.no_grad()
-def make_pseudo_labels(model, split, cfg: Config, device):
-    """Self-training labels for a target split: the model's predictions, filtered by per-class
-    confidence thresholds and by its own pseudo-weak labels. Returns (labels (N, H, W) uint8,
-    quality against the ground truth, thresholds)."""
-    import torch.nn.functional as F
+def check_switches(cfg: Config) -> None:
+    """Errors for switch combinations that cannot train, naming the fields."""
+    a = cfg.adapt
+    if a.weak_labels not in WEAK_LABEL_SOURCES:
+        raise ValueError(f"adapt.weak_labels must be one of {WEAK_LABEL_SOURCES}, got "
+                         f"{a.weak_labels!r}")
+    if a.weak_labels == "none" and (a.weak_loss or a.category_alignment):
+        raise ValueError("adapt.weak_loss and adapt.category_alignment need weak labels; "
+                         "adapt.weak_labels is 'none'")
+    if a.self_training and a.weak_labels != "pseudo":
+        raise ValueError(f"adapt.self_training filters pixel pseudo labels by pseudo-weak "
+                         f"labels and needs adapt.weak_labels='pseudo', got {a.weak_labels!r}")
+    if cfg.train.split not in ("source_train", "target_train"):
+        raise ValueError(f"train.split must be 'source_train' or 'target_train', got "
+                         f"{cfg.train.split!r}")
 
-    from .method.self_training import class_thresholds, filter_pseudo_labels, pseudo_label_quality
-    from .method.weak_classification import pseudo_weak_labels
 
-    model.eval()
-    confidences, predictions, weak = [], [], []
-    for batch in DataLoader(split, batch_size=cfg.train.eval_batch_size):
-        logits, _ = model(batch["image"].to(device))
-        up = F.interpolate(logits, size=batch["label"].shape[-2:], mode="bilinear",
-                           align_corners=False)
-        conf, pred = torch.softmax(up, 1).max(1)
-        confidences.append(conf.cpu())
-        predictions.append(pred.cpu())
-        weak.append(pseudo_weak_labels(logits, cfg.adapt.pseudo_threshold,
-                                       cfg.adapt.smooth_max_r).cpu())
-    conf, pred, weak = torch.cat(confidences), torch.cat(predictions), torch.cat(weak)
-    thresholds = class_thresholds(conf, pred, split.class_set.num_classes,
-                                  cfg.adapt.st_quantile, cfg.adapt.st_cap)
-    pseudo = filter_pseudo_labels(conf, pred, thresholds, weak)
-    raw = filter_pseudo_labels(conf, pred, torch.zeros_like(thresholds), torch.ones_like(weak))
-    quality = {"raw": pseudo_label_quality(raw, split.labels),
-               "confidence_only": pseudo_label_quality(
-                   filter_pseudo_labels(conf, pred, thresholds, torch.ones_like(weak)),
-                   split.labels),
-               "filtered": pseudo_label_quality(pseudo, split.labels)}
-    return pseudo.numpy().astype(np.uint8), quality, thresholds.tolist()
+def adaptation_data(cfg: Config, benchmark, model, seed: int, device):
+    """The source and target training splits an adaptation stage trains on, with what its
+    switches add: clicked points and pixel pseudo labels on the target items, translated
+    images on the source items. Returns (source, target, metrics of the pseudo labels)."""
+    a = cfg.adapt
+    source, target, metrics, extras = benchmark["source_train"], benchmark["target_train"], {}, {}
+    if (a.weak_labels == "point" or a.self_training) and not isinstance(target, InMemorySplit):
+        raise ValueError("points and self-training need the whole target split in memory, "
+                         "which only the embedded benchmark provides so far")
+    if a.weak_labels == "point":
+        extras["points"] = sample_points(target.labels_array(), target.weak_labels, seed)
+    if a.self_training:
+        maps = pseudo_label_maps(model, target, a, device, cfg.train.eval_batch_size)
+        extras["pseudo_label"] = maps["filtered"]
+        metrics = {"pseudo_labels": maps["quality"], "thresholds": maps["thresholds"]}
+    if extras:
+        target = WithItems(target, **extras)
+    if a.pixel_adaptation and a.translated_source_dir:
+        source = TranslatedSource(source, a.translated_source_dir)
+    return source, target, metrics
+
+
+def run_config(name: str, cfg: Config, seed: int) -> dict:
+    """What keys stage `name`'s run directory: the stage, the seed and its resolved config
+    (without the adaptation section for a supervised stage, which does not read it)."""
+    config = {"stage": name, "seed": seed, **to_dict(stage_config(name, cfg))}
+    if stage(name).start_from is None:
+        del config["adapt"]
+    return config
 
 
 def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
               progress: bool = True) -> StageResult:
-    from .engine import set_seed, train_adaptation, train_supervised
-    from .method.point_supervision import sample_points
-
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; expected one of {sorted(STAGES)}")
-    stage = STAGES[name]
-    base_cfg, cfg = cfg, stage_config(stage, cfg)
-    num_classes = benchmark.class_set.num_classes
+    """Load or train stage `name` from the base config `cfg` (a preset, perhaps overridden)
+    for `seed`; its starting stage is loaded or trained first."""
+    st, stage_cfg = stage(name), stage_config(name, cfg)
     set_seed(seed)  # the initial weights depend on the seed alone, not on what ran before
-    model = build_model(cfg, num_classes)
-    run_config = {"stage": name, "seed": seed, **to_dict(cfg)}
-    if stage.kind == "supervised":  # adaptation settings do not change a supervised run
-        del run_config["adapt"]
+    model = build_model(stage_cfg, benchmark.class_set)
 
     def train():
         metrics = {}
-        if stage.kind == "supervised":
-            curve_split = "source_val" if stage.train_split == "source_train" else "target_val"
-            history = train_supervised(model, benchmark[stage.train_split],
-                                       benchmark[curve_split], cfg.train, num_classes, seed,
+        if st.start_from is None:
+            t = stage_cfg.train
+            val = "source_val" if t.split == "source_train" else "target_val"
+            history = train_supervised(model, benchmark[t.split], benchmark[val], t, seed,
                                        device, desc=name, progress=progress)
         else:
-            start = run_stage(stage.start_from, base_cfg, benchmark, seed, device, run_root,
-                              progress)
+            start = run_stage(st.start_from, cfg, benchmark, seed, device, run_root, progress)
             model.load_state_dict(start.model.state_dict())
-            target = benchmark["target_train"]
-            points = pseudo = None
-            if (stage.weak_labels == "point" or stage.kind == "self_training") and \
-                    not hasattr(target, "labels"):
-                raise ValueError(f"stage {name!r} needs the whole target split in memory, "
-                                 f"which only the embedded benchmark provides so far")
-            if stage.weak_labels == "point":
-                points = sample_points(target.labels, target.weak_labels, seed)
-            if stage.kind == "self_training":
-                pseudo, metrics["pseudo_labels"], metrics["thresholds"] = make_pseudo_labels(
-                    model, target, cfg, device)
-            source = benchmark["source_train"]
-            if stage.pixel_adaptation and cfg.adapt.translated_source_dir:
-                from .data.translated import TranslatedSource
-
-                source = TranslatedSource(source, cfg.adapt.translated_source_dir)
-            history = train_adaptation(
-                model, source, target, benchmark["target_val"], cfg,
-                num_classes, seed, device, weak_labels=stage.weak_labels,
-                pixel_adaptation=stage.pixel_adaptation, target_points=points,
-                target_pseudo_labels=pseudo, progress=progress, desc=name)
-        metrics.update(history=history, **evaluate_splits(model, benchmark, cfg, device))
+            source, target, metrics = adaptation_data(stage_cfg, benchmark, model, seed, device)
+            history = train_adaptation(model, source, target, benchmark["target_val"],
+                                       stage_cfg, seed, device, progress=progress, desc=name)
+        metrics.update(history=history, **evaluate_splits(model, benchmark, stage_cfg, device))
         return {"model": model.state_dict()}, metrics
 
-    run = runs.load_or_train(run_root, name, run_config, train)
+    run = runs.load_or_train(run_root, name, run_config(name, cfg, seed), train)
     if run.loaded:
         model.load_state_dict(run.state["model"])
     model.to(device).eval()

@@ -1,13 +1,38 @@
-"""Datasets: the embedded two-domain benchmark and readers for GTA5, SYNTHIA and Cityscapes."""
+"""Datasets: the embedded two-domain benchmark and readers for GTA5, SYNTHIA and Cityscapes,
+behind one entry point, `load`, and one split protocol (splits.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .benchmark import load_embedded
+from .readers import open_dataset
+from .real import load_real
+from .splits import SPLIT_NAMES, Benchmark, Split
+
+__all__ = ["SPLIT_NAMES", "Benchmark", "Split", "load", "open_dataset"]
 
 
-def open_dataset(name: str, root, **kwargs):
-    """One of the real datasets by name: "gta5", "synthia" or "cityscapes"."""
-    from .cityscapes import cityscapes
-    from .gta5 import gta5
-    from .synthia import synthia
+def load(data_cfg, cache_dir: str | Path, verbose: bool = True) -> Benchmark:
+    """The five splits of the experiment that `data_cfg` (config.DataConfig) describes.
 
-    readers = {"gta5": gta5, "synthia": synthia, "cityscapes": cityscapes}
-    if name not in readers:
-        raise ValueError(f"--dataset must be one of {sorted(readers)}, got {name!r}")
-    return readers[name](root, **kwargs)
+    data.dataset = "embedded": the embedded benchmark, generated once into cache_dir.
+    "gta5" or "synthia": that source with Cityscapes (data.target_root) as the target, in the
+    class protocol data.class_protocol (19, 16 or 13). Errors name the config field.
+    """
+    if data_cfg.dataset == "embedded":
+        if data_cfg.class_protocol is not None:
+            raise ValueError(f"data.class_protocol={data_cfg.class_protocol!r}: the embedded "
+                             f"benchmark has its own ten classes; leave it None")
+        return load_embedded(data_cfg, cache_dir, verbose=verbose)
+    if data_cfg.dataset not in ("gta5", "synthia"):
+        raise ValueError(f"data.dataset={data_cfg.dataset!r}: expected 'embedded', 'gta5' or "
+                         f"'synthia'")
+    if not (data_cfg.source_root and data_cfg.target_root):
+        raise ValueError(f"data.dataset={data_cfg.dataset!r} needs data.source_root (GTA5 or "
+                         f"SYNTHIA; --source-root) and data.target_root (Cityscapes; "
+                         f"--target-root)")
+    if data_cfg.class_protocol not in (19, 16, 13):
+        raise ValueError(f"data.class_protocol must be 19, 16 or 13 for the real datasets, "
+                         f"got {data_cfg.class_protocol!r}")
+    return load_real(data_cfg, Path(cache_dir))

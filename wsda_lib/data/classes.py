@@ -67,7 +67,7 @@ def colorize(label: np.ndarray, class_set: ClassSet) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Class protocols of the real datasets (PAPER.md §8): one table, vectorised lookups.
+# Class protocols of the real datasets (docs/method.md §10): one table, vectorised lookups.
 
 # Cityscapes labelId -> trainId (GTA5 label PNGs use the same ids).
 CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8,
@@ -119,7 +119,7 @@ class Protocol:
             bad = np.unique(ids[(ids < 0) | (ids >= len(table)) |
                                 ~known[ids.clip(0, len(table) - 1)]])
             raise ValueError(f"{name}: unknown {source} label ids {bad[:10].tolist()}; "
-                             f"expected {source} ids (see PAPER.md §8)")
+                             f"expected {source} ids (see docs/method.md §10)")
         return self.train_to_protocol[table[ids]]
 
 

@@ -1,8 +1,8 @@
 """Image/label-file datasets: the shared part of the GTA5, SYNTHIA and Cityscapes readers.
 
 A `FileSegmentation` is a list of (image path, label path) pairs, a class protocol, and a
-function that reads a label file into raw ids. Items follow the interface of the embedded
-benchmark ({"image", "label", "name", "index", "weak_label"}).
+function that reads a label file into raw ids. It follows the split protocol of splits.py,
+like the embedded benchmark.
 
 Problems are found before training starts where that is cheap: missing label files and empty
 splits at construction, image/label size mismatches from the PNG headers (mismatched pairs are
@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from .classes import Protocol
-from .weak_labels import class_pixel_counts, image_labels
+from .splits import Split
 
 
 class DatasetError(ValueError):
@@ -34,7 +32,7 @@ def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB; errors name the file."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable, as torch wants
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -94,7 +92,7 @@ class Report:
         return "\n".join(lines)
 
 
-class FileSegmentation(Dataset):
+class FileSegmentation(Split):
     def __init__(self, name: str, pairs: list[tuple[Path, Path]], protocol: Protocol,
                  id_source: str, read_label: Callable[[Path], np.ndarray],
                  size: tuple[int, int] | None = None, resize_labels: bool = True,
@@ -103,7 +101,9 @@ class FileSegmentation(Dataset):
         """pairs: (image, label) paths; id_source: "cityscapes" or "synthia" ids;
         size: (width, height) to resize images to, and labels too (nearest neighbour) unless
         resize_labels=False: evaluation keeps full-resolution labels and upsamples the logits
-        to them (the paper evaluates at 2048x1024)."""
+        to them (the paper evaluates at 2048x1024). typical_area (C,) pixels and
+        weak_label_fraction decide the image-level labels (splits.Split); without
+        typical_area the split can be read and checked but has no image-level labels."""
         if not pairs:
             raise DatasetError(f"{name}: the split is empty (no image/label pairs found)")
         missing = [str(lb) for _, lb in pairs if not lb.is_file()]
@@ -131,10 +131,24 @@ class FileSegmentation(Dataset):
         self.id_source, self.read_label = id_source, read_label
         self.size = tuple(size) if size else None  # a config read back from JSON has lists
         self.resize_labels = resize_labels
-        self.typical_area, self.weak_label_fraction = typical_area, weak_label_fraction
+        self.typical_area = None if typical_area is None else np.asarray(typical_area)
+        self.weak_label_fraction = weak_label_fraction
 
     def __len__(self):
         return len(self.pairs)
+
+    def item_name(self, i: int) -> str:
+        return self.pairs[i][0].name
+
+    def label(self, i: int) -> np.ndarray:
+        """The (H, W) uint8 label of item i in protocol classes, resized like load(); reads
+        the label file only."""
+        label_path = self.pairs[i][1]
+        label = self.protocol.map_label_ids(self.read_label(label_path), self.id_source,
+                                            str(label_path))
+        if self.size and self.resize_labels:
+            label = np.asarray(Image.fromarray(label).resize(self.size, Image.NEAREST))
+        return label
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (H, W, 3) uint8 and label (H, W) uint8 of protocol classes, resized."""
@@ -146,22 +160,10 @@ class FileSegmentation(Dataset):
             raise DatasetError(f"{image_path}: image {image.shape[:2]} and label "
                                f"{label.shape} sizes differ")
         if self.size:
-            image = np.asarray(Image.fromarray(image).resize(self.size, Image.BILINEAR))
+            image = np.array(Image.fromarray(image).resize(self.size, Image.BILINEAR))
             if self.resize_labels:
                 label = np.asarray(Image.fromarray(label).resize(self.size, Image.NEAREST))
         return image, label
-
-    def __getitem__(self, i):
-        image, label = self.load(i)
-        counts = class_pixel_counts(label[None], self.class_set.num_classes)
-        return {
-            "image": torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255,
-            "label": torch.from_numpy(label.astype(np.int64)),
-            "name": self.pairs[i][0].name,
-            "index": i,
-            "weak_label": torch.from_numpy(
-                image_labels(counts, self.typical_area, self.weak_label_fraction)[0]),
-        }
 
     def check(self) -> Report:
         """Read every pair; report unreadable files, unknown ids and size mismatches."""

@@ -19,58 +19,60 @@ from pathlib import Path
 
 import numpy as np
 
-from .benchmark import Benchmark
+from ..atomic import write_json
 from .cityscapes import cityscapes
 from .files import FileSegmentation
+from .readers import open_dataset
+from .splits import Benchmark
 from .weak_labels import class_pixel_counts, typical_areas
 
 
-def _slice(ds: FileSegmentation, name: str, pairs, **changes) -> FileSegmentation:
+def _slice(ds: FileSegmentation, name: str, pairs, typical=None, fraction=0.1,
+           **changes) -> FileSegmentation:
     return FileSegmentation(name, pairs, ds.protocol, ds.id_source, ds.read_label,
                             changes.get("size", ds.size),
                             resize_labels=changes.get("resize_labels", ds.resize_labels),
-                            check_sizes=False)
+                            check_sizes=False, typical_area=typical,
+                            weak_label_fraction=fraction)
 
 
 def _typical_area(split: FileSegmentation, cache_dir: Path) -> np.ndarray:
-    key = hashlib.sha256("\n".join(str(lb) for _, lb in split.pairs).encode()).hexdigest()[:12]
+    """Typical class areas of a split, cached by its class protocol, size and file list."""
+    spec = [split.class_set.name, str(split.size), *(str(lb) for _, lb in split.pairs)]
+    key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:12]
     path = cache_dir / f"typical_area-{key}.json"
     if path.is_file():
         return np.asarray(json.loads(path.read_text()))
-    counts = np.concatenate([class_pixel_counts(split.load(i)[1][None],
-                                                split.class_set.num_classes)
+    counts = np.concatenate([class_pixel_counts(split.label(i)[None], split.class_set.num_classes)
                              for i in range(len(split))])
     typical = typical_areas(counts)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(typical.tolist()))
+    write_json(path, typical.tolist())
     return typical
 
 
-def load_real_benchmark(data_cfg, cache_dir) -> Benchmark:
-    """The splits above from data_cfg.source_root (data_cfg.dataset) and .target_root."""
-    from . import open_dataset
-
+def load_real(data_cfg, cache_dir) -> Benchmark:
+    """The splits above from data_cfg.source_root (data_cfg.dataset) and .target_root.
+    Use `wsda_lib.data.load`, which also opens the embedded benchmark."""
     val_count, target_root = data_cfg.val_count, data_cfg.target_root
+    classes = data_cfg.class_protocol
     source = open_dataset(data_cfg.dataset, data_cfg.source_root, size=data_cfg.source_size,
-                          num_classes=data_cfg.num_classes)
-    target = cityscapes(target_root, "train", size=data_cfg.target_size,
-                        num_classes=data_cfg.num_classes)
+                          num_classes=classes)
+    target = cityscapes(target_root, "train", size=data_cfg.target_size, num_classes=classes)
     test = cityscapes(target_root, "val", size=data_cfg.target_size, resize_labels=False,
-                      num_classes=data_cfg.num_classes)
+                      num_classes=classes)
     for ds in (source, target):
         if len(ds) <= val_count:
-            raise ValueError(f"{ds.name}: {len(ds)} images, not more than val_count="
+            raise ValueError(f"{ds.name}: {len(ds)} images, not more than data.val_count="
                              f"{val_count} to hold out for validation")
+    typical = _typical_area(_slice(source, "source_train", source.pairs[:-val_count]),
+                            Path(cache_dir))
+    f = data_cfg.weak_label_fraction
     splits = {
-        "source_train": _slice(source, "source_train", source.pairs[:-val_count]),
-        "source_val": _slice(source, "source_val", source.pairs[-val_count:]),
-        "target_train": _slice(target, "target_train", target.pairs[:-val_count]),
-        "target_val": _slice(target, "target_val", target.pairs[-val_count:],
+        "source_train": _slice(source, "source_train", source.pairs[:-val_count], typical, f),
+        "source_val": _slice(source, "source_val", source.pairs[-val_count:], typical, f),
+        "target_train": _slice(target, "target_train", target.pairs[:-val_count], typical, f),
+        "target_val": _slice(target, "target_val", target.pairs[-val_count:], typical, f,
                              resize_labels=False),
-        "target_test": test,
+        "target_test": _slice(test, "target_test", test.pairs, typical, f),
     }
-    typical = _typical_area(splits["source_train"], Path(cache_dir))
-    for split in splits.values():
-        split.typical_area = typical
-        split.weak_label_fraction = data_cfg.weak_label_fraction
     return Benchmark(splits, source.class_set, typical, Path(cache_dir))

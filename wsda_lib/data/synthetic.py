@@ -186,76 +186,126 @@ class _Canvas:
 
 
 def _perturb(rng, rgb, jitter):
+    """An RGB colour with relative Gaussian jitter, clipped to [0.02, 1]; draws 3 normals."""
     return np.clip(np.asarray(rgb) * (1 + jitter * rng.standard_normal(3)), 0.02, 1.0)
 
 
-def _draw_scene(rng: np.random.Generator, domain: Domain, textures: _Textures,
-                height: int, width: int) -> _Canvas:
-    H, W = height, width
-    sc, rd = domain.scene, domain.rendering
-    cv = _Canvas(H, W)
-    yy, xx = cv.yy, cv.xx
-    present = {c: rng.random() < p for c, p in sc.presence.items()}
+@dataclass
+class _Scene:
+    """What the painters share: the generator, the domain, the textures and the canvas."""
 
-    def region(name: str) -> np.ndarray:
-        colour = _perturb(rng, rd.palette[name], rd.colour_jitter)
-        tex = textures.crop(rng, name, H, W)[..., None]
+    rng: np.random.Generator
+    domain: Domain
+    textures: _Textures
+    canvas: _Canvas
+    present: dict[str, bool]  # optional class -> whether this image has it
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the canvas."""
+        return self.canvas.label.shape
+
+    def region(self, name: str) -> np.ndarray:
+        """An (H, W, 3) colour image of a region class: jittered palette colour times texture."""
+        rd = self.domain.rendering
+        colour = _perturb(self.rng, rd.palette[name], rd.colour_jitter)
+        tex = self.textures.crop(self.rng, name, *self.shape)[..., None]
         return colour * (1 + rd.texture_contrast * tex)
 
-    cv.paint(np.ones((H, W), bool), SKY, region("sky"))
-    horizon = int(H * rng.uniform(*sc.horizon))
 
-    if present["building"]:
-        facade = region("building")
-        x = 0
-        while x < W:
-            w = int(W * rng.uniform(0.1, 0.28)) + 2
-            if rng.random() >= sc.building_gap:
-                top = max(0, horizon - int(H * rng.uniform(*sc.building_height)))
-                shade = rng.uniform(0.8, 1.15)
-                m = (yy >= top) & (yy < horizon + 2) & (xx >= x) & (xx < x + w)
-                cv.paint(m, BUILDING, facade * shade)
-            x += w
+@dataclass(frozen=True)
+class _Ground:
+    """The road's perspective; a depth runs from 0 at the horizon to 1 at the bottom row."""
 
-    # Ground: the road narrows linearly towards a vanishing point on the horizon.
-    d = np.clip((yy - horizon) / max(H - horizon, 1), 0, 1)  # depth: 0 at horizon, 1 at bottom
+    height: int
+    horizon: int
+    x_vanish: float         # road centre at the horizon
+    x_bottom: float         # road centre at the bottom row
+    road_half: float        # half-width of the road at the bottom row
+    sidewalk_factor: float  # outer sidewalk edge, as a multiple of the road's half-width
+
+    def centre(self, depth):
+        """x of the road's centre at a depth (a number or an array)."""
+        return self.x_vanish + (self.x_bottom - self.x_vanish) * depth
+
+    def kerb_x(self, depth: float, side: int) -> float:
+        """x of the sidewalk's outer edge at a depth (0..1), on the left (-1) or right (+1)."""
+        return self.centre(depth) + side * (self.road_half * depth + 1) * self.sidewalk_factor
+
+    def row(self, depth: float) -> int:
+        """The image row at a depth (0..1)."""
+        return int(self.horizon + depth * (self.height - self.horizon))
+
+
+def _paint_sky(scene: _Scene):
+    """Fill the whole canvas with sky; everything else is painted over it."""
+    scene.canvas.paint(np.ones(scene.shape, bool), SKY, scene.region("sky"))
+
+
+def _paint_buildings(scene: _Scene, horizon: int):
+    """A row of facades standing on the horizon, with random gaps, widths and heights."""
+    rng, sc, cv = scene.rng, scene.domain.scene, scene.canvas
+    H, W = scene.shape
+    facade = scene.region("building")
+    x = 0
+    while x < W:
+        w = int(W * rng.uniform(0.1, 0.28)) + 2
+        if rng.random() >= sc.building_gap:
+            top = max(0, horizon - int(H * rng.uniform(*sc.building_height)))
+            shade = rng.uniform(0.8, 1.15)
+            m = (cv.yy >= top) & (cv.yy < horizon + 2) & (cv.xx >= x) & (cv.xx < x + w)
+            cv.paint(m, BUILDING, facade * shade)
+        x += w
+
+
+def _lay_out_ground(scene: _Scene, horizon: int) -> _Ground:
+    """Draw the road's perspective: centre line, width and sidewalk width."""
+    rng, W = scene.rng, scene.shape[1]
     x_vanish = W * rng.uniform(0.4, 0.6)
     x_bottom = W * rng.uniform(0.4, 0.6)
-    centre = x_vanish + (x_bottom - x_vanish) * d
-    road_half = W * rng.uniform(*sc.road_half_width)  # at the bottom row
-    half = road_half * d + 1
-    sidewalk_factor = rng.uniform(1.25, 1.6) if present["sidewalk"] else 1.0
-    ground = yy >= horizon
+    road_half = W * rng.uniform(*scene.domain.scene.road_half_width)
+    sidewalk_factor = rng.uniform(1.25, 1.6) if scene.present["sidewalk"] else 1.0
+    return _Ground(scene.shape[0], horizon, x_vanish, x_bottom, road_half, sidewalk_factor)
+
+
+def _paint_ground(scene: _Scene, ground: _Ground):
+    """Roadside, sidewalks and the road, which narrows linearly towards the vanishing point."""
+    cv, present, horizon = scene.canvas, scene.present, ground.horizon
+    yy, xx = cv.yy, cv.xx
+    d = np.clip((yy - horizon) / max(ground.height - horizon, 1), 0, 1)  # depth of each pixel
+    centre = ground.centre(d)
+    half = ground.road_half * d + 1
+    on_ground = yy >= horizon
     off = np.abs(xx - centre)
     roadside_cls = TERRAIN if present["terrain"] else (SIDEWALK if present["sidewalk"] else ROAD)
-    cv.paint(ground, roadside_cls, region(EMBEDDED.names[roadside_cls]))
+    cv.paint(on_ground, roadside_cls, scene.region(EMBEDDED.names[roadside_cls]))
     if present["sidewalk"]:
-        cv.paint(ground & (off < half * sidewalk_factor), SIDEWALK, region("sidewalk"))
-    road = region("road")
+        cv.paint(on_ground & (off < half * ground.sidewalk_factor), SIDEWALK,
+                 scene.region("sidewalk"))
+    road = scene.region("road")
     lane = (np.abs(xx - centre) < 0.6 + 0.8 * d) & ((yy - horizon) % 8 < 4)  # dashed centre line
     road[lane] = np.clip(road[lane] + 0.45, 0, 1)
-    cv.paint(ground & (off < half), ROAD, road)
+    cv.paint(on_ground & (off < half), ROAD, road)
 
-    def kerb_x(depth: float, side: int) -> float:
-        """x of the sidewalk's outer edge at a depth (0..1), on the left (-1) or right (+1)."""
-        c = x_vanish + (x_bottom - x_vanish) * depth
-        return c + side * (road_half * depth + 1) * sidewalk_factor
 
-    def row(depth: float) -> int:
-        return int(horizon + depth * (H - horizon))
+def _paint_fence(scene: _Scene, ground: _Ground):
+    """A fence along the outer edge of one sidewalk, over a random stretch of depths."""
+    rng, cv = scene.rng, scene.canvas
+    H, W = scene.shape
+    side = rng.choice([-1, 1])
+    d0, d1 = sorted(rng.uniform(0.05, 0.9, 2))
+    colour = scene.region("fence")
+    m = np.zeros((H, W), bool)
+    for depth in np.linspace(d0, d1, 40):
+        xk, yb = int(ground.kerb_x(depth, side)), ground.row(depth)
+        height_px = int(3 + 0.45 * H * depth)
+        m[max(0, yb - height_px):yb, max(0, xk - 2 - int(4 * depth)):max(0, xk + 2)] = True
+    cv.paint(m & (cv.xx < W), FENCE, colour)
 
-    if present["fence"]:
-        side = rng.choice([-1, 1])
-        d0, d1 = sorted(rng.uniform(0.05, 0.9, 2))
-        colour = region("fence")
-        m = np.zeros((H, W), bool)
-        for depth in np.linspace(d0, d1, 40):
-            xk, yb = int(kerb_x(depth, side)), row(depth)
-            height_px = int(3 + 0.45 * H * depth)
-            m[max(0, yb - height_px):yb, max(0, xk - 2 - int(4 * depth)):max(0, xk + 2)] = True
-        cv.paint(m & (xx < W), FENCE, colour)
 
-    # Standing objects, drawn far to near so that nearer ones occlude farther ones.
+def _place_objects(scene: _Scene) -> list[tuple[str, float, int]]:
+    """Standing objects as (kind, depth, side), sorted far to near."""
+    rng, sc, present = scene.rng, scene.domain.scene, scene.present
     objects = []
     if present["vegetation"]:
         for _ in range(rng.integers(sc.trees[0], sc.trees[1] + 1)):
@@ -270,57 +320,105 @@ def _draw_scene(rng: np.random.Generator, domain: Domain, textures: _Textures,
         for _ in range(rng.integers(sc.cars[0], sc.cars[1] + 1)):
             objects.append(("car", rng.uniform(0.15, 0.95), 0))
     objects.sort(key=lambda o: o[1])
+    return objects
 
-    leaves = region("vegetation")
-    obj_tex = textures.crop(rng, "object", H, W)[..., None]
+
+def _paint_tree(scene: _Scene, ground: _Ground, depth: float, side: int, leaves: np.ndarray):
+    """A round crown on a thin trunk, just outside the sidewalk."""
+    rng, cv, H = scene.rng, scene.canvas, scene.shape[0]
+    yy, xx, yb = cv.yy, cv.xx, ground.row(depth)
+    xk = ground.kerb_x(depth, side) + side * rng.uniform(0, 6)
+    r = 3 + 0.22 * H * (0.3 + depth) * rng.uniform(0.8, 1.3)
+    cy = yb - 1.6 * r
+    m = ((yy - cy) / r) ** 2 + ((xx - xk) / (1.3 * r)) ** 2 < 1
+    m |= (np.abs(xx - xk) < 1 + depth * 2) & (yy <= yb) & (yy >= cy)
+    cv.paint(m, VEGETATION, leaves)
+
+
+def _paint_pole(scene: _Scene, ground: _Ground, depth: float, side: int, obj_tex: np.ndarray):
+    """A pole on the kerb, sometimes carrying a sign at its top."""
+    rng, cv, rd, H = scene.rng, scene.canvas, scene.domain.rendering, scene.shape[0]
+    yy, xx, yb = cv.yy, cv.xx, ground.row(depth)
+    xk = ground.kerb_x(depth, side)
+    half_w = 1.2 + 1.5 * depth
+    top = yb - int(H * (0.35 + 0.45 * depth))
+    m = (np.abs(xx - xk) < half_w) & (yy >= top) & (yy <= yb)
+    sign = rng.random() < 0.5
+    if sign:
+        s = 2 + 4 * depth
+        m |= (np.abs(xx - xk - side * s) < s) & (yy >= top) & (yy < top + 1.5 * s)
+    cv.paint(m, POLE, _perturb(rng, rd.palette["pole"], rd.colour_jitter)
+             * (1 + rd.texture_contrast * obj_tex))
+
+
+def _paint_person(scene: _Scene, ground: _Ground, depth: float, side: int, obj_tex: np.ndarray):
+    """A pedestrian (head, shirt, trousers) on or near the sidewalk."""
+    rng, cv, rd = scene.rng, scene.canvas, scene.domain.rendering
+    (H, W), yy, xx, yb = scene.shape, cv.yy, cv.xx, ground.row(depth)
+    xk = ground.kerb_x(depth, side) - side * rng.uniform(0, 0.3) * W * depth
+    ph = 8 + 0.4 * H * depth
+    pw = 0.32 * ph
+    shirt = _perturb(rng, rng.uniform(0.1, 0.9, 3), 0.0)
+    trousers = _perturb(rng, rng.uniform(0.05, 0.5, 3), 0.0)
+    colour = np.broadcast_to(trousers, (H, W, 3)).copy()
+    torso = (yy >= yb - 0.8 * ph) & (yy < yb - 0.45 * ph) & (np.abs(xx - xk) < pw / 2)
+    colour[torso] = shirt
+    legs = (yy >= yb - 0.45 * ph) & (yy <= yb) & (np.abs(xx - xk) < pw / 2.5)
+    hr = 0.11 * ph
+    head = ((yy - (yb - 0.8 * ph - hr)) ** 2 + (xx - xk) ** 2) < (hr + 0.5) ** 2
+    colour[head] = (0.85, 0.65, 0.5)
+    cv.paint(torso | legs | head, PERSON, colour * (1 + rd.texture_contrast * obj_tex))
+
+
+def _paint_car(scene: _Scene, ground: _Ground, depth: float, side: int, obj_tex: np.ndarray):
+    """A car (body, windowed cabin, wheels) on the road, seen from behind; `side` is unused."""
+    rng, cv, rd = scene.rng, scene.canvas, scene.domain.rendering
+    (H, W), yy, xx, yb = scene.shape, cv.yy, cv.xx, ground.row(depth)
+    xc = ground.centre(depth) + rng.uniform(-0.6, 0.6) * ground.road_half * depth
+    cw = W * (0.06 + 0.28 * depth) + 4
+    ch = 0.45 * cw
+    body = (np.abs(xx - xc) < cw / 2) & (yy <= yb) & (yy > yb - 0.6 * ch)
+    cabin = (np.abs(xx - xc) < cw * 0.32) & (yy <= yb - 0.6 * ch) & (yy > yb - ch)
+    paint = _perturb(rng, rng.uniform(0.05, 0.95, 3), 0.0)
+    colour = np.broadcast_to(paint, (H, W, 3)).copy()
+    colour[cabin] = paint * 0.35 + 0.15  # windows
+    wheels = body & (yy > yb - 0.18 * ch) & (np.abs(np.abs(xx - xc) - cw * 0.3) < cw * 0.1)
+    colour[wheels] = 0.06
+    cv.paint(body | cabin, CAR, colour * (1 + 0.5 * rd.texture_contrast * obj_tex))
+
+
+_OBJECT_PAINTERS = {"tree": _paint_tree, "pole": _paint_pole, "person": _paint_person,
+                    "car": _paint_car}
+
+
+def _paint_objects(scene: _Scene, ground: _Ground, objects: list[tuple[str, float, int]]):
+    """Paint the standing objects in order, so that nearer ones occlude farther ones."""
+    leaves = scene.region("vegetation")  # drawn even without trees: it keeps the stream fixed
+    obj_tex = scene.textures.crop(scene.rng, "object", *scene.shape)[..., None]
     for kind, depth, side in objects:
-        yb = row(depth)
-        if kind == "tree":
-            xk = kerb_x(depth, side) + side * rng.uniform(0, 6)
-            r = 3 + 0.22 * H * (0.3 + depth) * rng.uniform(0.8, 1.3)
-            cy = yb - 1.6 * r
-            m = ((yy - cy) / r) ** 2 + ((xx - xk) / (1.3 * r)) ** 2 < 1
-            m |= (np.abs(xx - xk) < 1 + depth * 2) & (yy <= yb) & (yy >= cy)
-            cv.paint(m, VEGETATION, leaves)
-        elif kind == "pole":
-            xk = kerb_x(depth, side)
-            half_w = 1.2 + 1.5 * depth
-            top = yb - int(H * (0.35 + 0.45 * depth))
-            m = (np.abs(xx - xk) < half_w) & (yy >= top) & (yy <= yb)
-            sign = rng.random() < 0.5
-            if sign:
-                s = 2 + 4 * depth
-                m |= (np.abs(xx - xk - side * s) < s) & (yy >= top) & (yy < top + 1.5 * s)
-            cv.paint(m, POLE, _perturb(rng, rd.palette["pole"], rd.colour_jitter)
-                     * (1 + rd.texture_contrast * obj_tex))
-        elif kind == "person":
-            xk = kerb_x(depth, side) - side * rng.uniform(0, 0.3) * W * depth
-            ph = 8 + 0.4 * H * depth
-            pw = 0.32 * ph
-            shirt = _perturb(rng, rng.uniform(0.1, 0.9, 3), 0.0)
-            trousers = _perturb(rng, rng.uniform(0.05, 0.5, 3), 0.0)
-            colour = np.broadcast_to(trousers, (H, W, 3)).copy()
-            torso = (yy >= yb - 0.8 * ph) & (yy < yb - 0.45 * ph) & (np.abs(xx - xk) < pw / 2)
-            colour[torso] = shirt
-            legs = (yy >= yb - 0.45 * ph) & (yy <= yb) & (np.abs(xx - xk) < pw / 2.5)
-            hr = 0.11 * ph
-            head = ((yy - (yb - 0.8 * ph - hr)) ** 2 + (xx - xk) ** 2) < (hr + 0.5) ** 2
-            colour[head] = (0.85, 0.65, 0.5)
-            cv.paint(torso | legs | head, PERSON, colour * (1 + rd.texture_contrast * obj_tex))
-        else:  # car
-            c = x_vanish + (x_bottom - x_vanish) * depth
-            xc = c + rng.uniform(-0.6, 0.6) * road_half * depth
-            cw = W * (0.06 + 0.28 * depth) + 4
-            ch = 0.45 * cw
-            body = (np.abs(xx - xc) < cw / 2) & (yy <= yb) & (yy > yb - 0.6 * ch)
-            cabin = (np.abs(xx - xc) < cw * 0.32) & (yy <= yb - 0.6 * ch) & (yy > yb - ch)
-            paint = _perturb(rng, rng.uniform(0.05, 0.95, 3), 0.0)
-            colour = np.broadcast_to(paint, (H, W, 3)).copy()
-            colour[cabin] = paint * 0.35 + 0.15  # windows
-            wheels = body & (yy > yb - 0.18 * ch) & (np.abs(np.abs(xx - xc) - cw * 0.3) < cw * 0.1)
-            colour[wheels] = 0.06
-            cv.paint(body | cabin, CAR, colour * (1 + 0.5 * rd.texture_contrast * obj_tex))
-    return cv
+        texture = leaves if kind == "tree" else obj_tex
+        _OBJECT_PAINTERS[kind](scene, ground, depth, side, texture)
+
+
+def _draw_scene(rng: np.random.Generator, domain: Domain, textures: _Textures,
+                height: int, width: int) -> _Canvas:
+    """Paint one scene's label map and albedo, far to near, from the generator `rng`.
+
+    The painters consume `rng` in a fixed order; changing it changes every image (bump
+    GENERATOR_VERSION then).
+    """
+    present = {c: rng.random() < p for c, p in domain.scene.presence.items()}
+    scene = _Scene(rng, domain, textures, _Canvas(height, width), present)
+    _paint_sky(scene)
+    horizon = int(height * rng.uniform(*domain.scene.horizon))
+    if present["building"]:
+        _paint_buildings(scene, horizon)
+    ground = _lay_out_ground(scene, horizon)
+    _paint_ground(scene, ground)
+    if present["fence"]:
+        _paint_fence(scene, ground)
+    _paint_objects(scene, ground, _place_objects(scene))
+    return scene.canvas
 
 
 # ---------------------------------------------------------------------------------------------

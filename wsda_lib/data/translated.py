@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.functional import to_tensor
 
 from .files import DatasetError, read_image
 
@@ -28,7 +29,7 @@ class TranslatedSource(torch.utils.data.Dataset):
                                f"source image, named like the source image)")
 
     def _path(self, i: int) -> Path:
-        return self.folder / f"{Path(self.split[i]['name']).stem}.png"
+        return self.folder / f"{Path(self.split.item_name(i)).stem}.png"
 
     def __len__(self):
         return len(self.split)
@@ -43,6 +44,6 @@ class TranslatedSource(torch.utils.data.Dataset):
         image = read_image(self._path(i))
         h, w = item["image"].shape[-2:]
         if image.shape[:2] != (h, w):
-            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        item["translated"] = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
+            image = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        item["translated"] = to_tensor(image)
         return item

@@ -1,4 +1,4 @@
-"""Category-wise attention pooling and adversarial alignment (PAPER.md §3-4).
+"""Category-wise attention pooling and adversarial alignment (docs/method.md §5-6).
 
 Each class gets an attention map over space from its (detached) logits; the backbone feature
 map pooled with it gives one feature vector per class and image, F (B, C, D). One small
@@ -95,8 +95,12 @@ def category_discriminator_loss(disc_source, present_source, disc_target, presen
 
 
 def discriminator_accuracy(disc_source, present_source, disc_target, present_target) -> float:
-    """Share of present (image, class) pairs whose domain the discriminators get right."""
-    right = ((disc_source < 0).float() * present_source).sum() + \
-        ((disc_target > 0).float() * present_target).sum()
+    """Share of present (image, class) pairs whose domain the discriminators get right: a
+    logit above 0 predicts domain label 1, below it label 0 (BCE with logits), compared
+    with SOURCE_LABEL and TARGET_LABEL from domain.py."""
+    def right(logits, domain_label, present):
+        return (((logits > 0).float() == domain_label).float() * present).sum()
+
     total = (present_source.sum() + present_target.sum()).clamp(min=1)
-    return float(right / total)
+    return float((right(disc_source, SOURCE_LABEL, present_source)
+                  + right(disc_target, TARGET_LABEL, present_target)) / total)

@@ -1,4 +1,4 @@
-"""Output-space adversarial alignment, inherited from AdaptSegNet (PAPER.md §5).
+"""Output-space adversarial alignment, inherited from AdaptSegNet (docs/method.md §7).
 
 A fully-convolutional discriminator sees the softmax of the segmentation output, upsampled to
 the input size, and tells source from target; the segmentation network is trained to make its

@@ -1,6 +1,6 @@
 """Pixel-level adaptation: source images restyled to look like the target.
 
-The paper trains on CycleGAN-translated source images prepared offline (PAPER.md §5). Training
+The paper trains on CycleGAN-translated source images prepared offline (docs/method.md §7). Training
 a CycleGAN is out of reach on a CPU, so for the embedded benchmark this module offers a cheap,
 honest *stand-in*: the Fourier low-frequency amplitude swap of FDA (Yang & Soatto, CVPR 2020),
 which gives a source image the target's global colour and lighting while keeping its content.
@@ -10,6 +10,7 @@ It is not what the paper did, and results that use it say so.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def fourier_amplitude_swap(source: torch.Tensor, target: torch.Tensor, beta: float = 0.05):
@@ -36,3 +37,25 @@ def fourier_amplitude_swap(source: torch.Tensor, target: torch.Tensor, beta: flo
     amplitude[window] = ft.abs()[window]
     mixed = torch.fft.ifftshift(torch.polar(amplitude, phase), dim=(-2, -1))
     return torch.fft.ifft2(mixed).real.clamp(0, 1)
+
+
+def restyle_source(source: torch.Tensor, target: torch.Tensor, prob: float, beta: float,
+                   generator: torch.Generator, translated: torch.Tensor | None = None):
+    """Pixel adaptation of one source batch: each image is replaced, with probability `prob`,
+    by its restyled version, beside the originals (docs/method.md §7).
+
+    source (B, 3, H, W) and target (B, 3, H', W') images in [0, 1]. The restyled version is
+    `translated` (B, 3, H, W), images translated offline (CycleGAN in the paper), when given,
+    and otherwise the FDA stand-in against this batch's target images (resized to H×W when
+    the domains' sizes differ). One draw of `generator` per image decides, whichever is used.
+    Returns (B, 3, H, W).
+    """
+    if not 0 <= prob <= 1:
+        raise ValueError(f"adapt.fda_prob must be in [0, 1], got {prob}")
+    restyle = torch.rand(len(source), generator=generator) < prob
+    if translated is None:
+        if target.shape != source.shape:  # paper scale: 1280x720 vs 1024x512
+            target = F.interpolate(target, size=source.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        translated = fourier_amplitude_swap(source, target, beta)
+    return torch.where(restyle.to(source.device).view(-1, 1, 1, 1), translated, source)

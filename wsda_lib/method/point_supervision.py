@@ -1,4 +1,4 @@
-"""WDA with one point per present class (PAPER.md §2): a person clicks one pixel of each class
+"""WDA with one point per present class (docs/method.md §4): a person clicks one pixel of each class
 the image contains; a cross-entropy on those pixels adds to the objective with weight 1."""
 
 from __future__ import annotations

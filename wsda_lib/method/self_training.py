@@ -41,6 +41,19 @@ def filter_pseudo_labels(confidence: torch.Tensor, prediction: torch.Tensor,
     return torch.where(confident & allowed, prediction, torch.full_like(prediction, IGNORE_INDEX))
 
 
+def make_pseudo_labels(confidence: torch.Tensor, prediction: torch.Tensor,
+                       weak_labels: torch.Tensor, num_classes: int, quantile: float = 0.5,
+                       cap: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round's pixel pseudo labels: per-class thresholds from the confidences
+    (class_thresholds), then the weak-label filter (filter_pseudo_labels).
+
+    confidence, prediction (N, H, W): the model's softmax maximum and argmax on the target
+    images; weak_labels (N, C): its pseudo-weak labels. Returns (labels (N, H, W) with
+    IGNORE_INDEX where no label is given, thresholds (C,))."""
+    thresholds = class_thresholds(confidence, prediction, num_classes, quantile, cap)
+    return filter_pseudo_labels(confidence, prediction, thresholds, weak_labels), thresholds
+
+
 def pseudo_label_quality(pseudo: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor):
     """Precision (% of pseudo-labelled pixels that are right) and coverage (% of labelled
     ground-truth pixels that received a pseudo label), against the ground truth."""

@@ -1,4 +1,4 @@
-"""Weak-label classification (PAPER.md §1-2): image-level scores from segmentation logits.
+"""Weak-label classification (docs/method.md §3-4): image-level scores from segmentation logits.
 
 The segmentation logits A (B, C, h, w) are pooled over space into one score per class; a
 multi-label BCE against the image's weak label y (B, C) then pushes the segmentation output to

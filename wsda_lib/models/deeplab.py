@@ -1,7 +1,7 @@
 """DeepLab-v2: a dilated ResNet backbone at output stride 8 and an ASPP classifier.
 
 `DeepLabV2(x)` returns `(logits, features)`: logits A (B, C, H/8, W/8) and the backbone's last
-feature map X (B, D, H/8, W/8), which the category-wise alignment pools (PAPER.md §3).
+feature map X (B, D, H/8, W/8), which the category-wise alignment pools (docs/method.md §5).
 
 Two backbones sit behind one constructor, `build_deeplab`:
 * "resnet101" / "resnet50": torchvision ResNets with `replace_stride_with_dilation`, for paper
@@ -88,7 +88,7 @@ class TorchvisionResNet(nn.Module):
 class ASPP(nn.Module):
     """DeepLab-v2 classifier: parallel dilated 3x3 convs whose logits are summed.
 
-    legacy=True reproduces the inherited AdaptSegNet quirk (PAPER.md §6): a `return` inside
+    legacy=True reproduces the inherited AdaptSegNet quirk (docs/method.md §8): a `return` inside
     the loop summed only the first two branches, so only dilations 6 and 12 counted.
     """
 
@@ -112,7 +112,6 @@ class DeepLabV2(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = ASPP(backbone.out_channels, num_classes, aspp_rates, legacy_aspp)
-        self.num_classes = num_classes
         self.feature_dim = backbone.out_channels
         self.freeze_bn = freeze_bn
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

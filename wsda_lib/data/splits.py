@@ -1,0 +1,162 @@
+"""The one split protocol that every dataset here follows, and the `Benchmark` of five splits.
+
+A split is a `torch.utils.data.Dataset` of image/label pairs with one class set. Item i is
+
+    {"image": (3, H, W) float32 in [0, 1], "label": (H, W) int64 (255 = ignore),
+     "name": str, "index": i, "weak_label": (C,) float32 0/1 image-level labels}
+
+and, without decoding any image, `label(i)` gives the (H, W) uint8 label map, `weak_label(i)`
+the (C,) image-level label and `weak_labels` the (N, C) labels of the whole split. The
+embedded benchmark (`benchmark.py`) and the real-data readers (`files.py`) both subclass
+`Split`; training, evaluation and analysis use nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import to_tensor
+
+from .classes import ClassSet
+from .weak_labels import class_pixel_counts, image_labels
+
+SPLIT_NAMES = ("source_train", "source_val", "target_train", "target_val", "target_test")
+
+
+class Split(Dataset):
+    """Base of every split. Subclasses set `name` and `class_set` and implement `__len__`,
+    `load(i)` -> (image (H, W, 3) uint8, label (H, W) uint8), `label(i)` and `item_name(i)`.
+
+    Image-level labels follow the paper's rule (docs/method.md §4): class c is present when
+    it covers more than `weak_label_fraction` of its typical area `typical_area[c]` (pixels,
+    measured on source_train). Both are given at construction; a split built without them
+    (a reader used only to check files) refuses to make weak labels instead of guessing.
+    """
+
+    name: str
+    class_set: ClassSet
+    typical_area: np.ndarray | None = None
+    weak_label_fraction: float = 0.1
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def label(self, i: int) -> np.ndarray:
+        """The (H, W) uint8 label map of item i (255 = ignore)."""
+        return self.load(i)[1]
+
+    def item_name(self, i: int) -> str:
+        raise NotImplementedError
+
+    def weak_label(self, i: int) -> np.ndarray:
+        """(C,) float32 image-level label of item i (reads its label only)."""
+        return self._weak_label(i, self.label(i))
+
+    def _weak_label(self, i: int, label: np.ndarray) -> np.ndarray:
+        if self.typical_area is None:
+            raise ValueError(f"split {self.name!r} was built without typical_area, so it has "
+                             f"no image-level labels; open it with wsda_lib.data.load")
+        counts = class_pixel_counts(label[None], self.class_set.num_classes)
+        return image_labels(counts, self.typical_area, self.weak_label_fraction)[0]
+
+    @property
+    def weak_labels(self) -> np.ndarray:
+        """(N, C) float32 image-level labels of the whole split (read once, then kept)."""
+        if getattr(self, "_weak_labels", None) is None:
+            self._weak_labels = np.stack([self.weak_label(i) for i in range(len(self))])
+        return self._weak_labels
+
+    def labels_array(self) -> np.ndarray:
+        """(N, H, W) uint8: every label map of the split, for what needs them all at once
+        (point sampling, pseudo-label quality). Needs labels of one size."""
+        return np.stack([self.label(i) for i in range(len(self))])
+
+    def __getitem__(self, i: int) -> dict:
+        image, label = self.load(i)
+        item = {"image": to_tensor(image), "label": torch.from_numpy(label.astype(np.int64)),
+                "name": self.item_name(i), "index": i}
+        if self.typical_area is not None:  # a reader opened only to read files has none
+            item["weak_label"] = torch.from_numpy(self._weak_label(i, label))
+        return item
+
+
+class InMemorySplit(Split):
+    """Images (N, H, W, 3) uint8 and labels (N, H, W) uint8 held in memory; the image-level
+    labels are computed once, at construction."""
+
+    def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, class_set: ClassSet,
+                 typical_area: np.ndarray, weak_label_fraction: float = 0.1):
+        if images.shape[:3] != labels.shape or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"split {name!r}: images {images.shape} and labels {labels.shape} "
+                             f"do not match; expected (N, H, W, 3) and (N, H, W)")
+        self.name, self.images, self.labels = name, images, labels
+        self.class_set = class_set
+        self.typical_area = np.asarray(typical_area)
+        self.weak_label_fraction = weak_label_fraction
+        counts = class_pixel_counts(labels, class_set.num_classes)
+        self._weak_labels = image_labels(counts, self.typical_area, weak_label_fraction)
+
+    def __len__(self):
+        return len(self.images)
+
+    def load(self, i):
+        return self.images[i], self.labels[i]
+
+    def label(self, i):
+        return self.labels[i]
+
+    def labels_array(self):
+        return self.labels
+
+    def _weak_label(self, i, label):
+        return self._weak_labels[i]
+
+    def item_name(self, i):
+        return f"{self.name}/{i:05d}"
+
+
+class WithItems(Dataset):
+    """A split whose items carry more per-image arrays: WithItems(split, points=(N, C) array)
+    adds item["points"] = torch.as_tensor(points[i]). Everything else is the wrapped split's
+    (its name, class set, labels). Used for the clicked points of WDA and the pixel pseudo
+    labels of self-training, which belong to target images as their labels do."""
+
+    def __init__(self, split, **arrays):
+        for key, values in arrays.items():
+            if len(values) != len(split):
+                raise ValueError(f"{key}: {len(values)} entries for split {split.name!r} of "
+                                 f"{len(split)} images; expected one per image")
+        self.split, self.arrays = split, arrays
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getattr__(self, name):  # name, class_set, label(), weak_labels of the wrapped split
+        if name in ("split", "arrays"):
+            raise AttributeError(name)
+        return getattr(self.split, name)
+
+    def __getitem__(self, i):
+        item = self.split[i]
+        item.update({k: torch.as_tensor(v[i]) for k, v in self.arrays.items()})
+        return item
+
+
+@dataclass
+class Benchmark:
+    """The five splits of an experiment (SPLIT_NAMES), their class set and the typical class
+    areas (C,) in pixels that decide their image-level labels."""
+
+    splits: dict[str, Split]
+    class_set: ClassSet
+    typical_area: np.ndarray
+    cache_dir: Path
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in self.splits:
+            raise KeyError(f"no split {split!r}; expected one of {sorted(self.splits)}")
+        return self.splits[split]

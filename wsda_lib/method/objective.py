@@ -1,0 +1,144 @@
+"""The paper's full objective (docs/method.md §7): the generator loss and the discriminator
+loss of one adaptation step, assembled from the terms of the other method files.
+
+    L_G = L_seg(source) + λ_adv·L_adv + λ_c·L_c + λ_cw·L_adv^C  (+ λ_point·L_point)
+          (+ λ_st·L_seg(target pseudo labels), this project's self-training extension)
+    L_D = ½ BCE(D(source), 0) + ½ BCE(D(target), 1)  for the output-space discriminator
+          + the same, per present class, for the category discriminators D_c
+
+A term whose weight is 0 is not computed, and its discriminator is not built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.classes import IGNORE_INDEX
+from .category_alignment import (
+    CategoryDiscriminators,
+    category_adversarial_loss,
+    category_discriminator_loss,
+    category_features,
+    discriminator_accuracy,
+)
+from .output_alignment import (
+    OutputDiscriminator,
+    output_adversarial_loss,
+    output_discriminator_loss,
+    output_probabilities,
+)
+from .point_supervision import point_loss
+from .weak_classification import weak_label_loss
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_seg: mean pixel cross-entropy of logits (B, C, h, w), upsampled bilinearly to the
+    labels' (B, H, W), ignoring IGNORE_INDEX (255). docs/method.md §7.
+
+    >>> segmentation_loss(torch.zeros(1, 2, 1, 1), torch.tensor([[[0, 255]]]))  # log 2
+    tensor(0.6931)
+    """
+    up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(up, labels.long(), ignore_index=IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights of the generator objective; 0 switches a term off.
+
+    adv: λ_adv (output space), weak: λ_c, category: λ_cw, point: λ_point (WDA points),
+    self_training: λ_st (extension). L_seg on the source always has weight 1."""
+
+    adv: float = 0.0
+    weak: float = 0.0
+    category: float = 0.0
+    point: float = 0.0
+    self_training: float = 0.0
+
+    @classmethod
+    def from_config(cls, adapt) -> LossWeights:
+        """The weights an AdaptConfig switches on: λ_c is lambda_c with pseudo-weak labels
+        and lambda_c_human with human ones (docs/method.md §7)."""
+        human = adapt.weak_labels in ("image", "point")
+        return cls(
+            adv=adapt.lambda_adv if adapt.output_alignment else 0.0,
+            weak=(adapt.lambda_c_human if human else adapt.lambda_c) if adapt.weak_loss else 0.0,
+            category=adapt.lambda_cw if adapt.category_alignment else 0.0,
+            point=adapt.lambda_point if adapt.weak_labels == "point" else 0.0,
+            self_training=adapt.lambda_st if adapt.self_training else 0.0)
+
+
+class Discriminators(nn.Module):
+    """The discriminators the weights need: `output` (OutputDiscriminator, when λ_adv > 0)
+    and `category` (CategoryDiscriminators, when λ_cw > 0); None otherwise. Built in that
+    order, so their seeded initialisation does not depend on which one is present."""
+
+    def __init__(self, weights: LossWeights, num_classes: int, feature_dim: int,
+                 output_width: int = 64, category_hidden: int | None = None):
+        super().__init__()
+        self.output = OutputDiscriminator(num_classes, output_width) if weights.adv else None
+        self.category = CategoryDiscriminators(num_classes, feature_dim, category_hidden) \
+            if weights.category else None
+
+
+def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, logits_t,
+                   feats_t, weak_t=None, points_t=None, pseudo_t=None, dropout: float = 0.1,
+                   r: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """L_G for one step; returns (loss, {term name: float}).
+
+    logits_s (B, C, h, w) and labels_s (B, H, W) of the source batch; logits_t (B, C, h, w)
+    and feats_t (B, D, h, w) of the target batch; weak_t (B, C) its weak labels (needed by
+    L_c and L_adv^C); points_t (B, C) flat pixel indices into H·W, -1 = none; pseudo_t
+    (B, H, W) pixel pseudo labels. Outputs are compared at the source labels' size (H, W).
+    Dropout (p=`dropout`) hits the target logits before the pooling of L_c only, as in the
+    released code; r is the smooth-max parameter.
+    """
+    size = labels_s.shape[-2:]
+    loss = segmentation_loss(logits_s, labels_s)
+    terms = {"seg": loss.item()}
+    if w.weak:
+        loss_c = weak_label_loss(F.dropout(logits_t, dropout, training=True), weak_t, r)
+        loss, terms["weak"] = loss + w.weak * loss_c, loss_c.item()
+    if w.adv:
+        loss_adv = output_adversarial_loss(discs.output(output_probabilities(logits_t, size)))
+        loss, terms["adv"] = loss + w.adv * loss_adv, loss_adv.item()
+    if w.category:
+        d_t = discs.category(category_features(logits_t, feats_t))           # (B, C)
+        loss_cw = category_adversarial_loss(d_t, weak_t)
+        loss, terms["adv_cw"] = loss + w.category * loss_cw, loss_cw.item()
+    if w.point:
+        loss_pt = point_loss(logits_t, points_t, size)
+        loss, terms["point"] = loss + w.point * loss_pt, loss_pt.item()
+    if w.self_training:
+        loss_st = segmentation_loss(logits_t, pseudo_t)
+        loss, terms["self_training"] = loss + w.self_training * loss_st, loss_st.item()
+    return loss, terms
+
+
+def discriminator_loss(discs: Discriminators, logits_s, feats_s, weak_s, logits_t, feats_t,
+                       weak_t, size) -> tuple[torch.Tensor | None, dict]:
+    """L_D on detached outputs (the discriminators learn; the network does not): the
+    output-space term on softmax outputs at `size` (H, W), and the category term on the
+    present classes, weak_s (B, C) from the source ground truth and weak_t (B, C) the
+    target's weak labels. Returns (loss, terms), or (None, {}) without discriminators;
+    terms["disc_cw_accuracy"] is the share of present (image, class) pairs whose domain
+    the category discriminators get right."""
+    loss, terms = None, {}
+    logits_s, feats_s = logits_s.detach(), feats_s.detach()
+    logits_t, feats_t = logits_t.detach(), feats_t.detach()
+    if discs.output is not None:
+        loss = output_discriminator_loss(discs.output(output_probabilities(logits_s, size)),
+                                         discs.output(output_probabilities(logits_t, size)))
+    if discs.category is not None:
+        d_s = discs.category(category_features(logits_s, feats_s))
+        d_t = discs.category(category_features(logits_t, feats_t))
+        loss_cw = category_discriminator_loss(d_s, weak_s, d_t, weak_t)
+        loss = loss_cw if loss is None else loss + loss_cw
+        terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, weak_s, d_t, weak_t)
+    if loss is not None:
+        terms["disc"] = loss.item()
+    return loss, terms
