@@ -28,8 +28,9 @@ smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not 
 test: venv
 	$(PY) -m pytest
 
+# Jupyter refuses to start as root (common in containers) unless told it may.
 lab: venv
-	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: venv
 	$(VENV)/bin/ruff check .

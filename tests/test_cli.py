@@ -25,6 +25,28 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+def test_train_help_lists_the_stages_and_presets(capsys):
+    from wsda_lib.config import PRESETS
+    from wsda_lib.stages import STAGES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in [*STAGES, *PRESETS])
+    text = text[text.index("options:"):]
+    for option in ("--seed", "--device", "--run-dir"):
+        line = text[text.index(option):][:120]
+        assert "default" in line or "GPU" in line, option
+
+
+def test_a_mistyped_stage_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--preset", "smoke", "--stage", "uda_pxiel", "--run-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "uda_pxiel" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no benchmark generated, no run started
+
+
 def _sampled_indices(rank, world, path):
     """Worker: join a gloo group and record which items this rank's training stream draws."""
     import os

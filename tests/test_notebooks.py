@@ -63,6 +63,31 @@ def test_01_trains_and_reports_sensible_metrics(executed):
     assert "source-only keeps" in text and "trained into" in text
 
 
+def test_executed_notebooks_show_no_warning_and_no_traceback(executed):
+    """What a student reads has no stderr (warnings) and no error output in any cell."""
+    out, _ = executed
+    noisy = [f"{name}: {o.get('name', o.output_type)}: {o.get('text', o.get('evalue', ''))[:200]}"
+             for name in SERIES for o in _outputs(out / "notebooks" / name)
+             if o.output_type == "error" or o.get("name") == "stderr"]
+    assert not noisy
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"SEED": "notanumber"}, "SEED='notanumber': expected a whole number >= 0"),
+    ({"EPOCHS": 3}, "unknown parameter(s) ['EPOCHS']"),
+])
+def test_a_bad_parameter_stops_the_notebook_in_its_setup_cell(tmp_path, parameters, message):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as failure:
+        pm.execute_notebook(str(NOTEBOOKS / "01_source_only.ipynb"), str(tmp_path / "01.ipynb"),
+                            parameters={"PRESET": "smoke", "RUN_DIR": str(tmp_path / "runs"),
+                                        **parameters},
+                            cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
+    assert message in failure.value.evalue
+    assert not (tmp_path / "runs").exists()  # stopped before loading data or training
+
+
 def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp_path):
     """papermill on one notebook in the smoke preset, as a student would run it: its figures
     go under build/, and figures/ (what `make reproduce` commits) is untouched."""
@@ -78,6 +103,16 @@ def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp
                  cell_timeout=600)
     assert snapshot() == before
     assert (REPO / "build/figures/smoke/01_per_class_iou.png").is_file()
+
+
+def test_the_instructors_log_shows_progress_and_no_kernel_noise(tmp_path, capfd):
+    reproduce("smoke", seed=0, seeds=1, out=tmp_path, run_dir=tmp_path / "runs", device="cpu",
+              notebooks=[NOTEBOOKS / "01_source_only.ipynb"], cell_timeout=600)
+    log = "".join(capfd.readouterr())
+    assert "[1/1] 01_source_only.ipynb: started" in log and "01_source_only.ipynb: done in" in log
+    assert "stage source_only, seed 0: trained in" in log
+    assert "stage oracle, seed 0: trained in" in log
+    assert "TCP" not in log and "WARNING" not in log
 
 
 def test_second_run_loads_cached_models(executed):

@@ -1,7 +1,7 @@
 """The session a notebook opens from its parameters cell: one call gives it the config,
 the device, the benchmark, `stage(name)`, `save(figure)` and a place for its summary.
 
-    nb = notebook.start(PRESET, SEED, DEVICE, RUN_DIR, FIGURES_DIR, INTERACTIVE)
+    nb = notebook.start(globals())   # checks the parameters cell, loads the benchmark
     source_only = nb.stage("source_only")
     nb.save(plots.iou_bars(...), "01_per_class_iou")
 
@@ -12,6 +12,9 @@ by hand never overwrites the committed figures.
 
 from __future__ import annotations
 
+import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +49,21 @@ class Session:
 
     def stage(self, name: str, seed: int | None = None) -> StageResult:
         """The cached run of stage `name` (trained first if needed) for `seed` (default
-        SEED); a progress bar only when interactive."""
-        return run_stage(name, self.cfg, self.bench, self.seed if seed is None else seed,
-                         self.device, self.run_dir / "models", progress=self.interactive)
+        SEED). Interactive: a progress bar. Headless: a line to the process's stderr, which is
+        the instructor's `make reproduce` log, when the stage starts and when it ends."""
+        seed = self.seed if seed is None else seed
+        self._log(f"stage {name}, seed {seed}: loading or training")
+        start = time.perf_counter()
+        result = run_stage(name, self.cfg, self.bench, seed, self.device,
+                           self.run_dir / "models", progress=self.interactive)
+        how = "loaded" if result.run.loaded else "trained"
+        self._log(f"stage {name}, seed {seed}: {how} in {time.perf_counter() - start:.0f} s, "
+                  f"target val mIoU {result.metrics['target_val']['miou']:.1f}")
+        return result
+
+    def _log(self, line: str) -> None:
+        if not self.interactive:  # sys.stderr is the notebook's; __stderr__ the process's
+            print(f"    {line}", file=sys.__stderr__, flush=True)
 
     def stages(self, names, seed: int | None = None) -> dict[str, StageResult]:
         return {name: self.stage(name, seed) for name in names}
@@ -85,23 +100,67 @@ class Session:
         return path
 
 
-def start(PRESET: str, SEED: int, DEVICE: str, RUN_DIR, FIGURES_DIR=None,
-          INTERACTIVE: bool = True) -> Session:
-    """Check the parameters, then load the benchmark; errors name the parameter."""
-    if PRESET not in PRESETS:
-        raise ValueError(f"PRESET={PRESET!r}: expected one of {PRESETS}")
-    if isinstance(SEED, bool) or not isinstance(SEED, int) or SEED < 0:
-        raise ValueError(f"SEED={SEED!r}: expected a whole number >= 0")
-    if not isinstance(INTERACTIVE, bool):
-        raise ValueError(f"INTERACTIVE={INTERACTIVE!r}: expected True or False")
-    cfg = preset(PRESET)
-    device = resolve_device(DEVICE)
-    run_dir = Path(RUN_DIR)
-    figures = Path(FIGURES_DIR) if FIGURES_DIR else REPO / "build" / "figures" / PRESET
-    bench = load(cfg.data, run_dir / "data", verbose=INTERACTIVE)
-    print(f"preset {PRESET}, seed {SEED}, device {device}; figures -> {figures}; splits:",
-          {name: len(split) for name, split in bench.splits.items()})
-    return Session(PRESET, SEED, cfg, device, bench, run_dir, figures, INTERACTIVE)
+PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
+DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
+    """The notebook's parameters from its namespace (globals()), checked before any work.
+
+    Every ALL-CAPS name that is not an imported constant is a parameter: one that is not
+    PARAMETERS or `extra` (papermill -p EPOCHS 3, a typo) is an error listing the valid
+    names; a wrong type or value names the parameter, what was given and what is allowed."""
+    valid = PARAMETERS + tuple(extra)
+    given = {k: v for k, v in namespace.items()
+             if k.isupper() and not k.startswith("_") and not _imported(k, v, namespace)}
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; this notebook takes {list(valid)}")
+    missing = [k for k in valid if k not in given]
+    if missing:
+        raise ValueError(f"parameter(s) {missing} are not set; run the parameters cell first")
+
+    def need(ok, name, allowed):
+        if not ok:
+            raise ValueError(f"{name}={given[name]!r}: expected {allowed}")
+
+    need(given["PRESET"] in PRESETS, "PRESET", f"one of {list(PRESETS)}")
+    for name in ("SEED", "SEEDS"):
+        if name in given:
+            low = 0 if name == "SEED" else 1
+            need(type(given[name]) is int and given[name] >= low, name,
+                 f"a whole number >= {low}")
+    need(isinstance(given["DEVICE"], str) and DEVICE_NAMES.match(given["DEVICE"]), "DEVICE",
+         "'auto', 'cpu' or 'cuda[:N]'")
+    need(isinstance(given["RUN_DIR"], str | Path), "RUN_DIR", "a folder path")
+    need(given["FIGURES_DIR"] is None or isinstance(given["FIGURES_DIR"], str | Path),
+         "FIGURES_DIR", "None (build/figures/<PRESET>/) or a folder path")
+    need(isinstance(given["INTERACTIVE"], bool), "INTERACTIVE", "True or False")
+    return given
+
+
+def _imported(name: str, value, namespace: dict) -> bool:
+    """Whether `name` is a module's constant imported into the notebook (ABLATION, ...); the
+    notebook's own module (__main__, whose namespace this is) does not count."""
+    missing = object()
+    return any(getattr(module, name, missing) is value for module in list(sys.modules.values())
+               if getattr(module, "__dict__", None) is not namespace)
+
+
+def start(namespace: dict, extra: tuple = ()) -> Session:
+    """Check the notebook's parameters (check_parameters), then load the benchmark.
+
+    In a notebook: `nb = notebook.start(globals())`, right after the parameters cell."""
+    p = check_parameters(namespace, extra)
+    cfg = preset(p["PRESET"])
+    device = resolve_device(p["DEVICE"])
+    run_dir = Path(p["RUN_DIR"])
+    figures = Path(p["FIGURES_DIR"] or REPO / "build" / "figures" / p["PRESET"])
+    bench = load(cfg.data, run_dir / "data")
+    print(f"preset {p['PRESET']}, seed {p['SEED']}, device {device}; figures -> {figures}; "
+          f"splits:", {name: len(split) for name, split in bench.splits.items()})
+    return Session(p["PRESET"], p["SEED"], cfg, device, bench, run_dir, figures,
+                   p["INTERACTIVE"])
 
 
 def write_results(results: dict, figures_dir) -> None:

@@ -4,7 +4,8 @@ Each notebook runs on the venv's own `python3` kernel with cwd = notebooks/, get
 parameters PRESET, SEED, SEEDS, DEVICE, RUN_DIR, FIGURES_DIR and INTERACTIVE=False, and is
 written executed to <out>/notebooks/, with an HTML copy beside it. The series stops at the
 first failure, naming the notebook and the cell. One progress line per notebook reports its
-wall time. Notebook 05 writes figures/results.json and figures/results.md.
+wall time; inside a notebook, each stage that trains logs a line when it starts and when it
+ends (notebook.Session.stage). Notebook 05 writes figures/results.json and figures/results.md.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int =
     parameters = {k: v for k, v in parameters.items() if k in declared}
     start = time.perf_counter()
     try:
+        # The kernel's own log says only that it runs over TCP on this machine, once per
+        # notebook; at ERROR level the instructor's log keeps what the notebooks report.
         pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=kernel,
                             cwd=str(path.parent), execution_timeout=cell_timeout,
-                            progress_bar=False, log_output=False)
+                            progress_bar=False, log_output=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"{path.name}: cell {e.cell_index} (execution count "
                              f"{e.exec_count}) raised {e.ename}: {e.evalue}\n"
@@ -79,10 +83,12 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     todo = notebooks or series()
     if not todo:
         raise NotebookFailed(f"no notebooks matching 00-05 in {NOTEBOOKS}")
-    for path in todo:
+    for k, path in enumerate(todo, 1):
+        print(f"[{k}/{len(todo)}] {path.name}: started; {len(todo) - k} notebook(s) after it",
+              flush=True)
         seconds = run_notebook(path, out / "notebooks" / path.name, params, cell_timeout)
         timings[path.name] = seconds
-        print(f"[{len(timings)}/{len(todo)}] {path.name}: {seconds:.0f} s", flush=True)
+        print(f"[{k}/{len(todo)}] {path.name}: done in {seconds:.0f} s", flush=True)
     print(f"done: {sum(timings.values()):.0f} s; executed notebooks in {out / 'notebooks'}, "
           f"figures in {figures}", flush=True)
     return timings

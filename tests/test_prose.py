@@ -1,0 +1,60 @@
+"""Prose that states a setting is true of the code: every setting a notebook's text names is
+checked here against the preset it describes (notebooks 00-05: default; 06: paper_gta5)."""
+
+import inspect
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from wsda_lib.config import preset
+from wsda_lib.results import verdict
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+D, P = preset("default"), preset("paper_gta5")
+N = r"\d+(?:\.\d+)?(?:e-\d+)?"  # a number, without the full stop after it
+
+# (notebook, the sentence's words, with (?P<v>...) around the number, the config's value)
+CLAIMS = [
+    ("00", r"more than (?P<v>\d+)% of its \*typical area\*", 100 * D.data.weak_label_fraction),
+    ("02", rf"\$y_c = 1\[P_c > (?P<v>{N})\]\$", D.adapt.pseudo_threshold),
+    ("02", rf"threshold T = (?P<v>{N})", D.adapt.pseudo_threshold),
+    ("02", rf"λ_adv = (?P<v>{N})", D.adapt.lambda_adv),
+    ("02", rf"UDA, λ_c = (?P<v>{N})", D.adapt.lambda_c),
+    ("02", rf"WDA, λ_c = (?P<v>{N})", D.adapt.lambda_c_human),
+    ("03", rf"λ_cw = (?P<v>{N})", D.adapt.lambda_cw),
+    ("04", rf"\$y_c = 1\[P_c > (?P<v>{N})\]\$", D.adapt.pseudo_threshold),
+    ("04", r"(?P<v>half) of the source images", D.adapt.fda_prob),
+    ("04", r"the (?P<v>median) confidence of each predicted class", D.adapt.st_quantile),
+    ("04", rf"capped at (?P<v>{N})", D.adapt.st_cap),
+    ("06", rf"SGD at (?P<v>{N}) with", P.train.lr),
+    ("06", r"classifier at (?P<v>\d+)×", P.train.head_lr_mult),
+    ("06", r"poly decay over (?P<v>\d+)k steps", P.train.poly_horizon / 1000),
+    ("06", r"stopped at (?P<v>\d+)k", P.train.iterations / 1000),
+    ("06", rf"Adam (?P<v>{N}),", P.adapt.disc_lr),
+    ("06", rf"λ_cw = (?P<v>{N})", P.adapt.lambda_cw),
+    ("06", rf"T = (?P<v>{N})", P.adapt.pseudo_threshold),
+    ("06", r"batch (?P<v>\d+),", P.train.batch_size),
+]
+WORDS = {"half": 0.5, "median": 0.5}
+
+
+def _markdown(prefix: str) -> str:
+    [path] = NOTEBOOKS.glob(f"{prefix}_*.ipynb")
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                     if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("notebook, words, value", CLAIMS)
+def test_a_setting_the_text_states_is_the_configs(notebook, words, value):
+    found = re.search(words, " ".join(_markdown(notebook).split()))
+    assert found, f"notebook {notebook} no longer says {words!r}: update CLAIMS"
+    stated = found["v"]
+    assert WORDS.get(stated, None if stated in WORDS else float(stated)) == pytest.approx(value)
+
+
+def test_the_verdict_rule_that_05_states_is_the_codes():
+    text = " ".join(_markdown("05").split())
+    assert "twice the standard error" in text and "beyond 0.5 mIoU" in text
+    assert inspect.signature(verdict).parameters["tolerance"].default == 0.5
