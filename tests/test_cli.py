@@ -25,6 +25,23 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stage, change, message", [
+    ("uda_weak", "adapt.pixel_adaptation=True", "stage 'uda_weak' sets this itself"),
+    ("uda_self_training", "adapt.category_alignment=False", "adapt.category_alignment"),
+    ("oracle", "train.split='source_train'", "train.split"),
+    ("adaptsegnet", "adapt.output_alignment=False", "no target term"),
+    ("uda_weak", "adapt.output_alignment=false", "adapt.output_alignment='false': expected bool"),
+    ("source_only", "train.iterations=abc", "train.iterations='abc': expected int"),
+])
+def test_an_override_that_would_be_ignored_or_misread_is_refused(tmp_path, capsys, stage,
+                                                                  change, message):
+    args = ["train", "--preset", "smoke", "--stage", stage, "--run-dir", str(tmp_path),
+            "--set", change]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any data or training
+
+
 def test_train_help_lists_the_stages_and_presets(capsys):
     from wsda_lib.config import PRESETS
     from wsda_lib.stages import STAGES

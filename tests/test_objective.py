@@ -41,8 +41,8 @@ def _batch():
 
 def _discs(weights):
     discs = Discriminators(weights, num_classes=2, feature_dim=3, output_width=4)
-    discs.output = Zeros(1, 1, 1) if weights.adv else None
-    discs.category = Zeros(2) if weights.category else None
+    discs.output = Zeros(1, 1, 1) if weights.lambda_adv else None
+    discs.category = Zeros(2) if weights.lambda_cw else None
     return discs
 
 
@@ -55,9 +55,10 @@ def test_segmentation_loss_by_hand():
 
 
 def test_generator_loss_sums_the_weighted_terms():
-    w = LossWeights(adv=0.1, weak=0.5, category=0.01, point=2.0, self_training=3.0)
+    w = LossWeights(lambda_adv=0.1, lambda_c=0.5, lambda_cw=0.01, lambda_point=2.0,
+                    lambda_st=3.0)
     logits_s, labels_s, logits_t, feats = _batch()
-    loss, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats,
+    loss, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats, (2, 2),
                                  weak_t=torch.tensor([[1.0, 0.0]]),
                                  points_t=torch.tensor([[0, -1]]),
                                  pseudo_t=torch.tensor([[[1, 1], [0, 255]]]), dropout=0.0)
@@ -71,33 +72,47 @@ def test_generator_loss_sums_the_weighted_terms():
 def test_a_term_that_is_off_is_not_computed():
     w = LossWeights()  # only L_seg
     logits_s, labels_s, logits_t, feats = _batch()
-    loss, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats)
+    loss, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats, (2, 2))
     assert loss.item() == pytest.approx(LN2) and set(terms) == {"seg"}
     assert discriminator_loss(_discs(w), logits_s, feats, None, logits_t, feats, None,
-                              (2, 2)) == (None, {})
+                              ((2, 2), (2, 2))) == (None, {})
 
 
 def test_discriminator_loss_and_accuracy_by_hand():
-    w = LossWeights(adv=1.0, category=1.0)
+    w = LossWeights(lambda_adv=1.0, lambda_cw=1.0)
     logits_s, _, logits_t, feats = _batch()
     weak_s, weak_t = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
     loss, terms = discriminator_loss(_discs(w), logits_s, feats, weak_s, logits_t, feats,
-                                     weak_t, (2, 2))
+                                     weak_t, ((2, 2), (2, 2)))
     # ½(log 2 + log 2) for each discriminator
     assert loss.item() == pytest.approx(2 * LN2) and terms["disc"] == pytest.approx(2 * LN2)
     # logit 0 predicts domain label 0 = source: the 2 source pairs are right, the 1 target wrong
     assert terms["disc_cw_accuracy"] == pytest.approx(2 / 3)
 
 
+def test_points_and_output_space_use_the_target_size():
+    """Points index the target image (H', W'), which at paper scale differs from the
+    source's: a point on the last target pixel must be scored there."""
+    w = LossWeights(lambda_point=1.0)
+    logits_s, labels_s, _, feats = _batch()
+    logits_t = torch.zeros(1, 2, 2, 3)
+    logits_t[0, 1, 1, 2] = 5.0        # class 1 only at the bottom-right logit
+    _, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats, (4, 6),
+                              points_t=torch.tensor([[-1, 4 * 6 - 1]]))
+    expected = -torch.log_softmax(torch.tensor([0.0, 5.0]), 0)[1].item()
+    assert terms["point"] == pytest.approx(expected, abs=1e-5)
+
+
 def test_weights_follow_the_config_switches():
     paper = AdaptConfig()  # the paper's UDA recipe: every term of §7 on, pseudo-weak labels
     w = LossWeights.from_config(paper)
-    assert (w.adv, w.weak, w.category, w.point, w.self_training) == (0.001, 0.01, 0.001, 0, 0)
+    assert (w.lambda_adv, w.lambda_c, w.lambda_cw, w.lambda_point, w.lambda_st) == \
+        (0.001, 0.01, 0.001, 0, 0)
     human = LossWeights.from_config(AdaptConfig(weak_labels="point"))
-    assert (human.weak, human.point) == (0.2, 1.0)
+    assert (human.lambda_c, human.lambda_point) == (0.2, 1.0)
     off = LossWeights.from_config(AdaptConfig(weak_labels="none", weak_loss=False,
                                               category_alignment=False))
-    assert (off.adv, off.weak, off.category) == (0.001, 0, 0)
+    assert (off.lambda_adv, off.lambda_c, off.lambda_cw) == (0.001, 0, 0)
     discs = Discriminators(off, num_classes=3, feature_dim=4, output_width=4)
     assert discs.output is not None and discs.category is None
 

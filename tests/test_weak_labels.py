@@ -15,10 +15,20 @@ def test_unknown_ids_are_named():
 
 
 def test_ten_percent_rule_by_hand():
-    counts = np.array([[100, 5, 0], [40, 30, 0]])
-    typical = typical_areas(counts)          # medians over images that contain the class
-    assert typical.tolist() == [70.0, 17.5, 0.0]
-    # present when count > 0.1 * typical: 5 > 1.75 yes; 0 never
-    assert image_labels(counts, typical).tolist() == [[1, 1, 0], [1, 1, 0]]
-    assert image_labels(counts, typical, fraction=0.5).tolist() == [[1, 0, 0], [1, 1, 0]]
+    counts = np.array([[100, 5, 0], [40, 30, 0]])   # images of 1000 pixels
+    typical = typical_areas(counts, 1000)   # median shares over images that contain the class
+    assert typical.tolist() == pytest.approx([0.07, 0.0175, 0.0])
+    # present when count / 1000 > 0.1 * typical: 5 / 1000 > 0.00175 yes; 0 never
+    assert image_labels(counts, typical, pixels=1000).tolist() == [[1, 1, 0], [1, 1, 0]]
+    assert image_labels(counts, typical, 0.5, pixels=1000).tolist() == [[1, 0, 0], [1, 1, 0]]
     assert image_labels(np.array([[0, 1, 2]])).tolist() == [[0, 1, 1]]  # "any pixel" rule
+
+
+def test_the_rule_does_not_depend_on_the_labels_resolution():
+    """A class covering the same share of an image is present or absent alike whether its
+    label map is 64x128 or, like Cityscapes val, four times as large."""
+    typical = typical_areas(np.array([[400, 0]]), 64 * 128)
+    small, large = np.array([[41, 0]]), np.array([[4 * 41, 0]])
+    assert image_labels(small, typical, pixels=64 * 128).tolist() == [[1, 0]]
+    assert image_labels(large, typical, pixels=4 * 64 * 128).tolist() == [[1, 0]]
+    assert image_labels(np.array([[39, 0]]), typical, pixels=64 * 128).tolist() == [[0, 0]]

@@ -81,7 +81,7 @@ def adaptation_step_cost(iterations: int = 20) -> dict:
                                          "train.eval_every": 10 ** 6,
                                          "adapt.pixel_adaptation": True})
     images, labels = synthetic.generate_split("source_train", 64, seed=0)
-    typical = typical_areas(class_pixel_counts(labels, EMBEDDED.num_classes))
+    typical = typical_areas(class_pixel_counts(labels, EMBEDDED.num_classes), labels[0].size)
     split = InMemorySplit("bench", images, labels, EMBEDDED, typical)
     tiny = InMemorySplit("bench_val", images[:1], labels[:1], EMBEDDED, typical)
     model = build_model(cfg, EMBEDDED)

@@ -16,7 +16,7 @@ from .data import load, open_dataset
 from .data.files import DatasetError
 from .engine import resolve_device
 from .reproduce import NotebookFailed, reproduce
-from .stages import STAGES, build_model, evaluate_splits, run_stage
+from .stages import STAGES, build_model, evaluate_splits, fixed_fields, run_stage, stage_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,7 +100,16 @@ def _parse_overrides(pairs) -> dict:
 def _train(args) -> int:
     roots = {f"data.{k}": str(v.resolve()) for k, v in
              (("source_root", args.source_root), ("target_root", args.target_root)) if v}
-    cfg = override(preset(args.preset), **_parse_overrides(args.set), **roots)
+    changes = _parse_overrides(args.set)
+    clash = sorted(set(changes) & fixed_fields(args.stage))
+    if clash:
+        raise ValueError(f"--set {', '.join(clash)}: stage {args.stage!r} sets this itself "
+                         f"(it is what the stage is); choose another --stage instead")
+    cfg = override(preset(args.preset), **changes, **roots)
+    name = args.stage
+    while name:  # every stage of the chain resolves to a config that can train, before any work
+        stage_config(name, cfg)
+        name = STAGES[name].start_from
     device = resolve_device(distributed.init_from_env(args.device))
     if distributed.is_main():  # rank 0 generates (or measures) what is cached; others wait
         load(cfg.data, args.run_dir / "data", verbose=True)

@@ -187,9 +187,31 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _typed(dotted: str, annotation: str, value):
+    """`value` checked against the field's annotation (a string such as "float | None");
+    a whole number given for a float field becomes a float, a list for a tuple a tuple."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return value
+    if "bool" in kinds and isinstance(value, bool):
+        return value
+    if "int" in kinds and type(value) is int:
+        return value
+    if "float" in kinds and type(value) in (int, float):
+        return float(value)
+    if "str" in kinds and isinstance(value, str):
+        return value
+    if "tuple" in kinds and isinstance(value, tuple | list):
+        return tuple(value)
+    if "dict" in kinds and isinstance(value, dict):
+        return value
+    raise ValueError(f"{dotted}={value!r}: expected {annotation}")
+
+
 def override(cfg, **changes):
     """A copy of `cfg` with dotted fields changed: override(cfg, **{"train.iterations": 10}).
-    Unknown fields raise an error that names them."""
+    Unknown fields raise an error that names them; a value of the wrong type (the string
+    'false' for a switch, 'abc' for a number) raises one that names the field and the type."""
     cfg = copy.deepcopy(cfg)
     for dotted, value in changes.items():
         *path, last = dotted.split(".")
@@ -201,5 +223,6 @@ def override(cfg, **changes):
         if not dataclasses.is_dataclass(obj) or last not in {f.name for f in
                                                               dataclasses.fields(obj)}:
             raise KeyError(f"config has no field {dotted!r}")
-        setattr(obj, last, value)
+        annotation = next(f.type for f in dataclasses.fields(obj) if f.name == last)
+        setattr(obj, last, _typed(dotted, str(annotation), value))
     return cfg

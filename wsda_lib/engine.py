@@ -1,4 +1,4 @@
-"""The training loop: plain, seeded, readable top to bottom.
+"""The training loops: plain, seeded, readable top to bottom.
 
 `train_supervised` trains a segmentation network on one labelled split: the source-only stage
 (L_seg on labelled source, docs/method.md §7) and, pointed at the target's labels, the oracle.
@@ -105,6 +105,10 @@ class _Loop:
                  device, desc: str, progress: bool, log_every: int = 1):
         if iterations < 1:
             raise ValueError(f"{desc}: iterations must be >= 1, got {iterations}")
+        if train_cfg.poly_horizon is not None and train_cfg.poly_horizon < iterations:
+            raise ValueError(f"train.poly_horizon={train_cfg.poly_horizon} is shorter than the "
+                             f"{iterations} iterations of {desc}; the poly schedule would end "
+                             f"before training does")
         self.model, self.optimizer, self.device = model, optimizer, device
         self.lr, self.iterations, self.log_every = lr, iterations, log_every
         self.horizon, self.power = train_cfg.poly_horizon or iterations, train_cfg.poly_power
@@ -197,7 +201,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
     discs = Discriminators(weights, val_set.class_set.num_classes, model.feature_dim,
                            a.output_disc_width, a.category_disc_hidden).to(device)
     disc_optimizer = torch.optim.Adam(discs.parameters(), lr=a.disc_lr, betas=(0.9, 0.99)) \
-        if weights.adv or weights.category else None
+        if weights.lambda_adv or weights.lambda_cw else None
     source_stream = batches(source_set, t.batch_size, seed, device)
     target_stream = batches(target_set, t.batch_size, seed + 1, device)
     fda_generator = torch.Generator().manual_seed(seed + 2)
@@ -211,14 +215,14 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
         logits_s, feats_s = model(src["image"])                    # (B, C, h, w), (B, D, h, w)
         logits_t, feats_t = model(tgt["image"])
         weak_t, log = _target_weak_labels(a, logits_t, tgt)        # (B, C)
-        loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t,
-                                     feats_t, weak_t, tgt.get("points"), tgt.get("pseudo_label"),
+        sizes = src["image"].shape[-2:], tgt["image"].shape[-2:]
+        loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t, feats_t,
+                                     sizes[1], weak_t, tgt.get("points"), tgt.get("pseudo_label"),
                                      a.weak_dropout, a.smooth_max_r)
         _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
         if disc_optimizer is not None:
             loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
-                                                 logits_t, feats_t, weak_t,
-                                                 src["label"].shape[-2:])
+                                                 logits_t, feats_t, weak_t, sizes)
             _step(disc_optimizer, loss_d, discs.parameters(), None, average=True)
             terms.update(d_terms)
         loop.end_step(it, loss, {**terms, **log})

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
 from . import plots
 from .atomic import atomic_write, write_json
@@ -84,13 +85,14 @@ class Session:
                          run_metadata(self.preset, str(self.device)))
 
     def show(self, fig) -> None:
-        """Show a figure without saving it."""
-        plt.show()
+        """Show a figure once, without saving it."""
+        display(fig)
+        plt.close(fig)
 
     def save(self, fig, name: str) -> Path:
-        """Save a figure as <figures dir>/<name>.png and show it."""
+        """Save a figure as <figures dir>/<name>.png and show it once."""
         path = plots.save_figure(fig, name, self.figures_dir)
-        plt.show()
+        self.show(fig)
         return path
 
     def write_summary(self, name: str, summary: dict) -> Path:
@@ -100,6 +102,7 @@ class Session:
         return path
 
 
+SERIES_PRESETS = tuple(p for p in PRESETS if not p.startswith("paper"))
 PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
 DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -124,7 +127,9 @@ def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
         if not ok:
             raise ValueError(f"{name}={given[name]!r}: expected {allowed}")
 
-    need(given["PRESET"] in PRESETS, "PRESET", f"one of {list(PRESETS)}")
+    need(given["PRESET"] in SERIES_PRESETS, "PRESET",
+         f"one of {list(SERIES_PRESETS)} (the paper presets need the real datasets: see "
+         f"notebook 06 and `wsda train`)")
     for name in ("SEED", "SEEDS"):
         if name in given:
             low = 0 if name == "SEED" else 1

@@ -40,12 +40,12 @@ def stage_table(results: dict, titles: dict, split: str = "target_test"):
 def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target val",
             tolerance: float = 0.5) -> str:
     """One plain sentence: did `what` help over `baseline` on `split`? The one verdict rule
-    of the series (notebooks, results.md and the README all print it).
+    of the series: every notebook prints its verdicts with it.
 
     stage, baseline_miou: one mIoU per seed, paired by seed (or a single number). Several
-    seeds: "helps" when the mean gain exceeds twice its standard error, "does not help" when
-    the mean loss does, otherwise "no clear difference". One seed has no spread to measure,
-    so a difference counts only beyond `tolerance` mIoU.
+    seeds: "helps" when the mean gain exceeds twice its standard error and `tolerance` mIoU,
+    "does not help" when the mean loss does, otherwise "no clear difference". One seed has
+    no spread to measure, so a difference counts only beyond `tolerance`.
 
     >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])   # gains 1, 1.5, 2
     'X helps: 32.0 vs 30.5 mIoU on target val for Y (+1.5 ± 0.3 over 3 seeds).'
@@ -61,7 +61,7 @@ def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target
     n, gain = len(d), float(d.mean())
     if n > 1:
         se = float(d.std(ddof=1) / np.sqrt(n))
-        margin, detail = 2 * se, f"{gain:+.1f} ± {se:.1f} over {n} seeds"
+        margin, detail = max(2 * se, tolerance), f"{gain:+.1f} ± {se:.1f} over {n} seeds"
         level = detail
     else:
         margin, detail = tolerance, f"{gain:+.1f}"
@@ -76,7 +76,11 @@ def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target
 
 def stage_mious(results: dict, name: str, key: str = "target_val_miou_per_seed") -> list:
     """One stage's per-seed mIoU from results.json (target val by default)."""
-    return next(s[key] for s in results["stages"] if s["stage"] == name)
+    stage = next(s for s in results["stages"] if s["stage"] == name)
+    if key not in stage:
+        raise ValueError(f"results.json has no {key!r} for stage {name!r}: it was written by an "
+                         f"older version; run notebook 05 (make reproduce) again")
+    return stage[key]
 
 
 # The comparisons notebook 05 states, each (what, stage, baseline stage).

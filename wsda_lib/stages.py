@@ -41,8 +41,9 @@ class Stage:
 
 def _adapt(weak_labels: str, weak_loss: bool, category: bool, pixel: bool,
            self_training: bool = False) -> dict:
-    """Every switch of an adaptation stage, so that no stage depends on AdaptConfig's
-    defaults. Output-space alignment stays the config's (on in every preset)."""
+    """The switches that make an adaptation stage what it is. Output-space alignment, on in
+    every preset, is left to the config, so that `--set adapt.output_alignment=False`
+    ablates it in every adaptation stage at once."""
     return {"adapt.weak_labels": weak_labels, "adapt.weak_loss": weak_loss,
             "adapt.category_alignment": category, "adapt.pixel_adaptation": pixel,
             "adapt.self_training": self_training}
@@ -101,7 +102,22 @@ def stage_config(name: str, cfg: Config) -> Config:
     """The config stage `name` trains with: `cfg` with the stage's overrides, checked."""
     resolved = override(cfg, **stage(name).overrides)
     check_switches(resolved)
+    a = resolved.adapt
+    if stage(name).start_from and not (a.output_alignment or a.weak_loss or a.category_alignment
+                                       or a.weak_labels == "point" or a.self_training):
+        raise ValueError(f"stage {name!r} would adapt with no target term: it switches on none "
+                         f"of its own and adapt.output_alignment is False")
     return resolved
+
+
+def fixed_fields(name: str) -> set[str]:
+    """The config fields that stage `name`, or a stage it starts from, sets itself: a user's
+    override of one of them would be silently replaced, so the CLI refuses it."""
+    fields = set()
+    while name:
+        fields |= set(stage(name).overrides)
+        name = stage(name).start_from
+    return fields
 
 
 def check_switches(cfg: Config) -> None:

@@ -6,26 +6,21 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import plots
-
 
 def attention_explorer(images, attentions, class_names, interactive: bool = True):
     """Browse per-class attention maps: a slider over images, a dropdown over classes.
 
     images (N, 3, H, W), attentions (N, C, h, w). Returns the widget; when not interactive
-    or ipywidgets is missing, shows a static figure of the first images and returns None.
+    (headless runs) or ipywidgets is missing, says so and returns None: the notebook's
+    static attention figure stands in for it.
     """
     if interactive:
         try:
-            import ipywidgets as w
+            import ipywidgets as w  # optional at run time: headless runs do without
         except ImportError:
             interactive = False
     if not interactive:
-        n = min(4, len(images))
-        top = [list(np.argsort(-np.asarray(a).reshape(len(a), -1).max(1))[:4])
-               for a in attentions[:n]]
-        plots.attention_grid(images[:n], attentions[:n], class_names, top)
-        plt.show()
+        print("(no interactive explorer here: the static figure below shows the same maps)")
         return None
 
     def show(index, class_name):

@@ -62,7 +62,9 @@ def load_embedded(data_cfg, cache_root: str | Path, verbose: bool = True) -> Ben
                                                       data_cfg.height, data_cfg.width)
             _save_npz(path, images=images, labels=labels)
         arrays[split] = _load_npz(path)
-    typical = typical_areas(class_pixel_counts(arrays["source_train"][1], EMBEDDED.num_classes))
+    source_labels = arrays["source_train"][1]
+    typical = typical_areas(class_pixel_counts(source_labels, EMBEDDED.num_classes),
+                            source_labels[0].size)
     splits = {s: InMemorySplit(s, im, lb, EMBEDDED, typical, data_cfg.weak_label_fraction)
               for s, (im, lb) in arrays.items()}
     return Benchmark(splits, EMBEDDED, typical, directory)

@@ -7,8 +7,9 @@
 * target_test: Cityscapes val, the paper's evaluation set, with labels kept at full resolution
   (2048x1024) so that the logits are upsampled to them.
 
-Image-level labels use typical class areas measured on source_train (one pass over its labels,
-cached as JSON beside the run directory).
+Image-level labels use typical class areas measured on source_train as shares of the image (one
+pass over its labels, cached as JSON in the benchmark's cache folder, RUN_DIR/data), so that
+target labels at their native resolution are judged by the same bar.
 """
 
 from __future__ import annotations
@@ -37,15 +38,20 @@ def _slice(ds: FileSegmentation, name: str, pairs, typical=None, fraction=0.1,
 
 
 def _typical_area(split: FileSegmentation, cache_dir: Path) -> np.ndarray:
-    """Typical class areas of a split, cached by its class protocol, size and file list."""
-    spec = [split.class_set.name, str(split.size), *(str(lb) for _, lb in split.pairs)]
+    """Typical class areas (shares of the image) of a split, cached in cache_dir by its class
+    protocol, size and file list."""
+    spec = ["shares", split.class_set.name, str(split.size),
+            *(str(lb) for _, lb in split.pairs)]
     key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:12]
     path = cache_dir / f"typical_area-{key}.json"
     if path.is_file():
         return np.asarray(json.loads(path.read_text()))
-    counts = np.concatenate([class_pixel_counts(split.label(i)[None], split.class_set.num_classes)
-                             for i in range(len(split))])
-    typical = typical_areas(counts)
+    counts, pixels = [], []
+    for i in range(len(split)):  # one label at a time: a whole GTA5 split does not fit
+        label = split.label(i)
+        counts.append(class_pixel_counts(label[None], split.class_set.num_classes))
+        pixels.append(label.size)
+    typical = typical_areas(np.concatenate(counts), pixels)
     write_json(path, typical.tolist())
     return typical
 
@@ -54,6 +60,8 @@ def load_real(data_cfg, cache_dir) -> Benchmark:
     """The splits above from data_cfg.source_root (data_cfg.dataset) and .target_root.
     Use `wsda_lib.data.load`, which also opens the embedded benchmark."""
     val_count, target_root = data_cfg.val_count, data_cfg.target_root
+    if type(val_count) is not int or val_count < 1:
+        raise ValueError(f"data.val_count must be a whole number >= 1, got {val_count!r}")
     classes = data_cfg.class_protocol
     source = open_dataset(data_cfg.dataset, data_cfg.source_root, size=data_cfg.source_size,
                           num_classes=classes)

@@ -7,8 +7,8 @@ A split is a `torch.utils.data.Dataset` of image/label pairs with one class set.
 
 and, without decoding any image, `label(i)` gives the (H, W) uint8 label map, `weak_label(i)`
 the (C,) image-level label and `weak_labels` the (N, C) labels of the whole split. The
-embedded benchmark (`benchmark.py`) and the real-data readers (`files.py`) both subclass
-`Split`; training, evaluation and analysis use nothing else.
+embedded benchmark (`InMemorySplit`, below) and the real-data readers (`files.py`) are both
+`Split`s; training, evaluation and analysis use nothing else.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ class Split(Dataset):
     `load(i)` -> (image (H, W, 3) uint8, label (H, W) uint8), `label(i)` and `item_name(i)`.
 
     Image-level labels follow the paper's rule (docs/method.md §4): class c is present when
-    it covers more than `weak_label_fraction` of its typical area `typical_area[c]` (pixels,
-    measured on source_train). Both are given at construction; a split built without them
-    (a reader used only to check files) refuses to make weak labels instead of guessing.
+    it covers more than `weak_label_fraction` of its typical area `typical_area[c]` (a share
+    of the image, measured on source_train; weak_labels.typical_areas). Both are given at
+    construction; a split built without them (a reader used only to check files) refuses to
+    make weak labels instead of guessing.
     """
 
     name: str
@@ -61,7 +62,7 @@ class Split(Dataset):
             raise ValueError(f"split {self.name!r} was built without typical_area, so it has "
                              f"no image-level labels; open it with wsda_lib.data.load")
         counts = class_pixel_counts(label[None], self.class_set.num_classes)
-        return image_labels(counts, self.typical_area, self.weak_label_fraction)[0]
+        return image_labels(counts, self.typical_area, self.weak_label_fraction, label.size)[0]
 
     @property
     def weak_labels(self) -> np.ndarray:
@@ -98,7 +99,8 @@ class InMemorySplit(Split):
         self.typical_area = np.asarray(typical_area)
         self.weak_label_fraction = weak_label_fraction
         counts = class_pixel_counts(labels, class_set.num_classes)
-        self._weak_labels = image_labels(counts, self.typical_area, weak_label_fraction)
+        self._weak_labels = image_labels(counts, self.typical_area, weak_label_fraction,
+                                         labels[0].size)
 
     def __len__(self):
         return len(self.images)

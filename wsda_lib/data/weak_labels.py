@@ -26,19 +26,32 @@ def class_pixel_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return counts
 
 
-def typical_areas(counts: np.ndarray) -> np.ndarray:
-    """(C,) median pixel count of each class over the images that contain it (0 if none)."""
-    counts = np.asarray(counts)
-    return np.array([np.median(c[c > 0]) if (c > 0).any() else 0.0 for c in counts.T])
+def typical_areas(counts: np.ndarray, pixels) -> np.ndarray:
+    """(C,) typical area of each class as a share of the image: the median, over the images
+    that contain the class, of its pixel count / the image's pixels (0 if none has it).
+
+    counts (N, C) from label maps of `pixels` pixels each (a number, or (N,) per image).
+    Shares, not pixel counts, so that labels at another resolution (Cityscapes val at
+    2048x1024 against source_train at 1280x720) are judged by the same bar.
+
+    >>> typical_areas(np.array([[10, 0], [30, 0]]), 100)
+    array([0.2, 0. ])
+    """
+    shares = np.asarray(counts) / np.reshape(pixels, (-1, 1))
+    return np.array([np.median(c[c > 0]) if (c > 0).any() else 0.0 for c in shares.T])
 
 
 def image_labels(counts: np.ndarray, typical: np.ndarray | None = None,
-                 fraction: float = 0.1) -> np.ndarray:
-    """(N, C) 0/1 weak labels: count > fraction * typical area (the paper's rule), or, with
-    `typical=None`, any pixel at all (the "any pixel" rule)."""
+                 fraction: float = 0.1, pixels=None) -> np.ndarray:
+    """(N, C) 0/1 weak labels: a class is present when its share of the image, count /
+    pixels, exceeds `fraction` (data.weak_label_fraction, 0.1 in the paper's code) of its
+    typical share (typical_areas); with `typical=None`, when it has any pixel at all."""
     counts = np.asarray(counts)
     if typical is None:
         return (counts > 0).astype(np.float32)
     if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    return ((counts > 0) & (counts > fraction * np.asarray(typical))).astype(np.float32)
+        raise ValueError(f"data.weak_label_fraction must be in [0, 1), got {fraction}")
+    if pixels is None:
+        raise ValueError("image_labels needs the images' pixel count to compare shares")
+    shares = counts / np.reshape(pixels, (-1, 1))
+    return ((counts > 0) & (shares > fraction * np.asarray(typical))).astype(np.float32)

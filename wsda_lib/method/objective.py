@@ -48,16 +48,15 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The weights of the generator objective; 0 switches a term off.
+    """The weights of the generator objective, named as in docs/method.md §7; 0 switches a
+    term off. lambda_point weighs L_point (WDA points), lambda_st the self-training
+    extension's target L_seg. L_seg on the source always has weight 1."""
 
-    adv: λ_adv (output space), weak: λ_c, category: λ_cw, point: λ_point (WDA points),
-    self_training: λ_st (extension). L_seg on the source always has weight 1."""
-
-    adv: float = 0.0
-    weak: float = 0.0
-    category: float = 0.0
-    point: float = 0.0
-    self_training: float = 0.0
+    lambda_adv: float = 0.0
+    lambda_c: float = 0.0
+    lambda_cw: float = 0.0
+    lambda_point: float = 0.0
+    lambda_st: float = 0.0
 
     @classmethod
     def from_config(cls, adapt) -> LossWeights:
@@ -65,74 +64,78 @@ class LossWeights:
         and lambda_c_human with human ones (docs/method.md §7)."""
         human = adapt.weak_labels in ("image", "point")
         return cls(
-            adv=adapt.lambda_adv if adapt.output_alignment else 0.0,
-            weak=(adapt.lambda_c_human if human else adapt.lambda_c) if adapt.weak_loss else 0.0,
-            category=adapt.lambda_cw if adapt.category_alignment else 0.0,
-            point=adapt.lambda_point if adapt.weak_labels == "point" else 0.0,
-            self_training=adapt.lambda_st if adapt.self_training else 0.0)
+            lambda_adv=adapt.lambda_adv if adapt.output_alignment else 0.0,
+            lambda_c=(adapt.lambda_c_human if human else adapt.lambda_c)
+            if adapt.weak_loss else 0.0,
+            lambda_cw=adapt.lambda_cw if adapt.category_alignment else 0.0,
+            lambda_point=adapt.lambda_point if adapt.weak_labels == "point" else 0.0,
+            lambda_st=adapt.lambda_st if adapt.self_training else 0.0)
 
 
 class Discriminators(nn.Module):
     """The discriminators the weights need: `output` (OutputDiscriminator, when λ_adv > 0)
-    and `category` (CategoryDiscriminators, when λ_cw > 0); None otherwise. Built in that
-    order, so their seeded initialisation does not depend on which one is present."""
+    and `category` (CategoryDiscriminators, when λ_cw > 0); None otherwise. Both draw their
+    initial weights from the global generator, output first, so the category
+    discriminators' start depends on whether the output one was built."""
 
     def __init__(self, weights: LossWeights, num_classes: int, feature_dim: int,
                  output_width: int = 64, category_hidden: int | None = None):
         super().__init__()
-        self.output = OutputDiscriminator(num_classes, output_width) if weights.adv else None
+        self.output = OutputDiscriminator(num_classes, output_width) \
+            if weights.lambda_adv else None
         self.category = CategoryDiscriminators(num_classes, feature_dim, category_hidden) \
-            if weights.category else None
+            if weights.lambda_cw else None
 
 
 def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, logits_t,
-                   feats_t, weak_t=None, points_t=None, pseudo_t=None, dropout: float = 0.1,
-                   r: float = 1.0) -> tuple[torch.Tensor, dict]:
+                   feats_t, target_size, weak_t=None, points_t=None, pseudo_t=None,
+                   dropout: float = 0.1, r: float = 1.0) -> tuple[torch.Tensor, dict]:
     """L_G for one step; returns (loss, {term name: float}).
 
-    logits_s (B, C, h, w) and labels_s (B, H, W) of the source batch; logits_t (B, C, h, w)
-    and feats_t (B, D, h, w) of the target batch; weak_t (B, C) its weak labels (needed by
-    L_c and L_adv^C); points_t (B, C) flat pixel indices into H·W, -1 = none; pseudo_t
-    (B, H, W) pixel pseudo labels. Outputs are compared at the source labels' size (H, W).
+    logits_s (B, C, h, w) and labels_s (B, H, W) of the source batch; logits_t (B, C, h', w')
+    and feats_t (B, D, h', w') of the target batch, whose images are `target_size` (H', W');
+    weak_t (B, C) its weak labels (needed by L_c and L_adv^C); points_t (B, C) flat pixel
+    indices into H'·W', -1 = none; pseudo_t (B, H', W') pixel pseudo labels. The output
+    discriminator sees the target's softmax at the target's own size, as in AdaptSegNet.
     Dropout (p=`dropout`) hits the target logits before the pooling of L_c only, as in the
     released code; r is the smooth-max parameter.
     """
-    size = labels_s.shape[-2:]
     loss = segmentation_loss(logits_s, labels_s)
     terms = {"seg": loss.item()}
-    if w.weak:
+    if w.lambda_c:
         loss_c = weak_label_loss(F.dropout(logits_t, dropout, training=True), weak_t, r)
-        loss, terms["weak"] = loss + w.weak * loss_c, loss_c.item()
-    if w.adv:
-        loss_adv = output_adversarial_loss(discs.output(output_probabilities(logits_t, size)))
-        loss, terms["adv"] = loss + w.adv * loss_adv, loss_adv.item()
-    if w.category:
+        loss, terms["weak"] = loss + w.lambda_c * loss_c, loss_c.item()
+    if w.lambda_adv:
+        probs_t = output_probabilities(logits_t, target_size)
+        loss_adv = output_adversarial_loss(discs.output(probs_t))
+        loss, terms["adv"] = loss + w.lambda_adv * loss_adv, loss_adv.item()
+    if w.lambda_cw:
         d_t = discs.category(category_features(logits_t, feats_t))           # (B, C)
         loss_cw = category_adversarial_loss(d_t, weak_t)
-        loss, terms["adv_cw"] = loss + w.category * loss_cw, loss_cw.item()
-    if w.point:
-        loss_pt = point_loss(logits_t, points_t, size)
-        loss, terms["point"] = loss + w.point * loss_pt, loss_pt.item()
-    if w.self_training:
+        loss, terms["adv_cw"] = loss + w.lambda_cw * loss_cw, loss_cw.item()
+    if w.lambda_point:
+        loss_pt = point_loss(logits_t, points_t, target_size)
+        loss, terms["point"] = loss + w.lambda_point * loss_pt, loss_pt.item()
+    if w.lambda_st:
         loss_st = segmentation_loss(logits_t, pseudo_t)
-        loss, terms["self_training"] = loss + w.self_training * loss_st, loss_st.item()
+        loss, terms["self_training"] = loss + w.lambda_st * loss_st, loss_st.item()
     return loss, terms
 
 
 def discriminator_loss(discs: Discriminators, logits_s, feats_s, weak_s, logits_t, feats_t,
-                       weak_t, size) -> tuple[torch.Tensor | None, dict]:
+                       weak_t, sizes) -> tuple[torch.Tensor | None, dict]:
     """L_D on detached outputs (the discriminators learn; the network does not): the
-    output-space term on softmax outputs at `size` (H, W), and the category term on the
-    present classes, weak_s (B, C) from the source ground truth and weak_t (B, C) the
-    target's weak labels. Returns (loss, terms), or (None, {}) without discriminators;
-    terms["disc_cw_accuracy"] is the share of present (image, class) pairs whose domain
-    the category discriminators get right."""
+    output-space term on softmax outputs at `sizes` = (source (H, W), target (H', W')), and
+    the category term on the present classes, weak_s (B, C) from the source ground truth and
+    weak_t (B, C) the target's weak labels. Returns (loss, terms), or (None, {}) without
+    discriminators; terms["disc_cw_accuracy"] is the share of present (image, class) pairs
+    whose domain the category discriminators get right."""
     loss, terms = None, {}
     logits_s, feats_s = logits_s.detach(), feats_s.detach()
     logits_t, feats_t = logits_t.detach(), feats_t.detach()
     if discs.output is not None:
-        loss = output_discriminator_loss(discs.output(output_probabilities(logits_s, size)),
-                                         discs.output(output_probabilities(logits_t, size)))
+        loss = output_discriminator_loss(discs.output(output_probabilities(logits_s, sizes[0])),
+                                         discs.output(output_probabilities(logits_t, sizes[1])))
     if discs.category is not None:
         d_s = discs.category(category_features(logits_s, feats_s))
         d_t = discs.category(category_features(logits_t, feats_t))
