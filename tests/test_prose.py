@@ -28,6 +28,8 @@ CLAIMS = [
     ("04", r"(?P<v>half) of the source images", D.adapt.fda_prob),
     ("04", r"the (?P<v>median) confidence of each predicted class", D.adapt.st_quantile),
     ("04", rf"capped at (?P<v>{N})", D.adapt.st_cap),
+    ("04", rf"WDA, λ_c = (?P<v>{N}) instead", D.adapt.lambda_c_human),
+    ("04", rf"instead of (?P<v>{N})\)", D.adapt.lambda_c),
     ("06", rf"SGD at (?P<v>{N}) with", P.train.lr),
     ("06", r"classifier at (?P<v>\d+)×", P.train.head_lr_mult),
     ("06", r"poly decay over (?P<v>\d+)k steps", P.train.poly_horizon / 1000),

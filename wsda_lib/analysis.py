@@ -110,3 +110,37 @@ def pseudo_label_maps(model, split, adapt, device, batch_size: int = 32, indices
     return {**{k: v.numpy().astype(np.uint8) for k, v in maps.items()},
             "thresholds": thresholds.tolist(),
             "quality": {k: pseudo_label_quality(v, truth) for k, v in maps.items()}}
+
+
+def domain_separation(model, benchmark, device, classes, n: int = 120) -> dict:
+    """How far apart the two domains' category features of each class are: the distance
+    between the source val and target val centroids of F_c, divided by the features'
+    average spread (root mean squared distance to their own domain's centroid). 0 means the
+    domains coincide; well above 1 means they sit apart. Uses the first n images of each
+    split, and only images that contain the class. Returns {class index: separation}."""
+    sample = {s: category_feature_sample(model, benchmark[s], device, n)
+              for s in ("source_val", "target_val")}
+    out = {}
+    for c in classes:
+        groups = [f[present[:, c] > 0, c] for f, present in sample.values()]
+        if min(len(g) for g in groups) < 2:
+            continue
+        centroids = [g.mean(0) for g in groups]
+        spread = np.sqrt(np.mean([((g - m) ** 2).sum(1).mean()
+                                  for g, m in zip(groups, centroids, strict=True)]))
+        out[c] = float(np.linalg.norm(centroids[0] - centroids[1]) / max(spread, 1e-12))
+    return out
+
+
+def filter_effect(quality: dict) -> str:
+    """One sentence on what self-training's weak-label filter did, from the precision and
+    coverage (%) of the "confidence_only" and "filtered" pixel pseudo labels."""
+    conf, filt = quality["confidence_only"], quality["filtered"]
+    removed = conf["coverage"] - filt["coverage"]
+    if removed < 0.05:
+        return (f"The weak-label filter removed nothing beyond the confidence thresholds "
+                f"(coverage {filt['coverage']:.1f}% either way): the pseudo-weak labels mark "
+                f"every class the model predicts as present, so they cannot veto any.")
+    return (f"The weak-label filter removed {removed:.1f} points of coverage beyond the "
+            f"confidence thresholds ({conf['coverage']:.1f}% -> {filt['coverage']:.1f}%), and "
+            f"moved precision from {conf['precision']:.1f}% to {filt['precision']:.1f}%.")

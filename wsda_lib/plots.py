@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .data.classes import ClassSet, colorize
+from .data.classes import IGNORE_COLOR, IGNORE_INDEX, ClassSet, colorize
 from .method.weak_classification import smooth_max_pool
 
 DPI = 110
@@ -35,12 +35,14 @@ def _image(x) -> np.ndarray:
     return x.transpose(1, 2, 0) if x.ndim == 3 and x.shape[0] == 3 else x
 
 
-def sample_grid(rows: dict, class_set: ClassSet, titles=None):
+def sample_grid(rows: dict, class_set: ClassSet, titles=None, scale: float = 1.0):
     """rows: {row name: list of (H, W, 3) images or (H, W) label maps}; label maps are
-    drawn in the class colours."""
+    drawn in the class colours, ignored pixels (255) in white, named in the legend when
+    any map has them. `scale` enlarges the thumbnails."""
     n_cols = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.2 * n_cols, 1.25 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(2.2 * scale * n_cols, 1.25 * scale * len(rows)))
+    ignored = False
     for r, (name, items) in enumerate(rows.items()):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -48,14 +50,18 @@ def sample_grid(rows: dict, class_set: ClassSet, titles=None):
             if c < len(items):
                 item = np.asarray(items[c])
                 ax.imshow(colorize(item, class_set) if item.ndim == 2 else _image(item))
+                ignored |= bool(item.ndim == 2 and (item == IGNORE_INDEX).any())
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
             if titles and r == 0 and c < len(titles):
                 ax.set_title(titles[c], fontsize=8)
-    legend_handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(col) / 255)
-                      for col in class_set.colors]
-    fig.legend(legend_handles, class_set.names, loc="lower center", ncol=len(class_set.names),
-               fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.06))
+    colors, names = list(class_set.colors), list(class_set.names)
+    if ignored:
+        colors, names = colors + [IGNORE_COLOR], names + ["ignored (no label)"]
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=np.array(col) / 255, edgecolor="0.5",
+                             linewidth=0.5) for col in colors]
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
     return fig
 
@@ -124,32 +130,40 @@ def learning_curves(histories: dict):
     return fig
 
 
-def pooling_figure(image, logits, class_names, classes, r: float = 1.0):
-    """How smooth-max pooling turns a class's logit map into one image-level score: the maps
-    of a few classes, and their mean-, max- and smooth-max-pooled probabilities."""
+def pooling_figure(image, logits, class_names, classes, absent=(), r: float = 1.0,
+                   threshold: float = 0.2):
+    """How smooth-max pooling turns a class's logit map into one image-level score: the
+    logit maps (B=1: (C, h, w)) of a few classes, on one colour scale, and their mean-,
+    max- and smooth-max-pooled probabilities P_c against the threshold T. Classes in
+    `absent` are not in the image (a score above T there is a hallucination)."""
     logits = torch.as_tensor(logits)                      # (C, h, w)
-    fig, axes = plt.subplots(1, len(classes) + 2, figsize=(2.6 * (len(classes) + 2), 2.4),
-                             gridspec_kw={"width_ratios": [1.4] + [1] * len(classes) + [1.6]})
+    names = [f"{class_names[c]}" + (" (absent)" if c in absent else "") for c in classes]
+    fig, axes = plt.subplots(1, len(classes) + 2, figsize=(2.9 * (len(classes) + 2), 2.9),
+                             gridspec_kw={"width_ratios": [1.4] + [1] * len(classes) + [1.6]},
+                             layout="constrained")
     axes[0].imshow(_image(image))
     axes[0].set_title("target image", fontsize=9)
     vmax = float(logits[classes].abs().max())
-    for ax, c in zip(axes[1:-1], classes, strict=True):
-        ax.imshow(logits[c], cmap="coolwarm", vmin=-vmax, vmax=vmax)
-        ax.set_title(f"logits: {class_names[c]}", fontsize=9)
+    for ax, c, name in zip(axes[1:-1], classes, names, strict=True):
+        shown = ax.imshow(logits[c], cmap="coolwarm", vmin=-vmax, vmax=vmax)
+        ax.set_title(f"logits: {name}", fontsize=9, color="C3" if c in absent else "k")
+    fig.colorbar(shown, ax=list(axes[1:-1]), orientation="horizontal", fraction=0.08,
+                 pad=0.06, label="logit A_c (one scale for all maps)")
     for ax in axes[:-1]:
         ax.set_xticks([]), ax.set_yticks([])
     flat = logits[classes].flatten(1)
     pooled = {"mean": flat.mean(1), f"smooth-max (r={r:g})":
               smooth_max_pool(logits[classes][None], r)[0], "max": flat.max(1).values}
     x = np.arange(len(classes))
+    bars = axes[-1]
     for k, (name, v) in enumerate(pooled.items()):
-        axes[-1].bar(x + 0.27 * (k - 1), torch.sigmoid(v).numpy(), 0.27, label=name)
-    axes[-1].axhline(0.2, color="k", lw=0.8, ls="--", label="T = 0.2")
-    axes[-1].set_xticks(x, [class_names[c] for c in classes], fontsize=8, rotation=30)
-    axes[-1].set_ylabel("P_c")
-    axes[-1].set_ylim(0, 1)
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
+        bars.bar(x + 0.27 * (k - 1), torch.sigmoid(v).numpy(), 0.27, label=name)
+    bars.axhline(threshold, color="k", lw=0.8, ls="--", label=f"T = {threshold:g}")
+    bars.set_xticks(x, names, fontsize=8, rotation=30, ha="right")
+    for tick, c in zip(bars.get_xticklabels(), classes, strict=True):
+        tick.set_color("C3" if c in absent else "k")
+    bars.set(ylabel="P_c", ylim=(0, 1), title="pooled image-level score")
+    bars.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     return fig
 
 
@@ -183,18 +197,24 @@ def attention_grid(images, attentions, class_names, classes_per_image):
 
 def feature_projection(panels: dict, class_names, classes):
     """2-D projections of category features, one panel per model: {title: (points (N, 2),
-    class index (N,), domain (N,) of "source"/"target")}. Colour = class, marker = domain."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    palette = sns.color_palette("tab10", len(classes))
+    class index (N,), domain (N,) of "source"/"target")}. Colour = class; hollow circles =
+    source, crosses = target; the most frequent classes are drawn first, so that none hides
+    the others."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    palette = dict(zip(classes, sns.color_palette("tab10", len(classes)), strict=True))
     for ax, (title, (pts, cls, dom)) in zip(axes[0], panels.items(), strict=True):
-        for k, c in enumerate(classes):
+        order = sorted(classes, key=lambda c: -int((cls == c).sum()))
+        for c in order:
             for domain, marker in (("source", "o"), ("target", "x")):
                 m = (cls == c) & (dom == domain)
-                ax.scatter(pts[m, 0], pts[m, 1], s=12, marker=marker, color=palette[k],
-                           alpha=0.7, label=f"{class_names[c]} ({domain})")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([]), ax.set_yticks([])
-    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+                style = {"facecolors": "none", "edgecolors": palette[c]} if marker == "o" \
+                    else {"color": palette[c]}
+                ax.scatter(pts[m, 0], pts[m, 1], s=16, marker=marker, alpha=0.75, lw=0.8,
+                           label=f"{class_names[c]} ({domain})", **style)
+        ax.set(title=title, xlabel="principal component 1", ylabel="principal component 2")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
     fig.tight_layout()
     return fig
 
@@ -228,12 +248,15 @@ def iou_heatmap(results: dict):
 def annotation_cost(results: dict, annotation: dict):
     """The analogue of the paper's Figure 1: accuracy against annotation cost per target
     image, ours and the paper's; left in mIoU, right in share of the gap closed.
-    annotation: {stage: (what a person provides, seconds per image)}, ordered by cost."""
+    annotation: {stage: (what a person provides, seconds per image)}, ordered by cost. The
+    x-axis is seconds on a log scale; no annotation (UDA, 0 s) sits at a marked zero."""
     by_name = {s["stage"]: s for s in results["stages"]}
     names = [n for n in annotation if n in by_name]
-    x = np.arange(len(names))  # ordered by cost; equal spacing keeps 30 s and 45 s apart
+    seconds = [annotation[n][1] for n in names]
+    zero = min(s for s in seconds if s > 0) / 10    # where 0 s is drawn, a decade left
+    x = [s if s > 0 else zero for s in seconds]
     ticks = [f"{annotation[n][0]}\n{_duration(annotation[n][1])}" for n in names]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.9))
     for ax, (ours, paper, label) in zip(axes, [("miou_mean", "paper_miou", "mIoU (%)"),
                                                ("gap_closed_mean", "paper_gap_closed",
                                                 "source → oracle gap closed (%)")],
@@ -242,8 +265,17 @@ def annotation_cost(results: dict, annotation: dict):
                     yerr=[by_name[n][ours.replace("mean", "std")] for n in names],
                     fmt="o-", capsize=3, label="ours (embedded benchmark)")
         ax.plot(x, [by_name[n][paper] for n in names], "s--", label="paper (GTA5 → Cityscapes)")
+        ax.set_xscale("log")
         ax.set_xticks(x, ticks, fontsize=8)
-        ax.set(xlabel="annotation per target image", ylabel=label)
+        ax.minorticks_off()
+        for k, tick in enumerate(ax.get_xticklabels()):  # 30 s and 45 s sit close: part them
+            if k + 1 < len(x) and x[k + 1] < 2 * x[k]:
+                tick.set_horizontalalignment("right")
+            elif k > 0 and x[k] < 2 * x[k - 1]:
+                tick.set_horizontalalignment("left")
+        ax.axvline(zero * 2, color="0.6", lw=0.8, ls=":")   # the break between 0 and > 0
+        ax.set(xlabel="annotation time per target image (log scale; 0 s drawn at the left)",
+               ylabel=label)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -37,41 +37,50 @@ def stage_table(results: dict, titles: dict, split: str = "target_test"):
     return pd.DataFrame(rows).set_index("stage").round(1)
 
 
-def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target val",
-            tolerance: float = 0.5) -> str:
-    """One plain sentence: did `what` help over `baseline` on `split`? The one verdict rule
-    of the series: every notebook prints its verdicts with it.
+def judge(stage, baseline, tolerance: float = 0.5) -> tuple[str, str]:
+    """The verdict rule: "helps", "no clear difference" or "does not help", and the numbers
+    behind it. stage, baseline: one mIoU per seed, paired by seed (or a single number).
+    Several seeds: a mean gain must exceed twice its standard error and `tolerance` mIoU;
+    one seed has no spread to measure, so a difference counts only beyond `tolerance`.
 
-    stage, baseline_miou: one mIoU per seed, paired by seed (or a single number). Several
-    seeds: "helps" when the mean gain exceeds twice its standard error and `tolerance` mIoU,
-    "does not help" when the mean loss does, otherwise "no clear difference". One seed has
-    no spread to measure, so a difference counts only beyond `tolerance`.
-
-    >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])   # gains 1, 1.5, 2
-    'X helps: 32.0 vs 30.5 mIoU on target val for Y (+1.5 ± 0.3 over 3 seeds).'
-    >>> verdict("X", 30.2, "Y", 30.0)[:50]
-    'X makes no clear difference: 30.2 vs 30.0 mIoU on '
+    >>> judge([31.0, 32.0, 33.0], [30.0, 30.5, 31.0])   # gains 1, 1.5, 2
+    ('helps', '+1.5 ± 0.3 over 3 seeds')
+    >>> judge(30.2, 30.0)
+    ('no clear difference', '+0.2, one seed: within ±0.5')
     """
     a = np.atleast_1d(np.asarray(stage, float))
-    b = np.atleast_1d(np.asarray(baseline_miou, float))
+    b = np.atleast_1d(np.asarray(baseline, float))
     if a.shape != b.shape:
-        raise ValueError(f"verdict on {what!r}: {len(a)} stage value(s) but {len(b)} baseline "
-                         f"value(s); expected one per seed for both")
+        raise ValueError(f"{len(a)} stage value(s) but {len(b)} baseline value(s); expected "
+                         f"one per seed for both")
     d = a - b
     n, gain = len(d), float(d.mean())
     if n > 1:
         se = float(d.std(ddof=1) / np.sqrt(n))
         margin, detail = max(2 * se, tolerance), f"{gain:+.1f} ± {se:.1f} over {n} seeds"
-        level = detail
     else:
         margin, detail = tolerance, f"{gain:+.1f}"
-        level = f"{detail}, one seed: within ±{tolerance}"
-    numbers = f"{a.mean():.1f} vs {b.mean():.1f} mIoU on {split} for {baseline}"
     if gain > margin:
-        return f"{what} helps: {numbers} ({detail})."
+        return "helps", detail
     if gain < -margin:
-        return f"{what} does not help on this benchmark: {numbers} ({detail})."
-    return f"{what} makes no clear difference: {numbers} ({level})."
+        return "does not help", detail
+    return "no clear difference", detail if n > 1 else f"{detail}, one seed: within ±{tolerance}"
+
+
+def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target val",
+            tolerance: float = 0.5) -> str:
+    """One plain sentence: did `what` help over `baseline` on `split`? (the rule: `judge`).
+    Every notebook prints its verdicts with it.
+
+    >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])[:40]
+    'X helps: 32.0 vs 30.5 mIoU on target val'
+    """
+    kind, detail = judge(stage, baseline_miou, tolerance)
+    numbers = f"{np.mean(stage):.1f} vs {np.mean(baseline_miou):.1f} mIoU on {split} for " \
+              f"{baseline} ({detail})."
+    phrase = {"helps": "helps", "does not help": "does not help on this benchmark",
+              "no clear difference": "makes no clear difference"}[kind]
+    return f"{what} {phrase}: {numbers}"
 
 
 def stage_mious(results: dict, name: str, key: str = "target_val_miou_per_seed") -> list:
@@ -95,6 +104,13 @@ COMPARISONS = (
 )
 
 
+def tally(results: dict) -> dict[str, int]:
+    """How many COMPARISONS each verdict ("helps", ...) gets in results.json."""
+    kinds = [judge(stage_mious(results, a), stage_mious(results, b))[0]
+             for _, a, b in COMPARISONS]
+    return {k: kinds.count(k) for k in ("helps", "no clear difference", "does not help")}
+
+
 def verdicts(results: dict) -> list[str]:
     """The verdict of every COMPARISONS row from results.json, on target val per seed."""
     titles = {s["stage"]: s["title"] for s in results["stages"]}
@@ -116,6 +132,12 @@ PAPER_MIOU = {
     "oracle": 64.0,
 }
 ABLATION = tuple(PAPER_MIOU)           # the rows of the results table, in order
+# Row labels where space is short (the qualitative figure).
+SHORT_TITLES = {"source_only": "source-only", "adaptsegnet": "AdaptSegNet",
+                "uda_weak": "UDA: L_c", "uda_category": "UDA: + category",
+                "uda_pixel": "UDA: + pixel", "uda_self_training": "UDA: + self-train.",
+                "wda_image": "WDA: image labels", "wda_point": "WDA: points",
+                "oracle": "oracle"}
 # What a person provides per target image, and about how long it takes (the paper's Figure 1).
 ANNOTATION = {"uda_pixel": ("UDA: nothing", 0), "wda_image": ("WDA: image labels", 30),
               "wda_point": ("WDA: one point per class", 45),

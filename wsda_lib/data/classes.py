@@ -59,9 +59,13 @@ EMBEDDED = _class_set("embedded-10", (
 CITYSCAPES_19 = _class_set("cityscapes-19", tuple(_CITYSCAPES_COLORS))
 
 
+IGNORE_COLOR = (255, 255, 255)  # white: no class colour is near it (building is dark grey)
+
+
 def colorize(label: np.ndarray, class_set: ClassSet) -> np.ndarray:
-    """(H, W) label map -> (H, W, 3) uint8 RGB; ignored and unknown pixels are black."""
-    palette = np.zeros((256, 3), np.uint8)
+    """(H, W) label map -> (H, W, 3) uint8 RGB; ignored (255) and unknown pixels are
+    IGNORE_COLOR."""
+    palette = np.full((256, 3), IGNORE_COLOR, np.uint8)
     palette[: class_set.num_classes] = np.asarray(class_set.colors, np.uint8)
     return palette[np.asarray(label, np.int64).clip(0, 255)]
 
