@@ -20,6 +20,8 @@ CLAIMS = [
     ("00", r"more than (?P<v>\d+)% of its \*typical area\*", 100 * D.data.weak_label_fraction),
     ("02", rf"\$y_c = 1\[P_c > (?P<v>{N})\]\$", D.adapt.pseudo_threshold),
     ("02", rf"threshold T = (?P<v>{N})", D.adapt.pseudo_threshold),
+    ("02", rf"with \$r = (?P<v>{N})\$", D.adapt.smooth_max_r),
+    ("02", rf"dropout \(p = (?P<v>{N})\)", D.adapt.weak_dropout),
     ("02", rf"λ_adv = (?P<v>{N})", D.adapt.lambda_adv),
     ("02", rf"UDA, λ_c = (?P<v>{N})", D.adapt.lambda_c),
     ("02", rf"WDA, λ_c = (?P<v>{N})", D.adapt.lambda_c_human),
@@ -56,8 +58,9 @@ def test_a_setting_the_text_states_is_the_configs(notebook, words, value):
     assert WORDS.get(stated, None if stated in WORDS else float(stated)) == pytest.approx(value)
 
 
-def test_the_verdict_rule_that_05_states_is_the_codes():
-    text = " ".join(_markdown("05").split())
+@pytest.mark.parametrize("notebook", ["02", "05"])
+def test_the_verdict_rule_the_text_states_is_the_codes(notebook):
+    text = " ".join(_markdown(notebook).split())
     assert "twice the standard error of the per-seed gains and 0.5 mIoU" in text
     assert "beyond 0.5 mIoU" in text
     assert inspect.signature(verdict).parameters["tolerance"].default == 0.5

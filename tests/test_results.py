@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from wsda_lib.results import gap_closed, mean_std, render_markdown, validate, verdict
+from wsda_lib.results import (
+    gap_closed,
+    judge,
+    mean_std,
+    render_markdown,
+    validate,
+    verdict,
+    verdicts,
+)
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -28,6 +36,27 @@ def test_committed_results_md_is_rendered_from_results_json():
     results = json.loads((FIGURES / "results.json").read_text())
     validate(results)
     assert (FIGURES / "results.md").read_text() == render_markdown(results)
+
+
+@pytest.mark.skipif(not (FIGURES / "results.json").exists(), reason="no committed results yet")
+def test_the_readme_reports_the_committed_results_and_their_verdicts():
+    """Every number of the README's results table and every verdict it states is what the
+    code computes from the committed figures/results.json."""
+    results = json.loads((FIGURES / "results.json").read_text())
+    readme = (FIGURES.parent / "README.md").read_text()
+    table = [line for line in render_markdown(results).splitlines() if line.startswith("|")]
+    assert all(line in readme for line in table)
+    for line in verdicts(results):
+        assert line in " ".join(readme.split()), line
+
+
+def test_judge_by_hand():
+    assert judge([31.0, 32.0, 33.0], [30.0, 30.5, 31.0]) == ("helps", "+1.5 ± 0.3 over 3 seeds")
+    # a steady gain below the 0.5 mIoU floor is no clear difference, however small its error
+    assert judge([30.3, 30.3], [30.0, 30.0])[0] == "no clear difference"
+    assert judge([29.0, 28.0, 27.0], [30.0, 30.5, 31.0])[0] == "does not help"
+    with pytest.raises(ValueError, match="one per seed"):
+        judge([1.0, 2.0], [1.0])
 
 
 def test_validate_names_what_is_wrong():

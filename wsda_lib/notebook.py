@@ -12,6 +12,7 @@ by hand never overwrites the committed figures.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -31,6 +32,8 @@ from .results import render_markdown, run_metadata, stage_table, summarise
 from .stages import STAGES, StageResult, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+PROGRESS_LOG = "WSDA_PROGRESS_LOG"  # set by reproduce.py: the file a headless run logs to
 
 
 @dataclass
@@ -50,8 +53,8 @@ class Session:
 
     def stage(self, name: str, seed: int | None = None) -> StageResult:
         """The cached run of stage `name` (trained first if needed) for `seed` (default
-        SEED). Interactive: a progress bar. Headless: a line to the process's stderr, which is
-        the instructor's `make reproduce` log, when the stage starts and when it ends."""
+        SEED). Interactive: a progress bar. Under `make reproduce`: a line in the
+        instructor's log when the stage starts and when it ends (PROGRESS_LOG)."""
         seed = self.seed if seed is None else seed
         self._log(f"stage {name}, seed {seed}: loading or training")
         start = time.perf_counter()
@@ -63,8 +66,10 @@ class Session:
         return result
 
     def _log(self, line: str) -> None:
-        if not self.interactive:  # sys.stderr is the notebook's; __stderr__ the process's
-            print(f"    {line}", file=sys.__stderr__, flush=True)
+        path = os.environ.get(PROGRESS_LOG)
+        if path:  # reproduce.py prints this file's lines as they come; the notebook stays clean
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
 
     def stages(self, names, seed: int | None = None) -> dict[str, StageResult]:
         return {name: self.stage(name, seed) for name in names}
@@ -73,10 +78,14 @@ class Session:
         return {name: STAGES[name].title for name in names}
 
     def table(self, runs: dict) -> pd.DataFrame:
-        """mIoU and gap closed on target val and target test, one row per stage."""
+        """mIoU and gap closed (%) on target val and target test, one row per stage, in
+        the series' order. Gap closed = (stage - source-only) / (oracle - source-only)."""
+        runs = {name: runs[name] for name in STAGES if name in runs}
         titles = self.titles(runs)
-        val, test = (stage_table(runs, titles, s) for s in ("target_val", "target_test"))
-        return pd.concat({"target val": val, "target test": test}, axis=1)
+        tables = {s.replace("_", " "): stage_table(runs, titles, s).set_axis(
+                      ["mIoU (%)", "gap closed (%)"], axis=1)
+                  for s in ("target_val", "target_test")}
+        return pd.concat(tables, axis=1)
 
     def summarise(self, per_seed: dict) -> dict:
         """results.json's content from per_seed[stage][seed] = metrics (results.summarise),
@@ -89,17 +98,15 @@ class Session:
         display(fig)
         plt.close(fig)
 
-    def save(self, fig, name: str) -> Path:
+    def save(self, fig, name: str) -> None:
         """Save a figure as <figures dir>/<name>.png and show it once."""
-        path = plots.save_figure(fig, name, self.figures_dir)
+        plots.save_figure(fig, name, self.figures_dir)
         self.show(fig)
-        return path
 
-    def write_summary(self, name: str, summary: dict) -> Path:
+    def write_summary(self, name: str, summary: dict) -> None:
         """The notebook's numbers as RUN_DIR/results/<preset>/<name>_seed<SEED>.json."""
-        path = self.run_dir / "results" / self.preset / f"{name}_seed{self.seed}.json"
-        write_json(path, summary)
-        return path
+        write_json(self.run_dir / "results" / self.preset / f"{name}_seed{self.seed}.json",
+                   summary)
 
 
 SERIES_PRESETS = tuple(p for p in PRESETS if not p.startswith("paper"))
@@ -159,7 +166,7 @@ def start(namespace: dict, extra: tuple = ()) -> Session:
     p = check_parameters(namespace, extra)
     cfg = preset(p["PRESET"])
     device = resolve_device(p["DEVICE"])
-    run_dir = Path(p["RUN_DIR"])
+    run_dir = NOTEBOOKS / p["RUN_DIR"]  # relative to the notebooks, wherever papermill runs
     figures = Path(p["FIGURES_DIR"] or REPO / "build" / "figures" / p["PRESET"])
     bench = load(cfg.data, run_dir / "data")
     print(f"preset {p['PRESET']}, seed {p['SEED']}, device {device}; figures -> {figures}; "

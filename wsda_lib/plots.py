@@ -6,9 +6,11 @@ or software version in its metadata, so re-running the same code gives the same 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -38,11 +40,13 @@ def _image(x) -> np.ndarray:
 def sample_grid(rows: dict, class_set: ClassSet, titles=None, scale: float = 1.0):
     """rows: {row name: list of (H, W, 3) images or (H, W) label maps}; label maps are
     drawn in the class colours, ignored pixels (255) in white, named in the legend when
-    any map has them. `scale` enlarges the thumbnails."""
+    any map has them; the class legend appears only when there are label maps. `scale`
+    enlarges the thumbnails."""
     n_cols = max(len(v) for v in rows.values())
+    height = 1.25 * scale * len(rows)
     fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
-                             figsize=(2.2 * scale * n_cols, 1.25 * scale * len(rows)))
-    ignored = False
+                             figsize=(2.2 * scale * n_cols, height))
+    ignored = labelled = False
     for r, (name, items) in enumerate(rows.items()):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -51,18 +55,22 @@ def sample_grid(rows: dict, class_set: ClassSet, titles=None, scale: float = 1.0
                 item = np.asarray(items[c])
                 ax.imshow(colorize(item, class_set) if item.ndim == 2 else _image(item))
                 ignored |= bool(item.ndim == 2 and (item == IGNORE_INDEX).any())
+                labelled |= item.ndim == 2
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
             if titles and r == 0 and c < len(titles):
                 ax.set_title(titles[c], fontsize=8)
+    if not labelled:
+        fig.tight_layout()
+        return fig
     colors, names = list(class_set.colors), list(class_set.names)
     if ignored:
         colors, names = colors + [IGNORE_COLOR], names + ["ignored (no label)"]
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=np.array(col) / 255, edgecolor="0.5",
                              linewidth=0.5) for col in colors]
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1))  # 0.3 inch for the legend below
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, -0.06))
-    fig.tight_layout()
+               bbox_to_anchor=(0.5, 0))
     return fig
 
 
@@ -80,20 +88,25 @@ def class_statistics(sheet: dict):
         sns.barplot(df, x="class", y=col, hue="domain", ax=ax, palette=["#d95f02", "#1b9e77"])
         ax.tick_params(axis="x", rotation=45)
         ax.set_xlabel("")
+        ax.set_ylim(0, 1.15 * df[col].max())
+        ax.legend(fontsize=8, ncol=2, loc="upper center", frameon=False)
     fig.tight_layout()
     return fig
 
 
-def iou_bars(results: dict, class_names, title: str = ""):
-    """Grouped bars of per-class IoU; results: {label: list of C IoUs (NaN = absent)}."""
-    rows = [{"class": c, "model": label, "IoU (%)": iou}
-            for label, ious in results.items() for c, iou in zip(class_names, ious, strict=True)]
-    fig, ax = plt.subplots(figsize=(11, 3.2))
-    sns.barplot(pd.DataFrame(rows), x="class", y="IoU (%)", hue="model", ax=ax)
+def iou_bars(results: dict, class_names, title: str = "", ylabel: str = "IoU (%)"):
+    """Grouped bars of a per-class score in %; results: {label: list of C values (NaN =
+    absent)}. The legend sits under the bars, never on them."""
+    rows = [{"class": c, "model": label, ylabel: value}
+            for label, values in results.items()
+            for c, value in zip(class_names, values, strict=True)]
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    sns.barplot(pd.DataFrame(rows), x="class", y=ylabel, hue="model", ax=ax)
     ax.set_ylim(0, 100)
     ax.set_xlabel("")
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=len(results))
+    ax.legend(fontsize=8, ncol=min(len(results), 3), loc="upper center",
+              bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -105,7 +118,8 @@ def confusion(conf, class_names, title: str = ""):
         norm = 100 * conf / conf.sum(1, keepdims=True)
     fig, ax = plt.subplots(figsize=(6, 5))
     sns.heatmap(norm, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, ax=ax,
-                xticklabels=class_names, yticklabels=class_names, annot_kws={"size": 7})
+                xticklabels=class_names, yticklabels=class_names, annot_kws={"size": 7},
+                cbar_kws={"label": "% of the true class's pixels"})
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
@@ -113,16 +127,20 @@ def confusion(conf, class_names, title: str = ""):
     return fig
 
 
-def learning_curves(histories: dict):
-    """Training loss and validation mIoU per iteration; histories: {label: history dict}."""
+def learning_curves(histories: dict, val_splits: dict | None = None):
+    """Training loss and validation mIoU per iteration; histories: {label: history dict},
+    val_splits: {label: the split its validation curve is on}."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     for label, h in histories.items():
         loss = np.asarray(h["loss"])
         k = max(1, len(loss) // 50)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         axes[0].plot(h["iteration"][k - 1:], smooth, label=label)
-        axes[1].plot(h["val_iteration"], h["val_miou"], marker="o", label=label)
-    axes[0].set(xlabel="iteration", ylabel="training loss", yscale="log")
+        where = f" (on {val_splits[label]})" if val_splits and label in val_splits else ""
+        axes[1].plot(h["val_iteration"], h["val_miou"], marker="o", label=label + where)
+    axes[0].set(xlabel="iteration", ylabel="training loss (log scale)", yscale="log")
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes[0].yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     axes[1].set(xlabel="iteration", ylabel="validation mIoU (%)")
     axes[0].legend()
     axes[1].legend()
@@ -171,27 +189,34 @@ def presence_bars(results: dict, class_names, metric: str):
     """Per-class presence precision or recall (%); results: {label: {"precision": [...],
     "recall": [...]}}."""
     return iou_bars({k: v[metric] for k, v in results.items()}, class_names,
-                    title=f"class-presence {metric} on target test (%)")
+                    title=f"class-presence {metric} on target test", ylabel=f"{metric} (%)")
 
 
 def attention_grid(images, attentions, class_names, classes_per_image):
-    """Each row: a target image, then the attention maps of the classes it contains."""
+    """Each row: a target image, then the attention maps α_c (h, w) of the classes it
+    contains, smoothly upsampled over the image on one colour scale (shown by a colour bar):
+    the share of the class's attention that each position gets."""
     n_cols = 1 + max(len(c) for c in classes_per_image)
-    fig, axes = plt.subplots(len(images), n_cols, figsize=(2.1 * n_cols, 1.2 * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(images), n_cols, figsize=(2.1 * n_cols, 1.2 * len(images) + 0.6),
+                             squeeze=False, layout="constrained")
+    vmax = max(float(np.asarray(att[c]).max()) for att, classes in
+               zip(attentions, classes_per_image, strict=True) for c in classes)
     for r, (img, att, classes) in enumerate(zip(images, attentions, classes_per_image,
                                                 strict=True)):
         axes[r, 0].imshow(_image(img))
         for k, c in enumerate(classes):
-            axes[r, k + 1].imshow(_image(img), alpha=0.6)
-            axes[r, k + 1].imshow(np.asarray(att[c]), cmap="magma", alpha=0.6,
-                                  extent=(-0.5, img.shape[-1] - 0.5, img.shape[-2] - 0.5, -0.5))
+            axes[r, k + 1].imshow(_image(img), alpha=0.5)
+            shown = axes[r, k + 1].imshow(
+                np.asarray(att[c]), cmap="magma", alpha=0.6, vmin=0, vmax=vmax,
+                interpolation="bilinear",
+                extent=(-0.5, img.shape[-1] - 0.5, img.shape[-2] - 0.5, -0.5))
             axes[r, k + 1].set_title(class_names[c], fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
             if not ax.images:
                 ax.axis("off")
-    fig.tight_layout()
+    fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.05, aspect=40,
+                 label="attention α (share of the class's attention at each position)")
     return fig
 
 
@@ -219,15 +244,22 @@ def feature_projection(panels: dict, class_names, classes):
     return fig
 
 
-def history_curves(histories: dict, keys, ylabel: str = "", title: str = ""):
-    """Logged training quantities over iterations; histories: {label: history dict}."""
-    fig, ax = plt.subplots(figsize=(7, 3))
-    for label, h in histories.items():
-        for key in keys:
+def history_curves(histories: dict, keys: dict, ylabel: str = "", title: str = "",
+                   scale: float = 1.0):
+    """Logged training quantities over iterations; histories: {label: history dict}, keys:
+    {history key: what to call it}; values are multiplied by `scale` (100 for %). Each run
+    has its own line style and each quantity its own colour, with markers, so that curves
+    lying on one another, or a single logged point, stay visible."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    styles = ["-", "--", ":", "-."]
+    for r, (label, h) in enumerate(histories.items()):
+        for k, (key, name) in enumerate(keys.items()):
             if key in h:
-                ax.plot(h["iteration"], h[key], label=f"{label}: {key}")
+                ax.plot(h["iteration"], scale * np.asarray(h[key]), styles[r % len(styles)],
+                        marker="os^D"[r % 4], markersize=4, color=f"C{k}",
+                        label=f"{label}: {name}")
     ax.set(xlabel="iteration", ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -253,9 +285,10 @@ def annotation_cost(results: dict, annotation: dict):
     by_name = {s["stage"]: s for s in results["stages"]}
     names = [n for n in annotation if n in by_name]
     seconds = [annotation[n][1] for n in names]
-    zero = min(s for s in seconds if s > 0) / 10    # where 0 s is drawn, a decade left
+    zero = min(s for s in seconds if s > 0) / 100   # where 0 s is drawn, two decades left
     x = [s if s > 0 else zero for s in seconds]
-    ticks = [f"{annotation[n][0]}\n{_duration(annotation[n][1])}" for n in names]
+    ticks = [f"{textwrap.fill(annotation[n][0], 14)}\n{_duration(annotation[n][1])}"
+             for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.9))
     for ax, (ours, paper, label) in zip(axes, [("miou_mean", "paper_miou", "mIoU (%)"),
                                                ("gap_closed_mean", "paper_gap_closed",

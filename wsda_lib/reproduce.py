@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter
+
+from .notebook import PROGRESS_LOG
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -46,10 +50,12 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int =
     try:
         # The kernel's own log says only that it runs over TCP on this machine, once per
         # notebook; at ERROR level the instructor's log keeps what the notebooks report.
-        pm.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=kernel,
-                            cwd=str(path.parent), execution_timeout=cell_timeout,
-                            progress_bar=False, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        with _progress(output.with_suffix(".log")):
+            pm.execute_notebook(str(path), str(output), parameters=parameters,
+                                kernel_name=kernel, cwd=str(path.parent),
+                                execution_timeout=cell_timeout,
+                                progress_bar=False, log_output=False,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"{path.name}: cell {e.cell_index} (execution count "
                              f"{e.exec_count}) raised {e.ename}: {e.evalue}\n"
@@ -57,6 +63,40 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int =
     seconds = time.perf_counter() - start
     write_html(output)
     return seconds
+
+
+@contextmanager
+def _progress(log: Path):
+    """While a notebook runs, print the lines its session writes to `log` (the stages it
+    starts and ends), as they come: the instructor's log, kept out of the notebook."""
+    log.unlink(missing_ok=True)
+    log.touch()
+    done = threading.Event()
+
+    def follow():
+        with open(log, encoding="utf-8") as f:
+            while True:
+                line = f.readline()
+                if line:
+                    print(f"    {line}", end="", flush=True)
+                elif done.is_set():
+                    return
+                else:
+                    time.sleep(0.2)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    previous = os.environ.get(PROGRESS_LOG)
+    os.environ[PROGRESS_LOG] = str(log)
+    reader.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reader.join()
+        if previous is None:
+            os.environ.pop(PROGRESS_LOG, None)
+        else:
+            os.environ[PROGRESS_LOG] = previous
 
 
 def write_html(notebook: Path) -> Path:

@@ -232,6 +232,9 @@ def validate(results: dict) -> None:
     for s in results["stages"]:
         name = s["stage"]
         check(len(s["miou_per_seed"]) == n_seeds, f"{name}: one mIoU per seed expected")
+        check(len(s.get("target_val_miou_per_seed", [])) == n_seeds,
+              f"{name}: one target val mIoU per seed expected (target_val_miou_per_seed); "
+              f"a results.json from an older version: run notebook 05 again")
         check(all(0 <= m <= 100 for m in s["miou_per_seed"]), f"{name}: mIoU outside 0..100")
         check(0 <= s["miou_mean"] <= 100 and s["miou_std"] >= 0, f"{name}: bad mean/std")
         check(len(s["iou_mean"]) == n_classes, f"{name}: one IoU per class expected")
