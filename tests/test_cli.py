@@ -21,6 +21,10 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert main(["train", "--preset", "smoke", "--set", "train.nope=1",
                  "--run-dir", str(tmp_path)]) == 2
     assert "train.nope" in capsys.readouterr().err
+    assert main(["train", "--preset", "smoke", "--set", "train.iteration=1",
+                 "--run-dir", str(tmp_path)]) == 2
+    assert "config has no field 'train.iteration'; did you mean train.iterations" in \
+        capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "x/checkpoint.pt")]) == 2
     assert "config.json" in capsys.readouterr().err
 

@@ -14,7 +14,7 @@ SERIES = ["00_the_domain_gap.ipynb", "01_source_only.ipynb",
           "02_weak_label_classification.ipynb", "03_category_wise_alignment.ipynb",
           "04_pseudo_label_self_training.ipynb", "05_results.ipynb"]
 FIG = "figures/smoke"  # where a smoke series run into `out` writes its figures
-VERDICT = ("helps:", "does not help on this benchmark:", "makes no clear difference:")
+VERDICT = (": helps —", ": does not help on this benchmark —", ": no clear difference —")
 
 
 @pytest.fixture(scope="module")

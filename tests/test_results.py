@@ -26,9 +26,11 @@ def test_gap_closed_and_mean_std_by_hand():
 
 
 def test_verdict_says_plainly_when_a_stage_does_not_help():
-    assert verdict("X", 30, "Y", 32).startswith("X does not help on this benchmark")
-    assert verdict("X", 33, "Y", 32).startswith("X helps")
-    assert "no clear difference" in verdict("X", 32.2, "Y", 32)
+    assert verdict("X", 30, "Y", 32).startswith("X: does not help on this benchmark — 30.0")
+    assert verdict("X", 33, "Y", 32).startswith("X: helps")
+    assert verdict("X", 15.63, "Y", 15.58) == ("X: no clear difference — 15.6 mIoU against 15.6 "
+                                               "for Y, on target val (+0.0, one seed: within "
+                                               "±0.5).")
 
 
 @pytest.mark.skipif(not (FIGURES / "results.json").exists(), reason="no committed results yet")

@@ -31,8 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, default=3, help="number of seeds notebook 05 runs")
     r.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
     r.add_argument("--out", type=Path, default=None,
-                   help="folder for executed notebooks (default build/); figures go to "
-                        "figures/ for the default folder and to OUT/figures otherwise")
+                   help="folder for executed notebooks (default: build/ for the default "
+                        "preset, build/PRESET/ otherwise); figures go to figures/ only for the "
+                        "default preset in the default folder, else to OUT/figures/PRESET")
     r.add_argument("--run-dir", type=Path, default=None, help="cached runs (default runs/)")
     r.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
 
@@ -144,7 +145,8 @@ def main(argv=None) -> int:
         try:
             return _train(args) if args.command == "train" else _evaluate(args)
         except (ValueError, KeyError, FileNotFoundError) as e:
-            print(f"wsda {args.command}: {e}", file=sys.stderr)
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            print(f"wsda {args.command}: {message}", file=sys.stderr)
             return 2
         finally:
             if distributed.is_distributed():

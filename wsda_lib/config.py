@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 
 
@@ -208,6 +209,12 @@ def _typed(dotted: str, annotation: str, value):
     raise ValueError(f"{dotted}={value!r}: expected {annotation}")
 
 
+def fields(cfg) -> list[str]:
+    """Every field of a config as a dotted name ("train.iterations", ...)."""
+    return [f"{section.name}.{f.name}" for section in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, section.name))]
+
+
 def override(cfg, **changes):
     """A copy of `cfg` with dotted fields changed: override(cfg, **{"train.iterations": 10}).
     Unknown fields raise an error that names them; a value of the wrong type (the string
@@ -222,7 +229,9 @@ def override(cfg, **changes):
             obj = getattr(obj, part)
         if not dataclasses.is_dataclass(obj) or last not in {f.name for f in
                                                               dataclasses.fields(obj)}:
-            raise KeyError(f"config has no field {dotted!r}")
+            close = difflib.get_close_matches(dotted, fields(cfg), n=3)
+            raise KeyError(f"config has no field {dotted!r}"
+                           + (f"; did you mean {' or '.join(close)}?" if close else ""))
         annotation = next(f.type for f in dataclasses.fields(obj) if f.name == last)
         setattr(obj, last, _typed(dotted, str(annotation), value))
     return cfg

@@ -111,8 +111,9 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
               figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
               notebooks: list[Path] | None = None, cell_timeout: int = 1800) -> dict:
     """Run the series; returns {notebook name: seconds}."""
-    out = Path(out or REPO / "build")
-    # Only the default preset, run into the default folder, rewrites the committed figures.
+    # Only the default preset, run into the default folder, rewrites the committed figures;
+    # another preset keeps its executed notebooks apart too.
+    out = Path(out or (REPO / "build" if preset == "default" else REPO / "build" / preset))
     committed = preset == "default" and out == REPO / "build"
     figures = Path(figures or (REPO / "figures" if committed else out / "figures" / preset))
     run_dir = Path(run_dir or REPO / "runs")

@@ -55,11 +55,12 @@ def judge(stage, baseline, tolerance: float = 0.5) -> tuple[str, str]:
                          f"one per seed for both")
     d = a - b
     n, gain = len(d), float(d.mean())
+    shown = round(a.mean(), 1) - round(b.mean(), 1) + 0.0  # as a reader computes it; no -0.0
     if n > 1:
         se = float(d.std(ddof=1) / np.sqrt(n))
-        margin, detail = max(2 * se, tolerance), f"{gain:+.1f} ± {se:.1f} over {n} seeds"
+        margin, detail = max(2 * se, tolerance), f"{shown:+.1f} ± {se:.1f} over {n} seeds"
     else:
-        margin, detail = tolerance, f"{gain:+.1f}"
+        margin, detail = tolerance, f"{shown:+.1f}"
     if gain > margin:
         return "helps", detail
     if gain < -margin:
@@ -72,15 +73,14 @@ def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target
     """One plain sentence: did `what` help over `baseline` on `split`? (the rule: `judge`).
     Every notebook prints its verdicts with it.
 
-    >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])[:40]
-    'X helps: 32.0 vs 30.5 mIoU on target val'
+    >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])
+    'X: helps — 32.0 mIoU against 30.5 for Y, on target val (+1.5 ± 0.3 over 3 seeds).'
     """
     kind, detail = judge(stage, baseline_miou, tolerance)
-    numbers = f"{np.mean(stage):.1f} vs {np.mean(baseline_miou):.1f} mIoU on {split} for " \
-              f"{baseline} ({detail})."
     phrase = {"helps": "helps", "does not help": "does not help on this benchmark",
-              "no clear difference": "makes no clear difference"}[kind]
-    return f"{what} {phrase}: {numbers}"
+              "no clear difference": "no clear difference"}[kind]
+    return (f"{what}: {phrase} — {np.mean(stage):.1f} mIoU against "
+            f"{np.mean(baseline_miou):.1f} for {baseline}, on {split} ({detail}).")
 
 
 def stage_mious(results: dict, name: str, key: str = "target_val_miou_per_seed") -> list:
