@@ -221,25 +221,28 @@ def attention_grid(images, attentions, class_names, classes_per_image):
 
 
 def feature_projection(panels: dict, class_names, classes):
-    """2-D projections of category features, one panel per model: {title: (points (N, 2),
-    class index (N,), domain (N,) of "source"/"target")}. Colour = class; hollow circles =
-    source, crosses = target; the most frequent classes are drawn first, so that none hides
-    the others."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    palette = dict(zip(classes, sns.color_palette("tab10", len(classes)), strict=True))
-    for ax, (title, (pts, cls, dom)) in zip(axes[0], panels.items(), strict=True):
-        order = sorted(classes, key=lambda c: -int((cls == c).sum()))
-        for c in order:
-            for domain, marker in (("source", "o"), ("target", "x")):
+    """2-D projections of category features: one row per model, {title: (points (N, 2),
+    class index (N,), domain (N,) of "source"/"target")}, one column per class, so that no
+    class hides another. Hollow circles = source, crosses = target; each row shares its
+    model's axes."""
+    fig, axes = plt.subplots(len(panels), len(classes), squeeze=False, sharex="row",
+                             sharey="row", figsize=(2.6 * len(classes), 2.5 * len(panels)))
+    for row, (title, (pts, cls, dom)) in zip(axes, panels.items(), strict=True):
+        for ax, c in zip(row, classes, strict=True):
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, color="0.85")   # every class, for context
+            for domain, marker, style in (("source", "o", {"facecolors": "none",
+                                                           "edgecolors": "C0"}),
+                                          ("target", "x", {"color": "C3"})):
                 m = (cls == c) & (dom == domain)
-                style = {"facecolors": "none", "edgecolors": palette[c]} if marker == "o" \
-                    else {"color": palette[c]}
-                ax.scatter(pts[m, 0], pts[m, 1], s=16, marker=marker, alpha=0.75, lw=0.8,
-                           label=f"{class_names[c]} ({domain})", **style)
-        ax.set(title=title, xlabel="principal component 1", ylabel="principal component 2")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               frameon=False)
+                ax.scatter(pts[m, 0], pts[m, 1], s=14, marker=marker, lw=0.8, alpha=0.8,
+                           label=domain, **style)
+            ax.tick_params(labelsize=7)
+        row[0].set_ylabel(f"{textwrap.fill(title, 22)}\n\nprincipal component 2", fontsize=8)
+    for ax, c in zip(axes[0], classes, strict=True):
+        ax.set_title(class_names[c], fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("principal component 1", fontsize=8)
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.tight_layout()
     return fig
 
