@@ -102,6 +102,14 @@ def test_stage_switches_that_cannot_train_are_refused_by_name():
         stage_config("source_only", override(cfg, **{"train.split": "target_test"}))
 
 
+def test_the_engine_refuses_switches_that_cannot_train(smoke_bench):
+    cfg = override(preset("smoke"), **{"adapt.weak_labels": "none"})  # L_c still on
+    model = build_model(cfg, EMBEDDED)
+    with pytest.raises(ValueError, match="adapt.weak_loss and adapt.category_alignment"):
+        train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
+                         smoke_bench["target_val"], cfg, seed=0, device="cpu", progress=False)
+
+
 def test_each_stage_is_a_config(smoke_bench):
     """A stage differs from another only by its config switches, and the run key (the
     resolved config) tells every stage apart."""

@@ -134,6 +134,23 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
+def check_switches(cfg: Config) -> None:
+    """Errors for switch combinations that cannot train, naming the fields."""
+    a = cfg.adapt
+    if a.weak_labels not in WEAK_LABEL_SOURCES:
+        raise ValueError(f"adapt.weak_labels must be one of {WEAK_LABEL_SOURCES}, got "
+                         f"{a.weak_labels!r}")
+    if a.weak_labels == "none" and (a.weak_loss or a.category_alignment):
+        raise ValueError("adapt.weak_loss and adapt.category_alignment need weak labels; "
+                         "adapt.weak_labels is 'none'")
+    if a.self_training and a.weak_labels != "pseudo":
+        raise ValueError(f"adapt.self_training filters pixel pseudo labels by pseudo-weak "
+                         f"labels and needs adapt.weak_labels='pseudo', got {a.weak_labels!r}")
+    if cfg.train.split not in ("source_train", "target_train"):
+        raise ValueError(f"train.split must be 'source_train' or 'target_train', got "
+                         f"{cfg.train.split!r}")
+
+
 PRESETS = ("smoke", "default", "full", "paper_gta5", "paper_synthia")
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
+from .config import check_switches
 from .evaluate import eval_loader, evaluate, presence_precision_recall
 from .method.objective import (
     Discriminators,
@@ -193,6 +194,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
     human weak labels of WDA; the GT image labels are read only to *log* the precision and
     recall of the pseudo-weak labels.
     """
+    check_switches(cfg)
     a, t = cfg.adapt, cfg.train
     weights = LossWeights.from_config(a)
     set_seed(seed)

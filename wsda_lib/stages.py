@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import runs
 from .analysis import pseudo_label_maps
-from .config import WEAK_LABEL_SOURCES, Config, override, to_dict
+from .config import Config, check_switches, override, to_dict
 from .data.splits import InMemorySplit, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
@@ -118,23 +118,6 @@ def fixed_fields(name: str) -> set[str]:
         fields |= set(stage(name).overrides)
         name = stage(name).start_from
     return fields
-
-
-def check_switches(cfg: Config) -> None:
-    """Errors for switch combinations that cannot train, naming the fields."""
-    a = cfg.adapt
-    if a.weak_labels not in WEAK_LABEL_SOURCES:
-        raise ValueError(f"adapt.weak_labels must be one of {WEAK_LABEL_SOURCES}, got "
-                         f"{a.weak_labels!r}")
-    if a.weak_labels == "none" and (a.weak_loss or a.category_alignment):
-        raise ValueError("adapt.weak_loss and adapt.category_alignment need weak labels; "
-                         "adapt.weak_labels is 'none'")
-    if a.self_training and a.weak_labels != "pseudo":
-        raise ValueError(f"adapt.self_training filters pixel pseudo labels by pseudo-weak "
-                         f"labels and needs adapt.weak_labels='pseudo', got {a.weak_labels!r}")
-    if cfg.train.split not in ("source_train", "target_train"):
-        raise ValueError(f"train.split must be 'source_train' or 'target_train', got "
-                         f"{cfg.train.split!r}")
 
 
 def adaptation_data(cfg: Config, benchmark, model, seed: int, device):
