@@ -101,7 +101,7 @@ class FileSegmentation(Split):
         """pairs: (image, label) paths; id_source: "cityscapes" or "synthia" ids;
         size: (width, height) to resize images to, and labels too (nearest neighbour) unless
         resize_labels=False: evaluation keeps full-resolution labels and upsamples the logits
-        to them (the paper evaluates at 2048x1024). typical_area (C,) pixels and
+        to them (the paper evaluates at 2048x1024). typical_area (C,) shares of the image and
         weak_label_fraction decide the image-level labels (splits.Split); without
         typical_area the split can be read and checked but has no image-level labels."""
         if not pairs:

@@ -151,7 +151,7 @@ class WithItems(Dataset):
 @dataclass
 class Benchmark:
     """The five splits of an experiment (SPLIT_NAMES), their class set and the typical class
-    areas (C,) in pixels that decide their image-level labels."""
+    areas (C,), as shares of the image, that decide their image-level labels."""
 
     splits: dict[str, Split]
     class_set: ClassSet
