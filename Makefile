@@ -6,7 +6,7 @@ PRESET ?= default
 SEED   ?= 0
 SEEDS  ?= 3
 
-.PHONY: reproduce smoke test lab lint bench venv clean
+.PHONY: reproduce smoke study test lab lint bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ reproduce: venv  ## run the notebook series headless and rewrite figures/
 
 smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not figures/
 	$(PY) -m wsda_lib.cli reproduce --preset smoke --seed $(SEED) --seeds $(SEEDS) --out build/smoke
+
+# The weak-label study behind the default UDA recipe (seed 0, chosen on target val); about
+# half an hour on two cores, not part of `make reproduce`. Writes figures/study.json.
+study: venv
+	$(PY) -m wsda_lib.cli study --preset $(PRESET)
 
 test: venv
 	$(PY) -m pytest

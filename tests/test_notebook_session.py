@@ -50,3 +50,16 @@ def test_seeds_must_be_positive_and_missing_parameters_are_named():
         check_parameters({**GOOD, "SEEDS": 0}, extra=("SEEDS",))
     with pytest.raises(ValueError, match=r"\['SEEDS'\] are not set"):
         check_parameters(GOOD, extra=("SEEDS",))
+
+
+def test_another_modules_scalar_of_the_same_value_does_not_hide_a_parameter():
+    import sys
+    import types
+
+    other = types.ModuleType("has_a_seed")
+    other.SEED, other.PRESET = 0, "smoke"       # the very same objects as the notebook's
+    sys.modules["has_a_seed"] = other
+    try:
+        assert check_parameters(dict(GOOD))["SEED"] == 0
+    finally:
+        del sys.modules["has_a_seed"]

@@ -68,3 +68,28 @@ def test_validate_names_what_is_wrong():
         validate(good)
     with pytest.raises(ValueError, match="missing key 'machine'"):
         validate({k: v for k, v in good.items() if k != "machine"})
+
+
+def test_results_carry_the_pseudo_weak_labels_start_and_end_by_hand():
+    from wsda_lib.results import ABLATION, summarise
+
+    def metrics(miou, weak=None):
+        m = {s: {"miou": miou, "iou": [miou, miou]} for s in ("target_val", "target_test")}
+        if weak:
+            m["pseudo_weak_start"], m["pseudo_weak_end"] = weak
+        return m
+
+    per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in ABLATION}
+    per_seed["uda_weak"] = {0: metrics(30.0, ({"precision": 80.0, "recall": 90.0},
+                                              {"precision": 70.0, "recall": 100.0})),
+                            1: metrics(32.0, ({"precision": 84.0, "recall": 88.0},
+                                              {"precision": 74.0, "recall": 98.0}))}
+    per_seed["oracle"] = {0: metrics(70.0), 1: metrics(72.0)}
+    out = summarise(per_seed, {n: n for n in ABLATION}, ["a", "b"],
+                    {"preset": "smoke", "commit": "x", "date": "d", "machine": "m"})
+    by = {s["stage"]: s for s in out["stages"]}
+    weak = by["uda_weak"]["pseudo_weak_labels"]
+    assert weak["pseudo_weak_precision_start"] == {"per_seed": [80.0, 84.0], "mean": 82.0}
+    assert weak["pseudo_weak_recall_end"] == {"per_seed": [100.0, 98.0], "mean": 99.0}
+    assert "pseudo_weak_labels" not in by["adaptsegnet"]
+    assert "| uda_weak | 82.0 -> 72.0 | 89.0 -> 99.0 |" in render_markdown(out)

@@ -11,15 +11,17 @@ from torch.utils.data import DataLoader
 
 from .method.category_alignment import category_attention, category_features
 from .method.self_training import filter_pseudo_labels, make_pseudo_labels, pseudo_label_quality
-from .method.weak_classification import image_class_scores, pseudo_weak_labels
+from .method.weak_classification import Pooling, image_class_scores, pseudo_weak_labels
 
 
 @torch.no_grad()
-def class_presence(model, split, device, r: float = 1.0, batch_size: int = 64):
-    """Image-level class scores P_c (N, C) of a model on a split, and the split's own
+def class_presence(model, split, device, pool: Pooling | None = None, batch_size: int = 64):
+    """Image-level class scores P_c (N, C) of a model (in eval mode) on a split, pooled by
+    `pool` (method/weak_classification.py; None: the paper's), and the split's own
     image-level labels (N, C), for presence precision/recall."""
+    pool = pool or Pooling()
     model.eval()
-    scores = [image_class_scores(model(b["image"].to(device))[0], r).cpu()
+    scores = [image_class_scores(model(b["image"].to(device))[0], pool).cpu()
               for b in DataLoader(split, batch_size=batch_size)]
     return torch.cat(scores).numpy(), np.asarray(split.weak_labels)
 
@@ -30,6 +32,48 @@ def attention_maps(model, images: torch.Tensor) -> torch.Tensor:
     model.eval()
     logits, _ = model(images)
     return category_attention(logits).view_as(logits)
+
+
+def attention_on_class(attention: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """The share (%) of each class's attention mass that falls on that class's ground-truth
+    pixels: attention α (B, C, h, w) is upsampled bilinearly to the labels' (B, H, W),
+    renormalised to sum to 1 per (image, class), and summed over the pixels labelled c.
+    Returns (B, C); 100 = all of α_c on class c, and an α_c spread evenly over the image
+    scores the class's area share. Pixels labelled 255 count as not-c.
+
+    >>> att = torch.tensor([[[[0.75, 0.25]]]])               # one class, a 1x2 map
+    >>> attention_on_class(att, torch.tensor([[[0, 255]]])).round(1).tolist()
+    [[75.0]]
+    """
+    up = F.interpolate(attention, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    up = up.clamp(min=0)
+    up = up / up.flatten(2).sum(2).clamp(min=1e-12)[..., None, None]
+    onehot = torch.stack([labels == c for c in range(attention.shape[1])], 1).float()
+    return (100 * (up * onehot).flatten(2).sum(2)).numpy()
+
+
+@torch.no_grad()
+def attention_share(model, split, device, n: int = 200, batch_size: int = 50) -> dict:
+    """Per class (C,): "on_class", the mean over the first n images of `split` that contain
+    the class (their image-level label) of the share (%) of its attention on its own pixels
+    (attention_on_class); "area", the mean share (%) of those images that the class covers,
+    i.e. what attention spread evenly would score. NaN for a class no image contains."""
+    model.eval()
+    on, area, present = [], [], []
+    for b in DataLoader(torch.utils.data.Subset(split, range(min(n, len(split)))),
+                        batch_size=batch_size):
+        logits, _ = model(b["image"].to(device))
+        labels = b["label"]
+        on.append(attention_on_class(category_attention(logits).view_as(logits).cpu(), labels))
+        area.append(np.stack([(labels == c).float().mean((1, 2)).numpy() * 100
+                              for c in range(logits.shape[1])], 1))
+        present.append(b["weak_label"].numpy() > 0)
+    on, area, present = np.concatenate(on), np.concatenate(area), np.concatenate(present)
+
+    def mean(x):  # over the images that contain each class
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(present.any(0), (x * present).sum(0) / present.sum(0), np.nan)
+    return {"on_class": mean(on).tolist(), "area": mean(area).tolist()}
 
 
 @torch.no_grad()
@@ -85,7 +129,8 @@ def pixel_predictions(model, split, adapt, device, batch_size: int = 32, indices
         conf, pred = torch.softmax(up, 1).max(1)
         confidences.append(conf.cpu())
         predictions.append(pred.cpu())
-        weak.append(pseudo_weak_labels(logits, adapt.pseudo_threshold, adapt.smooth_max_r).cpu())
+        weak.append(pseudo_weak_labels(logits, adapt.pseudo_threshold,
+                                       Pooling.from_config(adapt)).cpu())
     return torch.cat(confidences), torch.cat(predictions), torch.cat(weak)
 
 

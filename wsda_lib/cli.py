@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed, runs
+from . import __version__, distributed, runs, study
 from .config import PRESETS, Config, DataConfig, ModelConfig, override, preset
 from .data import load, open_dataset
 from .data.files import DatasetError
@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="config overrides, e.g. train.iterations=500 adapt.lambda_cw=0.01")
     t.add_argument("--source-root", type=Path, help="GTA5 or SYNTHIA (paper presets)")
     t.add_argument("--target-root", type=Path, help="Cityscapes (paper presets)")
+
+    st = sub.add_parser("study", help="the weak-label study: why UDA's pseudo-weak labels "
+                        "collapse and which fix helps; writes figures/study.json")
+    st.add_argument("--preset", choices=PRESETS, default="default")
+    st.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
+    st.add_argument("--run-dir", type=Path, default=Path("runs"),
+                    help="cached data and trained runs (default: runs/)")
+    st.add_argument("--out", type=Path, default=None, help="where study.json and its figures "
+                    "go (default: figures/ for the default preset, build/study/PRESET/ else)")
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint written by `wsda train`")
     e.add_argument("--checkpoint", required=True, type=Path)
@@ -151,6 +160,10 @@ def main(argv=None) -> int:
         finally:
             if distributed.is_distributed():
                 torch.distributed.destroy_process_group()
+    if args.command == "study":
+        out = args.out or (Path("figures") if args.preset == "default"
+                           else Path("build/study") / args.preset)
+        return study.main(args.preset, args.run_dir, out, args.device)
     if args.command == "data":
         return _data_check(args)
     if args.command == "reproduce":

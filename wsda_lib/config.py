@@ -110,7 +110,26 @@ class AdaptConfig:
     lambda_point: float = 1.0          # point supervision (WDA, points)
     lambda_st: float = 1.0             # target pseudo-label cross-entropy (self-training)
     pseudo_threshold: float = 0.2      # T for pseudo-weak labels
+    # Where pseudo-weak labels come from: "online" (the paper: the current model's training
+    # forward pass, at every step), "online_eval" (the current model at every step, in a
+    # separate no-grad pass in eval mode: BatchNorm's running statistics, not the target
+    # batch's) or "start" (the starting model's, in eval mode, computed once and frozen).
+    pseudo_weak_from: str = "online"
+    # BatchNorm statistics frozen during adaptation (running statistics in every forward
+    # pass), as in the paper's batch-1 network. False: each batch is normalised by its own
+    # statistics, so target batches see target statistics.
+    freeze_bn: bool = False
     smooth_max_r: float = 1.0          # r of the smooth-max pooling
+    # The N of the pooling's log-mean-exp, i.e. its area prior; None = the logit map's own
+    # h*w (the paper's formula). 8385 weighs one position as the paper's 129x65 map does.
+    pool_positions: int | None = None
+    # Pool the logits centred over classes at each position, A_c - mean_k A_k, instead of the
+    # raw logits: softmax ignores a shift of every class's logit, and raw pooling lets L_c
+    # move all classes that way at no cost to L_seg. THIS PROJECT'S DEPARTURE, not the paper.
+    pool_centred: bool = False
+    # λ_c·L_c on the source batch too, against its ground-truth image labels, so that P_c is
+    # calibrated where labels exist. THIS PROJECT'S DEPARTURE, not in the paper.
+    source_weak_loss: bool = False
     weak_dropout: float = 0.1          # dropout on target logits before L_c (released code)
     disc_lr: float = 1e-4              # discriminators: Adam, betas (0.9, 0.99)
     # ndf of the output-space discriminator: 64 in the paper, for a ResNet-101; 16 here matches
@@ -146,6 +165,12 @@ def check_switches(cfg: Config) -> None:
     if a.self_training and a.weak_labels != "pseudo":
         raise ValueError(f"adapt.self_training filters pixel pseudo labels by pseudo-weak "
                          f"labels and needs adapt.weak_labels='pseudo', got {a.weak_labels!r}")
+    if a.pseudo_weak_from not in ("online", "online_eval", "start"):
+        raise ValueError(f"adapt.pseudo_weak_from must be 'online', 'online_eval' or 'start', "
+                         f"got {a.pseudo_weak_from!r}")
+    if a.source_weak_loss and not a.weak_loss:
+        raise ValueError("adapt.source_weak_loss adds L_c on the source and needs "
+                         "adapt.weak_loss=True")
     if cfg.train.split not in ("source_train", "target_train"):
         raise ValueError(f"train.split must be 'source_train' or 'target_train', got "
                          f"{cfg.train.split!r}")

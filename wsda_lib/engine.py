@@ -34,7 +34,7 @@ from .method.objective import (
     segmentation_loss,
 )
 from .method.pixel_adaptation import restyle_source
-from .method.weak_classification import pseudo_weak_labels
+from .method.weak_classification import Pooling, image_class_scores
 
 
 def set_seed(seed: int) -> None:
@@ -134,8 +134,9 @@ class _Loop:
         last = it + 1 == self.iterations
         if (it + 1) % self.log_every == 0 or last:
             self.history["iteration"].append(it + 1)
-            for k, v in self.window.items():
-                self.history.setdefault(k, []).append(float(np.mean(v)))
+            for k, v in self.window.items():      # per-class lists average element-wise
+                mean = np.mean(np.asarray(v, dtype=np.float64), axis=0)
+                self.history.setdefault(k, []).append(mean.tolist() if mean.ndim else float(mean))
             self.window = {}
         if (it + 1) % self.eval_every == 0 or last:
             val = evaluate(self.model, self.val_loader, self.num_classes, self.device)
@@ -195,6 +196,17 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
     recall of the pseudo-weak labels.
     """
     check_switches(cfg)
+    frozen = getattr(model, "freeze_bn", False)
+    model.freeze_bn = frozen or cfg.adapt.freeze_bn  # DeepLabV2.train keeps BN in eval mode
+    try:
+        return _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress,
+                      desc, log_every)
+    finally:
+        model.freeze_bn = frozen
+
+
+def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, desc,
+           log_every) -> dict:
     a, t = cfg.adapt, cfg.train
     weights = LossWeights.from_config(a)
     set_seed(seed)
@@ -216,11 +228,11 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
                                           fda_generator, src.get("translated"))
         logits_s, feats_s = model(src["image"])                    # (B, C, h, w), (B, D, h, w)
         logits_t, feats_t = model(tgt["image"])
-        weak_t, log = _target_weak_labels(a, logits_t, tgt)        # (B, C)
+        weak_t, log = _target_weak_labels(a, model, logits_t, tgt)  # (B, C)
         sizes = src["image"].shape[-2:], tgt["image"].shape[-2:]
         loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t, feats_t,
                                      sizes[1], weak_t, tgt.get("points"), tgt.get("pseudo_label"),
-                                     a.weak_dropout, a.smooth_max_r)
+                                     a.weak_dropout, Pooling.from_config(a), src["weak_label"])
         _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
         if disc_optimizer is not None:
             loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
@@ -231,13 +243,39 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
     return loop.finish(2 * t.batch_size * distributed.world_size())
 
 
-def _target_weak_labels(a, logits_t, tgt) -> tuple[torch.Tensor | None, dict]:
+def _target_weak_labels(a, model, logits_t, tgt) -> tuple[torch.Tensor | None, dict]:
     """The target batch's weak labels (B, C) from the source a.weak_labels names, and, for
-    pseudo-weak labels, their precision and recall (%) against the GT image labels."""
+    pseudo-weak labels, what `weak_label_log` measures of them."""
     if a.weak_labels == "pseudo":
-        y_t = pseudo_weak_labels(logits_t, a.pseudo_threshold, a.smooth_max_r)
-        precision, recall = presence_precision_recall(y_t, tgt["weak_label"])
-        return y_t, {"pseudo_precision": precision, "pseudo_recall": recall}
+        with torch.no_grad():
+            if a.pseudo_weak_from == "online_eval":  # BatchNorm's running statistics
+                model.eval()
+                logits_t = model(tgt["image"])[0]
+                model.train()
+            p_t = image_class_scores(logits_t.detach(), Pooling.from_config(a))
+        y_t = tgt["pseudo_weak"] if a.pseudo_weak_from == "start" \
+            else (p_t > a.pseudo_threshold).float()
+        return y_t, weak_label_log(p_t, y_t, tgt["weak_label"], logits_t)
     if a.weak_labels in ("image", "point"):
         return tgt["weak_label"], {}
     return None, {}
+
+
+@torch.no_grad()
+def weak_label_log(scores, pseudo, truth, logits) -> dict:
+    """What training logs of the pseudo-weak labels (docs/method.md §4), read against the GT
+    image labels, which nothing trains on: micro precision and recall (%); per class (lists
+    of C) the shares of the batch's images that are true positives, that are labelled
+    present and that truly contain the class; the mean P_c over truly present and truly
+    absent (image, class) pairs; and the mean logit, which L_c's positive labels can raise
+    for every class at once without changing any softmax.
+    scores, pseudo, truth (B, C); logits (B, C, h, w)."""
+    precision, recall = presence_precision_recall(pseudo, truth)
+    present = truth > 0
+    return {"pseudo_precision": precision, "pseudo_recall": recall,
+            "pseudo_tp": (pseudo * truth).mean(0).tolist(),
+            "pseudo_labelled": pseudo.mean(0).tolist(),
+            "pseudo_true": truth.mean(0).tolist(),
+            "score_present": float(scores[present].mean()) if present.any() else float("nan"),
+            "score_absent": float(scores[~present].mean()) if (~present).any() else float("nan"),
+            "mean_logit": float(logits.mean())}

@@ -12,6 +12,7 @@ by hand never overwrites the committed figures.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -21,14 +22,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from IPython.display import display
 
 from . import plots
+from .analysis import attention_maps, attention_on_class, attention_share
 from .atomic import atomic_write, write_json
 from .config import PRESETS, Config, preset
 from .data import Benchmark, load
 from .engine import resolve_device
-from .results import render_markdown, run_metadata, stage_table, summarise
+from .results import SHORT_TITLES, render_markdown, run_metadata, stage_table, summarise
 from .stages import STAGES, StageResult, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +96,41 @@ class Session:
         return summarise(per_seed, self.titles(per_seed), self.classes,
                          run_metadata(self.preset, str(self.device)))
 
+    ATTENTION_IMAGES = (0, 1, 2)  # the target val images every notebook shows attention on
+
+    def attention(self, runs: dict, shown: str, figure: str) -> pd.DataFrame:
+        """Attention at this step of the series: the attention grid of stage `shown` on the
+        same three target val images in every notebook (saved as `figure`), and a table per
+        class of each stage's target val IoU and share of attention on the class's own
+        pixels (analysis.attention_share), beside the class's area: the attention picks the
+        right region when its share is well above the area."""
+        split = self.bench["target_val"]
+        items = [split[i] for i in self.ATTENTION_IMAGES]
+        images = torch.stack([it["image"] for it in items])
+        labels = torch.stack([torch.as_tensor(it["label"]) for it in items])
+        att = attention_maps(runs[shown].model, images.to(self.device)).cpu()
+        present = [[c for c in range(len(self.classes)) if it["weak_label"][c]][:4]
+                   for it in items]
+        self.save(plots.attention_grid(images, att, self.classes, present,
+                                       attention_on_class(att, labels),
+                                       f"attention of {STAGES[shown].title}, target val"),
+                  figure)
+        columns = {}
+        for name, run in runs.items():
+            share = attention_share(run.model, split, self.device)
+            columns[(SHORT_TITLES.get(name, name), "IoU (%)")] = run.metrics["target_val"]["iou"]
+            columns[(SHORT_TITLES.get(name, name), "attention on class (%)")] = share["on_class"]
+        columns[("class", "area (%)")] = share["area"]
+        return pd.DataFrame(columns, index=self.classes).round(1)
+
+    def study(self) -> dict:
+        """The committed weak-label study: figures/study.json, made by `make study` (seed 0,
+        default preset, chosen on target val), whatever preset this notebook runs."""
+        path = REPO / "figures" / "study.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; `make study` writes it")
+        return json.loads(path.read_text())
+
     def show(self, fig) -> None:
         """Show a figure once, without saving it."""
         display(fig)
@@ -153,7 +191,11 @@ def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
 
 def _imported(name: str, value, namespace: dict) -> bool:
     """Whether `name` is a module's constant imported into the notebook (ABLATION, ...); the
-    notebook's own module (__main__, whose namespace this is) does not count."""
+    notebook's own module (__main__, whose namespace this is) does not count. Scalars (the
+    parameters' own types) never count: Python shares small ints and short strings between
+    modules, so another module's `SEED = 0` is the very same object as the notebook's."""
+    if value is None or isinstance(value, bool | int | float | str | Path):
+        return False
     missing = object()
     return any(getattr(module, name, missing) is value for module in list(sys.modules.values())
                if getattr(module, "__dict__", None) is not namespace)

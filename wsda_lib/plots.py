@@ -192,10 +192,13 @@ def presence_bars(results: dict, class_names, metric: str):
                     title=f"class-presence {metric} on target test", ylabel=f"{metric} (%)")
 
 
-def attention_grid(images, attentions, class_names, classes_per_image):
+def attention_grid(images, attentions, class_names, classes_per_image, on_class=None,
+                   title: str = ""):
     """Each row: a target image, then the attention maps α_c (h, w) of the classes it
     contains, smoothly upsampled over the image on one colour scale (shown by a colour bar):
-    the share of the class's attention that each position gets."""
+    the share of the class's attention that each position gets. on_class (N, C), when
+    given, is the share (%) of α_c on class c's own pixels (analysis.attention_on_class),
+    written under each panel's class name."""
     n_cols = 1 + max(len(c) for c in classes_per_image)
     fig, axes = plt.subplots(len(images), n_cols, figsize=(2.1 * n_cols, 1.2 * len(images) + 0.6),
                              squeeze=False, layout="constrained")
@@ -210,13 +213,17 @@ def attention_grid(images, attentions, class_names, classes_per_image):
                 np.asarray(att[c]), cmap="magma", alpha=0.6, vmin=0, vmax=vmax,
                 interpolation="bilinear",
                 extent=(-0.5, img.shape[-1] - 0.5, img.shape[-2] - 0.5, -0.5))
-            axes[r, k + 1].set_title(class_names[c], fontsize=8)
+            label = class_names[c] if on_class is None else \
+                f"{class_names[c]}: {on_class[r][c]:.0f}% on it"
+            axes[r, k + 1].set_title(label, fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
             if not ax.images:
                 ax.axis("off")
     fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.05, aspect=40,
                  label="attention α (share of the class's attention at each position)")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -319,3 +326,82 @@ def annotation_cost(results: dict, annotation: dict):
 
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def weak_label_tracking(history: dict, class_names):
+    """How the pseudo-weak labels evolve during adaptation, from a run's logged history
+    (engine.weak_label_log): left, micro precision and recall (%) against the GT image
+    labels; middle, mean P_c of truly present and truly absent classes, and the mean logit;
+    right, per-class precision (%), each class's share of images that truly contain it
+    drawn dashed: a precision that falls to that share means "present in every image"."""
+    it = np.asarray(history["iteration"])
+    tp, labelled, true = (np.asarray(history[k], dtype=float)      # (steps, C) shares
+                          for k in ("pseudo_tp", "pseudo_labelled", "pseudo_true"))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4))
+    axes[0].plot(it, history["pseudo_precision"], marker="o", ms=3, label="precision")
+    axes[0].plot(it, history["pseudo_recall"], marker="s", ms=3, label="recall")
+    axes[0].set(xlabel="adaptation step", ylabel="%", ylim=(0, 102),
+                title="pseudo-weak labels vs GT image labels")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(it, 100 * np.asarray(history["score_present"]), label="P_c, class present")
+    axes[1].plot(it, 100 * np.asarray(history["score_absent"]), label="P_c, class absent")
+    axes[1].set(xlabel="adaptation step", ylabel="mean P_c (%)", ylim=(0, 102),
+                title="image-level scores")
+    twin = axes[1].twinx()
+    twin.plot(it, history["mean_logit"], color="C2", ls=":", label="mean logit (right)")
+    twin.set_ylabel("mean logit")
+    lines = axes[1].get_legend_handles_labels()
+    extra = twin.get_legend_handles_labels()
+    axes[1].legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="lower right")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = 100 * tp / labelled
+    for c, name in enumerate(class_names):
+        line, = axes[2].plot(it, precision[:, c], lw=1, label=name)
+        axes[2].axhline(100 * true[:, c].mean(), color=line.get_color(), lw=0.8, ls="--")
+    axes[2].set(xlabel="adaptation step", ylabel="precision (%)", ylim=(0, 102),
+                title="per class (dashed: share of images with the class)")
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def score_histograms(distributions: dict):
+    """Histograms of P_c (%) for truly present and truly absent (image, class) pairs, one
+    panel per model; distributions: {model: {"present": [...], "absent": [...]}}. The
+    collapse shows as the absent pairs' mass moving above the threshold."""
+    fig, axes = plt.subplots(1, len(distributions), figsize=(4.6 * len(distributions), 3.1),
+                             sharey=True, squeeze=False)
+    bins = np.linspace(0, 100, 26)
+    for ax, (model, d) in zip(axes[0], distributions.items(), strict=True):
+        for kind, colour in (("present", "C0"), ("absent", "C3")):
+            values = np.asarray(d[kind])
+            ax.hist(values, bins, weights=np.full(len(values), 100 / max(len(values), 1)),
+                    alpha=0.6, color=colour, label=f"class {kind} ({len(values)} pairs)")
+        ax.set(title=model, xlabel="P_c (%)")
+        ax.legend(fontsize=8, loc="upper center")
+    axes[0, 0].set_ylabel("share of pairs (%)")
+    fig.tight_layout()
+    return fig
+
+
+def study_bars(study: dict):
+    """Target val mIoU of every probe of the weak-label study (study.py), grouped as
+    references, drivers, candidate fixes and the λ_cw x length grid; the chosen ones bold."""
+    rows = [(name, r["target_val_miou"], "C7") for name, r in study["references"].items()]
+    rows += [(r["name"], r["target_val_miou"], "C0") for r in study["drivers"]]
+    rows += [(r["name"], r["target_val_miou"], "C2") for r in study["candidates"]]
+    rows += [(f"+ category-wise, λ_cw = {r['lambda_cw']:g}, {r['iterations']} steps",
+              r["target_val_miou"], "C1") for r in study["grid"]]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [r[1] for r in rows], color=[r[2] for r in rows])
+    for yy, (_, v, _) in zip(y, rows, strict=True):
+        ax.text(v + 0.2, yy, f"{v:.1f}", va="center", fontsize=7)
+    ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
+    lo = min(r[1] for r in rows)
+    ax.set(xlim=(max(0, lo - 5), max(r[1] for r in rows) + 3), xlabel="target val mIoU (%)",
+           title=f"weak-label study, seed {study['seed']} (grey: references, blue: one factor "
+                 f"changed, green: fixes, orange: grid)")
+    ax.title.set_fontsize(8)
+    fig.tight_layout()
+    return fig

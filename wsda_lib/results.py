@@ -171,9 +171,46 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
             "paper_miou": paper,
             "paper_gap_closed": None if paper is None else
             100 * gap_closed(paper, paper_src, paper_orc),
+            **_pseudo_weak(by_seed, seeds),
         })
     return {**meta, "seeds": seeds, "split": "target_test", "classes": list(class_names),
             "stages": stages}
+
+
+def study_table(study: dict) -> pd.DataFrame:
+    """The weak-label study (figures/study.json, study.py) as one table: per probe its part,
+    target val mIoU (what the study chooses on), and the end of training's pseudo-weak
+    labels: precision and recall (%), mean P_c (%) of truly absent classes, and the mean
+    logit from the start of adaptation to its end."""
+    rows = {}
+    parts = [("reference", study["references"].items()),
+             ("one factor", ((r["name"], r) for r in study["drivers"])),
+             ("fix", ((r["name"], r) for r in study["candidates"]))]
+    for part, probes in parts:
+        for name, r in probes:
+            rows[name] = {"part": part, "target val mIoU": r["target_val_miou"],
+                          "precision": r.get("pseudo_precision"),
+                          "recall": r.get("pseudo_recall"),
+                          "P_c absent (%)": None if "score_absent" not in r
+                          else 100 * r["score_absent"],
+                          "mean logit": None if "mean_logit" not in r else
+                          f"{r['mean_logit_start']:.2f} -> {r['mean_logit']:.2f}"}
+    return pd.DataFrame(rows).T.round(1)
+
+
+def _pseudo_weak(by_seed: dict, seeds) -> dict:
+    """For a stage trained on pseudo-weak labels: their micro precision and recall (%) on
+    the target training images against the GT image labels, from the starting model and
+    from the final one (stages.pseudo_weak_quality), each as [per seed] and mean."""
+    if not all("pseudo_weak_end" in by_seed[s] for s in seeds):
+        return {}
+    out = {}
+    for when in ("start", "end"):
+        for what in ("precision", "recall"):
+            values = [by_seed[s][f"pseudo_weak_{when}"][what] for s in seeds]
+            out[f"pseudo_weak_{what}_{when}"] = {"per_seed": values,
+                                                 "mean": mean_std(values)[0]}
+    return {"pseudo_weak_labels": out}
 
 
 def _fmt(x, spec=".1f", suffix=""):
@@ -198,6 +235,19 @@ def render_markdown(results: dict) -> str:
                      f"{_fmt(s['paper_gap_closed'], '.0f', '%')} | "
                      f"{s['miou_mean']:.1f} ± {s['miou_std']:.1f} | "
                      f"{s['gap_closed_mean']:.0f} ± {s['gap_closed_std']:.0f}% |")
+    weak = [s for s in results["stages"] if "pseudo_weak_labels" in s]
+    if weak:
+        lines += ["", "Pseudo-weak labels of the UDA stages on the target training images, "
+                  "against the ground-truth image labels (read only to report this): micro "
+                  "precision and recall (%), mean over seeds, from the starting model -> "
+                  "from the final one.", "",
+                  "| stage | precision | recall |", "|---|---|---|"]
+        for s in weak:
+            w = s["pseudo_weak_labels"]
+            lines.append(f"| {s['title']} | {w['pseudo_weak_precision_start']['mean']:.1f} -> "
+                         f"{w['pseudo_weak_precision_end']['mean']:.1f} | "
+                         f"{w['pseudo_weak_recall_start']['mean']:.1f} -> "
+                         f"{w['pseudo_weak_recall_end']['mean']:.1f} |")
     lines += ["", f"Measured {results['date']} on {results['machine']} "
               f"(commit {results['commit']}).", ""]
     return "\n".join(lines)

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import runs
-from .analysis import pseudo_label_maps
+from .analysis import class_presence, pseudo_label_maps
 from .config import Config, check_switches, override, to_dict
 from .data.splits import InMemorySplit, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
-from .evaluate import eval_loader, evaluate
+from .evaluate import eval_loader, evaluate, presence_scores
 from .method.point_supervision import sample_points
+from .method.weak_classification import Pooling
 from .models import build_deeplab
 
 EVAL_SPLITS = ("source_val", "target_val", "target_test")
@@ -123,12 +126,17 @@ def fixed_fields(name: str) -> set[str]:
 def adaptation_data(cfg: Config, benchmark, model, seed: int, device):
     """The source and target training splits an adaptation stage trains on, with what its
     switches add: clicked points and pixel pseudo labels on the target items, translated
-    images on the source items. Returns (source, target, metrics of the pseudo labels)."""
+    images on the source items, and, with adapt.pseudo_weak_from="start", the starting
+    model's pseudo-weak labels, frozen. Returns (source, target, metrics of the labels)."""
     a = cfg.adapt
     source, target, metrics, extras = benchmark["source_train"], benchmark["target_train"], {}, {}
     if (a.weak_labels == "point" or a.self_training) and not isinstance(target, InMemorySplit):
         raise ValueError("points and self-training need the whole target split in memory, "
                          "which only the embedded benchmark provides so far")
+    if a.weak_labels == "pseudo":
+        labels, metrics["pseudo_weak_start"] = pseudo_weak_quality(model, target, cfg, device)
+        if a.pseudo_weak_from == "start":
+            extras["pseudo_weak"] = labels
     if a.weak_labels == "point":
         extras["points"] = sample_points(target.labels_array(), target.weak_labels, seed)
     if a.self_training:
@@ -140,6 +148,19 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device):
     if a.pixel_adaptation and a.translated_source_dir:
         source = TranslatedSource(source, a.translated_source_dir)
     return source, target, metrics
+
+
+def pseudo_weak_quality(model, split, cfg: Config, device) -> tuple[np.ndarray, dict]:
+    """The model's pseudo-weak labels (N, C) on every image of `split` (eval mode, P_c > T as
+    cfg.adapt sets them), and their micro precision and recall (%) against the split's GT
+    image labels, which are read only to report this. The model is left in train mode."""
+    a = cfg.adapt
+    scores, truth = class_presence(model, split, device, Pooling.from_config(a),
+                                   cfg.train.eval_batch_size)
+    model.train()
+    labels = (scores > a.pseudo_threshold).astype(np.float32)
+    quality = presence_scores(labels.ravel()[:, None], truth.ravel()[:, None])
+    return labels, {k: v[0] for k, v in quality.items()}
 
 
 def run_config(name: str, cfg: Config, seed: int) -> dict:
@@ -172,6 +193,9 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
             source, target, metrics = adaptation_data(stage_cfg, benchmark, model, seed, device)
             history = train_adaptation(model, source, target, benchmark["target_val"],
                                        stage_cfg, seed, device, progress=progress, desc=name)
+            if stage_cfg.adapt.weak_labels == "pseudo":
+                metrics["pseudo_weak_end"] = pseudo_weak_quality(
+                    model, benchmark["target_train"], stage_cfg, device)[1]
         metrics.update(history=history, **evaluate_splits(model, benchmark, stage_cfg, device))
         return {"model": model.state_dict()}, metrics
 

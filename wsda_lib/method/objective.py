@@ -32,7 +32,7 @@ from .output_alignment import (
     output_probabilities,
 )
 from .point_supervision import point_loss
-from .weak_classification import weak_label_loss
+from .weak_classification import Pooling, weak_label_loss
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -50,13 +50,16 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 class LossWeights:
     """The weights of the generator objective, named as in docs/method.md §7; 0 switches a
     term off. lambda_point weighs L_point (WDA points), lambda_st the self-training
-    extension's target L_seg. L_seg on the source always has weight 1."""
+    extension's target L_seg, lambda_c_source L_c on the source batch against its
+    ground-truth image labels (this project's departure; adapt.source_weak_loss).
+    L_seg on the source always has weight 1."""
 
     lambda_adv: float = 0.0
     lambda_c: float = 0.0
     lambda_cw: float = 0.0
     lambda_point: float = 0.0
     lambda_st: float = 0.0
+    lambda_c_source: float = 0.0
 
     @classmethod
     def from_config(cls, adapt) -> LossWeights:
@@ -69,7 +72,9 @@ class LossWeights:
             if adapt.weak_loss else 0.0,
             lambda_cw=adapt.lambda_cw if adapt.category_alignment else 0.0,
             lambda_point=adapt.lambda_point if adapt.weak_labels == "point" else 0.0,
-            lambda_st=adapt.lambda_st if adapt.self_training else 0.0)
+            lambda_st=adapt.lambda_st if adapt.self_training else 0.0,
+            lambda_c_source=adapt.lambda_c if adapt.weak_loss and adapt.source_weak_loss
+            else 0.0)
 
 
 class Discriminators(nn.Module):
@@ -89,7 +94,8 @@ class Discriminators(nn.Module):
 
 def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, logits_t,
                    feats_t, target_size, weak_t=None, points_t=None, pseudo_t=None,
-                   dropout: float = 0.1, r: float = 1.0) -> tuple[torch.Tensor, dict]:
+                   dropout: float = 0.1, pool: Pooling | None = None,
+                   weak_s=None) -> tuple[torch.Tensor, dict]:
     """L_G for one step; returns (loss, {term name: float}).
 
     logits_s (B, C, h, w) and labels_s (B, H, W) of the source batch; logits_t (B, C, h', w')
@@ -98,13 +104,19 @@ def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, lo
     indices into H'·W', -1 = none; pseudo_t (B, H', W') pixel pseudo labels. The output
     discriminator sees the target's softmax at the target's own size, as in AdaptSegNet.
     Dropout (p=`dropout`) hits the target logits before the pooling of L_c only, as in the
-    released code; r is the smooth-max parameter.
+    released code; `pool` is L_c's pooling (weak_classification.Pooling; None: the
+    paper's). weak_s (B, C), the source's ground-truth image labels, is read by
+    lambda_c_source only.
     """
+    pool = pool or Pooling()
     loss = segmentation_loss(logits_s, labels_s)
     terms = {"seg": loss.item()}
     if w.lambda_c:
-        loss_c = weak_label_loss(F.dropout(logits_t, dropout, training=True), weak_t, r)
+        loss_c = weak_label_loss(F.dropout(logits_t, dropout, training=True), weak_t, pool)
         loss, terms["weak"] = loss + w.lambda_c * loss_c, loss_c.item()
+    if w.lambda_c_source:
+        loss_cs = weak_label_loss(F.dropout(logits_s, dropout, training=True), weak_s, pool)
+        loss, terms["weak_source"] = loss + w.lambda_c_source * loss_cs, loss_cs.item()
     if w.lambda_adv:
         probs_t = output_probabilities(logits_t, target_size)
         loss_adv = output_adversarial_loss(discs.output(probs_t))

@@ -1,0 +1,153 @@
+"""The weak-label study's parts (docs/method.md §12) against hand-computed values: the
+pooling's area prior, L_c on the source, frozen pseudo-weak labels, what training logs of
+the pseudo-weak labels, the attention's share on its class, and the study's choice rules."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wsda_lib.analysis import attention_on_class, class_presence
+from wsda_lib.config import override, preset
+from wsda_lib.data.classes import EMBEDDED
+from wsda_lib.engine import weak_label_log
+from wsda_lib.method.objective import LossWeights, generator_loss
+from wsda_lib.method.weak_classification import smooth_max_pool
+from wsda_lib.stages import adaptation_data, build_model, stage_config
+
+
+def test_pool_positions_moves_the_area_prior_by_hand():
+    # a 2x2 map of zeros with one position at 3: log((e^3 + 3) / N)
+    a = torch.zeros(1, 1, 2, 2)
+    a[0, 0, 0, 0] = 3.0
+    assert smooth_max_pool(a).item() == pytest.approx(math.log((math.e ** 3 + 3) / 4))
+    assert smooth_max_pool(a, positions=8385).item() == pytest.approx(
+        math.log((math.e ** 3 + 3) / 8385))
+
+
+def test_source_weak_loss_is_lc_on_the_source_image_labels():
+    w = LossWeights.from_config(override(preset("smoke"), **{
+        "adapt.source_weak_loss": True}).adapt)
+    assert w.lambda_c_source == w.lambda_c == 0.01
+    assert LossWeights.from_config(preset("smoke").adapt).lambda_c_source == 0.0
+    logits_s = torch.zeros(1, 2, 2, 2)
+    logits_s[0, 0] = 2.0                                   # pooled: 2 for class 0, 0 for 1
+    w = LossWeights(lambda_c_source=0.5)
+    loss, terms = generator_loss(w, None, logits_s, torch.zeros(1, 2, 2, dtype=torch.long),
+                                 torch.zeros(1, 2, 2, 2), None, (2, 2), dropout=0.0,
+                                 weak_s=torch.tensor([[1.0, 0.0]]))
+    expected = (-math.log(1 / (1 + math.exp(-2))) + math.log(2)) / 2
+    assert terms["weak_source"] == pytest.approx(expected, rel=1e-5)
+    assert loss.item() == pytest.approx(terms["seg"] + 0.5 * expected, rel=1e-5)
+
+
+def test_new_switches_are_checked_by_name():
+    with pytest.raises(ValueError, match="adapt.pseudo_weak_from"):
+        stage_config("uda_weak", override(preset("smoke"), **{"adapt.pseudo_weak_from": "x"}))
+    with pytest.raises(ValueError, match="adapt.source_weak_loss"):
+        stage_config("adaptsegnet", override(preset("smoke"),
+                                             **{"adapt.source_weak_loss": True}))
+
+
+def test_weak_label_log_by_hand():
+    scores = torch.tensor([[0.9, 0.1], [0.3, 0.6]])
+    pseudo = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    truth = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    log = weak_label_log(scores, pseudo, truth, torch.full((2, 2, 1, 1), 1.5))
+    assert log["pseudo_precision"] == pytest.approx(200 / 3)
+    assert log["pseudo_recall"] == pytest.approx(100.0)
+    assert log["pseudo_tp"] == [0.5, 0.5] and log["pseudo_labelled"] == [1.0, 0.5]
+    assert log["pseudo_true"] == [0.5, 0.5]
+    assert log["score_present"] == pytest.approx(0.75)
+    assert log["score_absent"] == pytest.approx(0.2)
+    assert log["mean_logit"] == pytest.approx(1.5)
+
+
+def test_frozen_pseudo_weak_labels_are_the_starting_models(smoke_bench):
+    cfg = stage_config("uda_weak", override(preset("smoke"),
+                                            **{"adapt.pseudo_weak_from": "start"}))
+    torch.manual_seed(0)
+    model = build_model(cfg, EMBEDDED)
+    _, target, metrics = adaptation_data(cfg, smoke_bench, model, 0, "cpu")
+    scores, truth = class_presence(model, smoke_bench["target_train"], "cpu")
+    frozen = np.stack([target[i]["pseudo_weak"].numpy() for i in range(len(target))])
+    assert np.array_equal(frozen, (scores > 0.2).astype(np.float32))
+    tp = (frozen * truth).sum()
+    assert metrics["pseudo_weak_start"]["precision"] == pytest.approx(100 * tp / frozen.sum())
+    assert metrics["pseudo_weak_start"]["recall"] == pytest.approx(100 * tp / truth.sum())
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics(smoke_bench):
+    from wsda_lib.engine import train_adaptation
+
+    cfg = stage_config("uda_weak", override(preset("smoke"), **{
+        "adapt.freeze_bn": True, "adapt.iterations": 2, "adapt.pseudo_weak_from": "online_eval",
+        "train.eval_every": 100}))
+    torch.manual_seed(0)
+    model = build_model(cfg, EMBEDDED)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    history = train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
+                               smoke_bench["target_val"], cfg, 0, "cpu", progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert model.freeze_bn is False and "pseudo_precision" in history
+
+
+def test_attention_spread_evenly_scores_the_class_area():
+    labels = torch.tensor([[[0, 0, 1, 1], [0, 1, 1, 255]]])     # class 0: 3 of 8 pixels
+    even = torch.full((1, 2, 2, 4), 1 / 8)
+    assert attention_on_class(even, labels).round(3).tolist() == [[37.5, 50.0]]
+    peaked = torch.zeros(1, 2, 2, 4)
+    peaked[0, 0, 0, 0] = peaked[0, 1, 0, 3] = 1.0               # class 1's peak on its pixel
+    share = attention_on_class(peaked, labels)[0]
+    assert share[1] > 50 and share[0] > 37.5
+
+
+def test_the_grid_prefers_the_shorter_schedule_unless_clearly_better():
+    from wsda_lib.study import choose_grid
+
+    grid = [{"lambda_cw": 0.001, "iterations": 1000, "target_val_miou": 30.0},
+            {"lambda_cw": 0.01, "iterations": 1000, "target_val_miou": 30.4},
+            {"lambda_cw": 0.001, "iterations": 3000, "target_val_miou": 30.8},
+            {"lambda_cw": 0.01, "iterations": 3000, "target_val_miou": 29.0}]
+    assert choose_grid(grid) == {"lambda_cw": 0.01, "iterations": 1000}   # +0.4 < 0.5
+    grid[2]["target_val_miou"] = 31.0
+    assert choose_grid(grid) == {"lambda_cw": 0.001, "iterations": 3000}  # +0.6 > 0.5
+
+
+def test_the_study_runs_end_to_end_and_chooses_on_target_val(tmp_path, monkeypatch):
+    import json
+
+    from wsda_lib import study
+
+    monkeypatch.setattr(study, "DRIVERS", study.DRIVERS[:2])
+    monkeypatch.setattr(study, "CANDIDATES", study.CANDIDATES[:1])
+    monkeypatch.setattr(study, "LAMBDA_CW", (0.001,))
+    monkeypatch.setattr(study, "LENGTHS", (1,))
+    result = study.run_study("smoke", tmp_path / "runs", tmp_path / "out", "cpu",
+                             progress=False, log=lambda line: None)
+    saved = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert saved["chosen_on"] == "target_val" and saved["seed"] == 0
+    best = max(saved["drivers"] + saved["candidates"], key=lambda r: r["target_val_miou"])
+    assert saved["chosen_weak_labels"]["name"] == best["name"] == \
+        result["chosen_weak_labels"]["name"]
+    assert [len(saved[k]) for k in ("drivers", "candidates", "grid")] == [2, 2, 1]
+    assert saved["paper_history"]["pseudo_precision"] and saved["score_distribution"]
+    for row in saved["drivers"]:
+        assert 0 <= row["pseudo_precision"] <= 100 and "mean_logit_start" in row
+    for name in ("study_collapse", "study_scores", "study_probes"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_centred_pooling_ignores_what_softmax_ignores():
+    from wsda_lib.method.weak_classification import Pooling
+
+    a = torch.randn(2, 3, 4, 5)
+    shifted = a + 7.0                                      # every class's logit, everywhere
+    assert torch.allclose(torch.softmax(a, 1), torch.softmax(shifted, 1), atol=1e-6)
+    paper, centred = Pooling(), Pooling(centred=True)
+    assert torch.allclose(paper(shifted), paper(a) + 7.0, atol=1e-5)      # the free direction
+    assert torch.allclose(centred(shifted), centred(a), atol=1e-5)
+    # by hand: two classes at one position, logits (3, 1) -> centred (1, -1)
+    assert centred(torch.tensor([[[[3.0]], [[1.0]]]])).tolist() == [[1.0, -1.0]]
