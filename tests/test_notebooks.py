@@ -57,10 +57,12 @@ def test_01_trains_and_reports_sensible_metrics(executed):
             assert 0 < miou < 100 and not math.isnan(miou)
             assert len(summary[stage][split]["iou"]) == 10
     for name in ("01_learning_curves", "01_per_class_iou", "01_confusion_target",
-                 "01_predictions"):
+                 "01_predictions", "01_attention"):
         assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = "".join(o.get("text", "") for o in _outputs(out / "notebooks/01_source_only.ipynb"))
     assert "source-only keeps" in text and "trained into" in text
+    # the attention table: IoU and attention on class per class, beside the class's area
+    assert "attention on class (%)" in _tables(out / "notebooks/01_source_only.ipynb")
 
 
 def test_executed_notebooks_show_no_warning_and_no_traceback(executed):
@@ -128,6 +130,11 @@ def _text(path):
     return "".join(o.get("text", "") for o in _outputs(path))
 
 
+def _tables(path):
+    """The plain-text form of every displayed object (tables) of an executed notebook."""
+    return "".join(o.get("data", {}).get("text/plain", "") for o in _outputs(path))
+
+
 def _results(out, name):
     return json.loads((out / "runs/results/smoke" / name).read_text())
 
@@ -141,13 +148,17 @@ def _check_mious(summary, stages):
 def test_02_weak_label_classification(executed):
     out, _ = executed
     summary = _results(out, "02_weak_label_classification_seed0.json")
-    _check_mious(summary, ["source_only", "adaptsegnet", "uda_weak", "wda_weak", "oracle"])
-    assert set(summary["presence"]) == {"source-only", "UDA: pseudo-weak labels + L_c",
+    _check_mious(summary, ["source_only", "adaptsegnet", "uda_paper_labels", "uda_weak",
+                           "wda_weak", "oracle"])
+    assert set(summary["presence"]) == {"source-only", "UDA: pseudo-weak labels + L_c (N = 8385)",
                                         "WDA: image labels + L_c"}
-    for name in ("02_pooling", "02_per_class_iou", "02_presence_precision"):
+    for name in ("02_pooling", "02_per_class_iou", "02_presence_precision", "02_attention"):
         assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = _text(out / "notebooks/02_weak_label_classification.ipynb")
-    assert sum(text.count(v) for v in VERDICT) == 3
+    assert sum(text.count(v) for v in VERDICT) == 4
+    # the committed weak-label study, shown whatever the preset
+    assert "paper's recipe, first 25 steps: precision" in text
+    assert "attention on class (%)" in _tables(out / "notebooks/02_weak_label_classification.ipynb")
 
 
 def test_03_category_wise_alignment(executed):
@@ -175,7 +186,8 @@ def test_04_pixel_adaptation_wda_and_self_training(executed):
     q = summary["pseudo_labels"]
     assert q["raw"]["coverage"] == pytest.approx(100)
     assert q["filtered"]["coverage"] <= q["confidence_only"]["coverage"] <= 100
-    for name in ("04_pseudo_weak_labels", "04_fda", "04_pseudo_labels", "04_per_class_iou"):
+    for name in ("04_pseudo_weak_labels", "04_fda", "04_pseudo_labels", "04_per_class_iou",
+                 "04_attention"):
         assert (out / FIG / f"{name}.png").stat().st_size > 5000
     text = _text(out / "notebooks/04_pseudo_label_self_training.ipynb")
     assert sum(text.count(v) for v in VERDICT) == 8   # 4 stated, then in "what we saw"

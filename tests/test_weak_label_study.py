@@ -13,7 +13,7 @@ from wsda_lib.config import override, preset
 from wsda_lib.data.classes import EMBEDDED
 from wsda_lib.engine import weak_label_log
 from wsda_lib.method.objective import LossWeights, generator_loss
-from wsda_lib.method.weak_classification import smooth_max_pool
+from wsda_lib.method.weak_classification import Pooling, smooth_max_pool
 from wsda_lib.stages import adaptation_data, build_model, stage_config
 
 
@@ -42,7 +42,19 @@ def test_source_weak_loss_is_lc_on_the_source_image_labels():
     assert loss.item() == pytest.approx(terms["seg"] + 0.5 * expected, rel=1e-5)
 
 
+def test_the_uda_title_states_the_default_area_prior():
+    from wsda_lib.stages import STAGES
+
+    n = preset("default").adapt.pool_positions
+    assert f"N = {n}" in STAGES["uda_weak"].title
+    assert stage_config("wda_image", preset("default")).adapt.pool_positions is None
+
+
 def test_new_switches_are_checked_by_name():
+    with pytest.raises(ValueError, match="adapt.pseudo_threshold"):
+        stage_config("uda_weak", override(preset("smoke"), **{"adapt.pseudo_threshold": 1.5}))
+    with pytest.raises(ValueError, match="adapt.pool_positions"):
+        stage_config("uda_weak", override(preset("smoke"), **{"adapt.pool_positions": 0}))
     with pytest.raises(ValueError, match="adapt.pseudo_weak_from"):
         stage_config("uda_weak", override(preset("smoke"), **{"adapt.pseudo_weak_from": "x"}))
     with pytest.raises(ValueError, match="adapt.source_weak_loss"):
@@ -69,10 +81,14 @@ def test_frozen_pseudo_weak_labels_are_the_starting_models(smoke_bench):
                                             **{"adapt.pseudo_weak_from": "start"}))
     torch.manual_seed(0)
     model = build_model(cfg, EMBEDDED)
+    scores, truth = class_presence(model, smoke_bench["target_train"], "cpu",
+                                   Pooling.from_config(cfg.adapt))
+    # a threshold inside the scores' range, so that the labels are neither all 0 nor all 1
+    cfg = override(cfg, **{"adapt.pseudo_threshold": float(np.median(scores))})
     _, target, metrics = adaptation_data(cfg, smoke_bench, model, 0, "cpu")
-    scores, truth = class_presence(model, smoke_bench["target_train"], "cpu")
     frozen = np.stack([target[i]["pseudo_weak"].numpy() for i in range(len(target))])
-    assert np.array_equal(frozen, (scores > 0.2).astype(np.float32))
+    assert 0 < frozen.mean() < 1
+    assert np.array_equal(frozen, (scores > cfg.adapt.pseudo_threshold).astype(np.float32))
     tp = (frozen * truth).sum()
     assert metrics["pseudo_weak_start"]["precision"] == pytest.approx(100 * tp / frozen.sum())
     assert metrics["pseudo_weak_start"]["recall"] == pytest.approx(100 * tp / truth.sum())
@@ -81,17 +97,20 @@ def test_frozen_pseudo_weak_labels_are_the_starting_models(smoke_bench):
 def test_frozen_batchnorm_keeps_the_running_statistics(smoke_bench):
     from wsda_lib.engine import train_adaptation
 
-    cfg = stage_config("uda_weak", override(preset("smoke"), **{
-        "adapt.freeze_bn": True, "adapt.iterations": 2, "adapt.pseudo_weak_from": "online_eval",
-        "train.eval_every": 100}))
-    torch.manual_seed(0)
-    model = build_model(cfg, EMBEDDED)
-    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    history = train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
-                               smoke_bench["target_val"], cfg, 0, "cpu", progress=False)
-    after = model.state_dict()
-    assert all(torch.equal(v, after[k]) for k, v in before.items())
-    assert model.freeze_bn is False and "pseudo_precision" in history
+    for frozen in (True, False):
+        cfg = stage_config("uda_weak", override(preset("smoke"), **{
+            "adapt.freeze_bn": frozen, "adapt.iterations": 2,
+            "adapt.pseudo_weak_from": "online_eval", "train.eval_every": 100}))
+        torch.manual_seed(0)
+        model = build_model(cfg, EMBEDDED)
+        before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+        history = train_adaptation(model, smoke_bench["source_train"],
+                                   smoke_bench["target_train"], smoke_bench["target_val"], cfg,
+                                   0, "cpu", progress=False)
+        after = model.state_dict()
+        unchanged = all(torch.equal(v, after[k]) for k, v in before.items())
+        assert unchanged is frozen        # without freezing, the statistics do move
+        assert model.freeze_bn is False and "pseudo_precision" in history
 
 
 def test_attention_spread_evenly_scores_the_class_area():
@@ -99,9 +118,8 @@ def test_attention_spread_evenly_scores_the_class_area():
     even = torch.full((1, 2, 2, 4), 1 / 8)
     assert attention_on_class(even, labels).round(3).tolist() == [[37.5, 50.0]]
     peaked = torch.zeros(1, 2, 2, 4)
-    peaked[0, 0, 0, 0] = peaked[0, 1, 0, 3] = 1.0               # class 1's peak on its pixel
-    share = attention_on_class(peaked, labels)[0]
-    assert share[1] > 50 and share[0] > 37.5
+    peaked[0, 0, 0, 0] = peaked[0, 1, 0, 3] = 1.0               # each on one of its pixels
+    assert attention_on_class(peaked, labels).round(3).tolist() == [[100.0, 100.0]]
 
 
 def test_the_grid_prefers_the_shorter_schedule_unless_clearly_better():
@@ -151,3 +169,22 @@ def test_centred_pooling_ignores_what_softmax_ignores():
     assert torch.allclose(centred(shifted), centred(a), atol=1e-5)
     # by hand: two classes at one position, logits (3, 1) -> centred (1, -1)
     assert centred(torch.tensor([[[[3.0]], [[1.0]]]])).tolist() == [[1.0, -1.0]]
+
+
+STUDY = __import__("pathlib").Path(__file__).resolve().parent.parent / "figures/study.json"
+
+
+@pytest.mark.skipif(not STUDY.exists(), reason="no committed study yet")
+def test_the_default_recipe_is_what_the_committed_study_chose():
+    import json
+
+    study = json.loads(STUDY.read_text())
+    assert study["chosen_on"] == "target_val" and study["seed"] == 0
+    adapt = preset("default").adapt
+    for dotted, value in study["chosen_weak_labels"]["overrides"].items():
+        assert getattr(adapt, dotted.split(".")[1]) == value, dotted
+    assert adapt.lambda_cw == study["chosen_grid"]["lambda_cw"]
+    assert adapt.iterations == study["chosen_grid"]["iterations"]
+    probes = study["drivers"] + study["candidates"]
+    best = max(probes, key=lambda r: r["target_val_miou"])
+    assert best["name"] == study["chosen_weak_labels"]["name"]

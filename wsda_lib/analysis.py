@@ -15,11 +15,10 @@ from .method.weak_classification import Pooling, image_class_scores, pseudo_weak
 
 
 @torch.no_grad()
-def class_presence(model, split, device, pool: Pooling | None = None, batch_size: int = 64):
+def class_presence(model, split, device, pool: Pooling, batch_size: int = 64):
     """Image-level class scores P_c (N, C) of a model (in eval mode) on a split, pooled by
-    `pool` (method/weak_classification.py; None: the paper's), and the split's own
-    image-level labels (N, C), for presence precision/recall."""
-    pool = pool or Pooling()
+    `pool` (Pooling.from_config(cfg.adapt) for what a config trains with), and the split's
+    own image-level labels (N, C), for presence precision/recall."""
     model.eval()
     scores = [image_class_scores(model(b["image"].to(device))[0], pool).cpu()
               for b in DataLoader(split, batch_size=batch_size)]

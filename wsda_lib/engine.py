@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -135,7 +136,9 @@ class _Loop:
         if (it + 1) % self.log_every == 0 or last:
             self.history["iteration"].append(it + 1)
             for k, v in self.window.items():      # per-class lists average element-wise
-                mean = np.mean(np.asarray(v, dtype=np.float64), axis=0)
+                with warnings.catch_warnings():  # a window may lack present/absent pairs
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(np.asarray(v, dtype=np.float64), axis=0)
                 self.history.setdefault(k, []).append(mean.tolist() if mean.ndim else float(mean))
             self.window = {}
         if (it + 1) % self.eval_every == 0 or last:

@@ -149,11 +149,12 @@ def learning_curves(histories: dict, val_splits: dict | None = None):
 
 
 def pooling_figure(image, logits, class_names, classes, absent=(), r: float = 1.0,
-                   threshold: float = 0.2):
+                   threshold: float = 0.2, positions: int | None = None):
     """How smooth-max pooling turns a class's logit map into one image-level score: the
     logit maps (B=1: (C, h, w)) of a few classes, on one colour scale, and their mean-,
     max- and smooth-max-pooled probabilities P_c against the threshold T. Classes in
-    `absent` are not in the image (a score above T there is a hallucination)."""
+    `absent` are not in the image (a score above T there is a hallucination). `positions`
+    is the smooth-max's N (weak_classification.smooth_max_pool; None: h·w)."""
     logits = torch.as_tensor(logits)                      # (C, h, w)
     names = [f"{class_names[c]}" + (" (absent)" if c in absent else "") for c in classes]
     fig, axes = plt.subplots(1, len(classes) + 2, figsize=(2.9 * (len(classes) + 2), 2.9),
@@ -170,8 +171,10 @@ def pooling_figure(image, logits, class_names, classes, absent=(), r: float = 1.
     for ax in axes[:-1]:
         ax.set_xticks([]), ax.set_yticks([])
     flat = logits[classes].flatten(1)
-    pooled = {"mean": flat.mean(1), f"smooth-max (r={r:g})":
-              smooth_max_pool(logits[classes][None], r)[0], "max": flat.max(1).values}
+    smooth = f"smooth-max (r={r:g}" + (f", N={positions})" if positions else ")")
+    pooled = {"mean": flat.mean(1), smooth: smooth_max_pool(logits[classes][None], r,
+                                                            positions)[0],
+              "max": flat.max(1).values}
     x = np.arange(len(classes))
     bars = axes[-1]
     for k, (name, v) in enumerate(pooled.items()):
@@ -386,7 +389,7 @@ def score_histograms(distributions: dict):
 
 def study_bars(study: dict):
     """Target val mIoU of every probe of the weak-label study (study.py), grouped as
-    references, drivers, candidate fixes and the λ_cw x length grid; the chosen ones bold."""
+    references, drivers, candidate fixes and the λ_cw x length grid, one colour each."""
     rows = [(name, r["target_val_miou"], "C7") for name, r in study["references"].items()]
     rows += [(r["name"], r["target_val_miou"], "C0") for r in study["drivers"]]
     rows += [(r["name"], r["target_val_miou"], "C2") for r in study["candidates"]]

@@ -134,7 +134,8 @@ PAPER_MIOU = {
 ABLATION = tuple(PAPER_MIOU)           # the rows of the results table, in order
 # Row labels where space is short (the qualitative figure).
 SHORT_TITLES = {"source_only": "source-only", "adaptsegnet": "AdaptSegNet",
-                "uda_weak": "UDA: L_c", "uda_category": "UDA: + category",
+                "uda_weak": "UDA: L_c", "uda_paper_labels": "UDA: L_c, paper's labels",
+                "uda_category": "UDA: + category",
                 "uda_pixel": "UDA: + pixel", "uda_self_training": "UDA: + self-train.",
                 "wda_image": "WDA: image labels", "wda_point": "WDA: points",
                 "oracle": "oracle"}
@@ -195,7 +196,10 @@ def study_table(study: dict) -> pd.DataFrame:
                           else 100 * r["score_absent"],
                           "mean logit": None if "mean_logit" not in r else
                           f"{r['mean_logit_start']:.2f} -> {r['mean_logit']:.2f}"}
-    return pd.DataFrame(rows).T.round(1)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    numbers = ["target val mIoU", "precision", "recall", "P_c absent (%)"]
+    table[numbers] = table[numbers].astype(float).round(1)
+    return table
 
 
 def _pseudo_weak(by_seed: dict, seeds) -> dict:
@@ -290,5 +294,8 @@ def validate(results: dict) -> None:
         check(len(s["iou_mean"]) == n_classes, f"{name}: one IoU per class expected")
         check(s["paper_miou"] is None or 0 < s["paper_miou"] < 100, f"{name}: bad paper mIoU")
     by = {s["stage"]: s for s in results["stages"]}
+    for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
+        check("pseudo_weak_labels" in by[name], f"{name}: the precision and recall of its "
+              f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 05 again")
     check(abs(by["source_only"]["gap_closed_mean"]) < 1e-6, "source-only must close 0% gap")
     check(abs(by["oracle"]["gap_closed_mean"] - 100) < 1e-6, "oracle must close 100% gap")

@@ -50,6 +50,8 @@ class Pooling:
 
     @classmethod
     def from_config(cls, adapt) -> Pooling:
+        """The pooling an AdaptConfig trains with (smooth_max_r, pool_positions,
+        pool_centred)."""
         return cls(adapt.smooth_max_r, adapt.pool_positions, adapt.pool_centred)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
