@@ -188,3 +188,69 @@ def test_the_default_recipe_is_what_the_committed_study_chose():
     probes = study["drivers"] + study["candidates"]
     best = max(probes, key=lambda r: r["target_val_miou"])
     assert best["name"] == study["chosen_weak_labels"]["name"]
+
+
+N8385 = "area prior of the paper's map (N = 8385)"
+EVAL_LABELS = "labels from BatchNorm's running statistics"
+FROZEN_BN = "BatchNorm statistics frozen (as the paper's batch-1 network)"
+SHIFT_LABELS = "T = 0.9425: N = 8385's labels, L_c without its shift"
+
+
+@pytest.mark.skipif(not STUDY.exists(), reason="no committed study yet")
+def test_the_numbers_docs_state_about_the_study_are_the_studys():
+    """docs/method.md §13 states the study's numbers in prose; each is checked here."""
+    import json
+
+    study = json.loads(STUDY.read_text())
+    text = STUDY.parent.parent.joinpath("docs/method.md").read_text()
+    text = " ".join(text[text.index("## §13"):].split())
+    probe = {r["name"]: r for r in study["drivers"] + study["candidates"]}
+    paper, n8385 = probe["paper: online, T = 0.2"], probe[N8385]
+    refs, so = study["references"], study["source_only_presence"]
+    eval_02 = next(r for r in so["sweep"] if r["T"] == 0.2)
+
+    def num(x, spec=".1f"):
+        return format(x, spec).replace("-", "−")
+
+    def pr(r):
+        return f"{r['pseudo_precision']:.0f}% / {r['pseudo_recall']:.0f}%"
+
+    expected = [
+        f"end at {paper['pseudo_precision']:.0f}% precision and {paper['pseudo_recall']:.0f}% "
+        f"recall",
+        f"from {study['paper_history']['score_absent'][0]:.2f} (first 25 steps) to "
+        f"{paper['score_absent']:.2f}",
+        f"from {num(paper['mean_logit_start'], '.2f')} to {num(paper['mean_logit'], '.2f')}",
+        f"Target val mIoU {paper['target_val_miou']:.1f}, against "
+        f"{refs['output-space alignment only']['target_val_miou']:.1f} for output-space "
+        f"alignment alone and {refs['source-only']['target_val_miou']:.1f}",
+        f"{so['training_mode']['precision']:.0f}% / {so['training_mode']['recall']:.0f}% "
+        f"computed that way (batches of 8), and {eval_02['precision']:.0f}% / "
+        f"{eval_02['recall']:.0f}% in eval mode",
+        f"falls to {num(probe['T = 0.8']['mean_logit'])}, recall ends at "
+        f"{probe['T = 0.8']['pseudo_recall']:.0f}% and target val mIoU at "
+        f"{probe['T = 0.8']['target_val_miou']:.1f}",
+        f"({probe['no dropout']['target_val_miou']:.1f} without it",
+        f"stay accurate ({pr(probe[EVAL_LABELS])} at the end)",
+        f"keep {pr(probe['frozen labels of the source-only model'])}",
+        f"({probe[EVAL_LABELS]['target_val_miou']:.1f} and "
+        f"{probe['frozen labels of the source-only model']['target_val_miou']:.1f})",
+        f"({probe[FROZEN_BN]['target_val_miou']:.1f})",
+        f"collapse in place ({probe['L_c on the source too']['target_val_miou']:.1f})",
+        f"from the first step "
+        f"({probe['logits centred over classes before pooling']['target_val_miou']:.1f})",
+        f"$T = {so['best_T']:g}$, with eval-mode labels, gives",
+        f"$hw = 128$ (`adapt.pool_positions`): {n8385['target_val_miou']:.1f}",
+        f"(0% / 0%, target val {probe[SHIFT_LABELS]['target_val_miou']:.1f})",
+        f"end near \"all present\" ({pr(n8385)})",
+        "(target val " + ", ".join(f"{g['target_val_miou']:.1f}" for g in study["grid"])
+        + f"; L_c alone {n8385['target_val_miou']:.1f})",
+        "end " + ", ".join(f"{100 * g['disc_cw_accuracy']:.0f}%" for g in study["grid"][:-1])
+        + f" and {100 * study['grid'][-1]['disc_cw_accuracy']:.0f}% right",
+    ]
+    iou = dict(zip(["road", "sidewalk", "building", "fence", "pole", "vegetation", "terrain",
+                    "sky", "person", "car"], refs["source-only"]["target_val_iou"], strict=True))
+    expected.append(f"pole {iou['pole']:.1f}, terrain {iou['terrain']:.1f}, sidewalk "
+                    f"{iou['sidewalk']:.1f}, person {iou['person']:.1f}")
+    missing = [e for e in expected if e not in text]
+    assert not missing, missing

@@ -135,7 +135,7 @@ ABLATION = tuple(PAPER_MIOU)           # the rows of the results table, in order
 # Row labels where space is short (the qualitative figure).
 SHORT_TITLES = {"source_only": "source-only", "adaptsegnet": "AdaptSegNet",
                 "uda_weak": "UDA: L_c", "uda_paper_labels": "UDA: L_c, paper's labels",
-                "uda_category": "UDA: + category",
+                "uda_category": "UDA: + category", "wda_weak": "WDA: L_c, image labels",
                 "uda_pixel": "UDA: + pixel", "uda_self_training": "UDA: + self-train.",
                 "wda_image": "WDA: image labels", "wda_point": "WDA: points",
                 "oracle": "oracle"}
@@ -243,8 +243,8 @@ def render_markdown(results: dict) -> str:
     if weak:
         lines += ["", "Pseudo-weak labels of the UDA stages on the target training images, "
                   "against the ground-truth image labels (read only to report this): micro "
-                  "precision and recall (%), mean over seeds, from the starting model -> "
-                  "from the final one.", "",
+                  "precision and recall (%), mean over seeds, of the starting model -> of the "
+                  "final one, both in eval mode (BatchNorm's running statistics).", "",
                   "| stage | precision | recall |", "|---|---|---|"]
         for s in weak:
             w = s["pseudo_weak_labels"]

@@ -20,8 +20,8 @@ def attention_explorer(images, attentions, class_names, interactive: bool = True
         except ImportError:
             interactive = False
     if not interactive:
-        print("(no interactive explorer here: the figure below shows the attention maps of the "
-              "first three test images)")
+        print("(no interactive explorer here: the figure below shows the attention maps of "
+              "three of these images)")
         return None
 
     def show(index, class_name):
