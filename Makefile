@@ -26,7 +26,7 @@ smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not 
 	$(PY) -m wsda_lib.cli reproduce --preset smoke --seed $(SEED) --seeds $(SEEDS) --out build/smoke
 
 # The weak-label study behind the default UDA recipe (seed 0, chosen on target val); about
-# 45 minutes on two cores, not part of `make reproduce`. Writes figures/study.json.
+# an hour on two cores, not part of `make reproduce`. Writes figures/study.json.
 study: venv
 	$(PY) -m wsda_lib.cli study --preset $(PRESET)
 
