@@ -254,3 +254,37 @@ def test_the_numbers_docs_state_about_the_study_are_the_studys():
                     f"{iou['sidewalk']:.1f}, person {iou['person']:.1f}")
     missing = [e for e in expected if e not in text]
     assert not missing, missing
+
+
+@pytest.mark.skipif(not STUDY.exists(), reason="no committed study yet")
+def test_the_numbers_the_readme_states_about_the_study_are_the_studys():
+    import json
+
+    study = json.loads(STUDY.read_text())
+    readme = " ".join(STUDY.parent.parent.joinpath("README.md").read_text().split())
+    probe = {r["name"]: r for r in study["drivers"] + study["candidates"]}
+    paper, so = probe["paper: online, T = 0.2"], study["source_only_presence"]
+    eval_02 = next(r for r in so["sweep"] if r["T"] == 0.2)
+
+    def pr(r):
+        return f"{r['pseudo_precision']:.0f}% / {r['pseudo_recall']:.0f}%"
+
+    def val(name):
+        return f"{probe[name]['target_val_miou']:.1f}"
+
+    expected = [
+        f"({paper['pseudo_precision']:.0f}% precision, {paper['pseudo_recall']:.0f}% recall",
+        f"{so['training_mode']['precision']:.0f}% / {so['training_mode']['recall']:.0f}% in "
+        f"training mode, {eval_02['precision']:.0f}% / {eval_02['recall']:.0f}% in eval mode",
+        f"to \"all absent\" and {val('T = 0.8')} mIoU",
+        f"(eval mode at every step: {pr(probe[EVAL_LABELS])}; frozen from the source-only "
+        f"model: {pr(probe['frozen labels of the source-only model'])})",
+        f"({val(EVAL_LABELS)}, {val('frozen labels of the source-only model')} against "
+        f"{val('paper: online, T = 0.2')})",
+        f"({val(N8385)} against {val('paper: online, T = 0.2')})",
+        f"collapses to \"all absent\" ({val(SHIFT_LABELS)})",
+        "(" + ", ".join(f"{g['target_val_miou']:.1f}" for g in study["grid"])
+        + f"; L_c alone {val(N8385)})",
+    ]
+    missing = [e for e in expected if e not in readme]
+    assert not missing, missing
