@@ -29,7 +29,7 @@ CLAIMS = [
     ("02", rf"WDA, λ_c = (?P<v>{N})", D.adapt.lambda_c_human),
     ("03", rf"λ_cw = (?P<v>{N})", D.adapt.lambda_cw),
     ("04", rf"\$y_c = 1\[P_c > (?P<v>{N})\]\$", D.adapt.pseudo_threshold),
-    ("04", r"(?P<v>half) of the source images", D.adapt.fda_prob),
+    ("04", r"with probability one (?P<v>half)", D.adapt.fda_prob),
     ("04", r"the (?P<v>median) confidence of each predicted class", D.adapt.st_quantile),
     ("04", rf"capped at (?P<v>{N})", D.adapt.st_cap),
     ("04", rf"WDA, λ_c = (?P<v>{N}) instead", D.adapt.lambda_c_human),
