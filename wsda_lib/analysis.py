@@ -61,11 +61,10 @@ def attention_share(model, split, device, n: int = 200, batch_size: int = 50) ->
     on, area, present = [], [], []
     for b in DataLoader(torch.utils.data.Subset(split, range(min(n, len(split)))),
                         batch_size=batch_size):
-        logits, _ = model(b["image"].to(device))
-        labels = b["label"]
-        on.append(attention_on_class(category_attention(logits).view_as(logits).cpu(), labels))
+        att, labels = attention_maps(model, b["image"].to(device)).cpu(), b["label"]
+        on.append(attention_on_class(att, labels))
         area.append(np.stack([(labels == c).float().mean((1, 2)).numpy() * 100
-                              for c in range(logits.shape[1])], 1))
+                              for c in range(att.shape[1])], 1))
         present.append(b["weak_label"].numpy() > 0)
     on, area, present = np.concatenate(on), np.concatenate(area), np.concatenate(present)
 

@@ -97,25 +97,27 @@ def _summary(result) -> dict:
     return out
 
 
+def _presence_f1(predicted, truth) -> tuple[float, float, float]:
+    """Micro presence precision, recall (%, NaN when undefined) and F1 (%, 0 when
+    undefined) of 0/1 arrays of any one shape."""
+    ps = presence_scores(np.ravel(predicted)[:, None], np.ravel(truth)[:, None])
+    p, r = ps["precision"][0], ps["recall"][0]
+    pz, rz = np.nan_to_num(p), np.nan_to_num(r)
+    return p, r, float(2 * pz * rz / (pz + rz)) if pz + rz > 0 else 0.0
+
+
 def threshold_sweep(model, split, device, adapt) -> dict:
     """Presence precision, recall and F1 (%) of the model's P_c > T on `split` for every T
     of THRESHOLDS, micro-averaged, and the T of the best F1 (overall and per class)."""
     scores, truth = class_presence(model, split, device, Pooling.from_config(adapt))
     rows = []
     for t in THRESHOLDS:
-        ps = presence_scores((scores > t).ravel()[:, None], truth.ravel()[:, None])
-        p, r = ps["precision"][0], ps["recall"][0]
-        rows.append({"T": float(t), "precision": p, "recall": r,
-                     "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0})
+        p, r, f1 = _presence_f1(scores > t, truth)
+        rows.append({"T": float(t), "precision": p, "recall": r, "f1": f1})
     best = max(rows, key=lambda row: row["f1"])
-    per_class = []
-    for c in range(truth.shape[1]):
-        f1 = []
-        for t in THRESHOLDS:
-            ps = presence_scores((scores[:, c] > t)[:, None], truth[:, c:c + 1])
-            p, r = np.nan_to_num(ps["precision"][0]), np.nan_to_num(ps["recall"][0])
-            f1.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
-        per_class.append(float(THRESHOLDS[int(np.argmax(f1))]))
+    per_class = [float(THRESHOLDS[int(np.argmax([_presence_f1(scores[:, c] > t, truth[:, c])[2]
+                                                 for t in THRESHOLDS]))])
+                 for c in range(truth.shape[1])]
     return {"sweep": rows, "best_T": best["T"], "best_f1": best["f1"],
             "per_class_best_T": per_class}
 
