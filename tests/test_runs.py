@@ -10,7 +10,7 @@ from wsda_lib.config import override, preset, to_dict
 def test_load_or_train_trains_once_then_loads(tmp_path):
     calls = []
 
-    def train():
+    def train(resume):
         calls.append(1)
         return {"w": torch.arange(3.0)}, {"miou": 42.0}
 
@@ -25,7 +25,7 @@ def test_load_or_train_trains_once_then_loads(tmp_path):
 
 
 def test_interrupted_training_leaves_no_finished_run(tmp_path):
-    def boom():
+    def boom(resume):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -1,7 +1,11 @@
 """Atomic file writes: a temporary file beside the target, renamed into place.
 
-An interrupted write leaves the old file (or none), never half a file; the temporary file is
-removed on any failure. Used for cached benchmark splits, checkpoints and JSON results.
+An interrupted write leaves the old file (or none), never half a file. The temporary file is
+removed on any failure the process survives; one left by a killed process (SIGKILL, power
+loss) carries that process's id in its name and is removed by the next write into the same
+folder once that process is gone. Files are created with the permissions the umask gives any
+new file (0644 under the usual 022), not the 0600 of a bare temporary file. Used for cached
+benchmark splits, checkpoints and JSON results.
 """
 
 from __future__ import annotations
@@ -11,6 +15,43 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (".<name>.<pid>.<random>.tmp") in `folder` whose writing
+    process no longer runs, and any of an older, pid-less format. Returns what was deleted.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / ".checkpoint.pt.999999999.x1.tmp").write_bytes(b"half")
+    >>> [p.name for p in remove_stale_temporaries(d)], list(d.iterdir())
+    (['.checkpoint.pt.999999999.x1.tmp'], [])
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        parts = path.name.split(".")
+        pid = parts[-3] if len(parts) >= 4 else ""
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable) -> None:
@@ -24,12 +65,15 @@ def atomic_write(path: str | Path, write: Callable) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

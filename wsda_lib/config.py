@@ -72,6 +72,9 @@ class TrainConfig:
     grad_clip: float | None = 10.0     # max global grad norm; None disables
     eval_every: int = 500              # iterations between validation evaluations
     eval_batch_size: int = 32
+    # Iterations between resume checkpoints of a run in progress (runs.Resume); None: none.
+    # Not part of a run's key: a resumed run ends as an uninterrupted one does.
+    checkpoint_every: int | None = 500
     # The labelled split supervised training learns from: "source_train" (source-only) or
     # "target_train" (the oracle). Its learning curve is drawn on the matching val split.
     split: str = "source_train"
@@ -156,31 +159,95 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
 
+def _one_of(*choices):
+    return lambda v: v in choices, f"one of {', '.join(map(repr, choices))}"
+
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
+_SIZE = (lambda v: len(v) == 2 and all(type(x) is int and x >= 1 for x in v),
+         "(width, height), two whole numbers >= 1")
+
+# The allowed range of every field whose type alone does not say it; None always passes
+# where the annotation allows it. Checked by `validate` when a config is built (`preset`,
+# `override`) and again before training.
+RANGES = {
+    "data.dataset": _one_of("embedded", "gta5", "synthia"),
+    "data.height": _AT_LEAST_1, "data.width": _AT_LEAST_1,
+    "data.sizes": (lambda v: all(k in ("source_train", "source_val", "target_train",
+                                       "target_val", "target_test") and type(n) is int
+                                 and n >= 1 for k, n in v.items()),
+                   "split name -> number of images >= 1"),
+    "data.weak_label_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "data.val_count": _AT_LEAST_1,
+    "data.class_protocol": _one_of(19, 16, 13),
+    "data.source_size": _SIZE, "data.target_size": _SIZE,
+    "model.backbone": _one_of("slim", "resnet50", "resnet101"),
+    "model.base_width": _AT_LEAST_1,
+    "model.aspp_rates": (lambda v: len(v) >= 1 and all(type(x) is int and x >= 1 for x in v),
+                         "one or more whole numbers >= 1"),
+    "train.iterations": _AT_LEAST_1, "train.poly_horizon": _AT_LEAST_1,
+    "train.batch_size": _AT_LEAST_1, "train.optimizer": _one_of("sgd", "adam"),
+    "train.lr": _POSITIVE, "train.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.weight_decay": _NON_NEGATIVE, "train.head_lr_mult": _POSITIVE,
+    "train.poly_power": _NON_NEGATIVE,
+    "train.grad_clip": (lambda v: v > 0, "> 0 (None disables clipping)"),
+    "train.eval_every": _AT_LEAST_1, "train.eval_batch_size": _AT_LEAST_1,
+    "train.checkpoint_every": _AT_LEAST_1,
+    "train.split": _one_of("source_train", "target_train"),
+    "adapt.weak_labels": _one_of(*WEAK_LABEL_SOURCES),
+    "adapt.iterations": _AT_LEAST_1, "adapt.lr": _POSITIVE,
+    "adapt.lambda_adv": _NON_NEGATIVE, "adapt.lambda_c": _NON_NEGATIVE,
+    "adapt.lambda_c_human": _NON_NEGATIVE, "adapt.lambda_cw": _NON_NEGATIVE,
+    "adapt.lambda_point": _NON_NEGATIVE, "adapt.lambda_st": _NON_NEGATIVE,
+    "adapt.pseudo_threshold": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "adapt.pseudo_weak_from": _one_of("online", "online_eval", "start"),
+    "adapt.smooth_max_r": _POSITIVE, "adapt.pool_positions": _AT_LEAST_1,
+    "adapt.weak_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adapt.disc_lr": _POSITIVE, "adapt.output_disc_width": _AT_LEAST_1,
+    "adapt.category_disc_hidden": _AT_LEAST_1,
+    "adapt.fda_beta": (lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
+    "adapt.fda_prob": _SHARE, "adapt.st_quantile": _SHARE,
+    "adapt.st_cap": (lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field's type (its annotation) and range (RANGES); the first error names
+    the field, the value and what was expected. Returns `cfg`. Raises ValueError."""
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        for f in dataclasses.fields(obj):
+            dotted, value = f"{section.name}.{f.name}", getattr(obj, f.name)
+            _typed(dotted, str(f.type), value)
+            if value is None or dotted not in RANGES:
+                continue
+            ok, expected = RANGES[dotted]
+            try:
+                good = bool(ok(value))
+            except TypeError:
+                good = False
+            if not good:
+                raise ValueError(f"{dotted}={value!r}: expected {expected}")
+    return cfg
+
+
 def check_switches(cfg: Config) -> None:
-    """Errors for switch combinations that cannot train, naming the fields."""
+    """Errors for values out of range (`validate`) and for switch combinations that cannot
+    train, naming the fields."""
+    validate(cfg)
     a = cfg.adapt
-    if a.weak_labels not in WEAK_LABEL_SOURCES:
-        raise ValueError(f"adapt.weak_labels must be one of {WEAK_LABEL_SOURCES}, got "
-                         f"{a.weak_labels!r}")
     if a.weak_labels == "none" and (a.weak_loss or a.category_alignment):
         raise ValueError("adapt.weak_loss and adapt.category_alignment need weak labels; "
                          "adapt.weak_labels is 'none'")
     if a.self_training and a.weak_labels != "pseudo":
         raise ValueError(f"adapt.self_training filters pixel pseudo labels by pseudo-weak "
                          f"labels and needs adapt.weak_labels='pseudo', got {a.weak_labels!r}")
-    if a.pseudo_weak_from not in ("online", "online_eval", "start"):
-        raise ValueError(f"adapt.pseudo_weak_from must be 'online', 'online_eval' or 'start', "
-                         f"got {a.pseudo_weak_from!r}")
-    if not 0 < a.pseudo_threshold < 1:
-        raise ValueError(f"adapt.pseudo_threshold must be in (0, 1), got {a.pseudo_threshold}")
-    if a.pool_positions is not None and a.pool_positions < 1:
-        raise ValueError(f"adapt.pool_positions must be None or >= 1, got {a.pool_positions}")
     if a.source_weak_loss and not a.weak_loss:
         raise ValueError("adapt.source_weak_loss adds L_c on the source and needs "
                          "adapt.weak_loss=True")
-    if cfg.train.split not in ("source_train", "target_train"):
-        raise ValueError(f"train.split must be 'source_train' or 'target_train', got "
-                         f"{cfg.train.split!r}")
 
 
 # The paper's UDA recipe (docs/method.md §3-4, §7) in the fields that the weak-label study
@@ -206,7 +273,7 @@ def _paper(source: str, class_protocol: int, source_size) -> Config:
         train=TrainConfig(iterations=120_000, poly_horizon=250_000, batch_size=1,
                           optimizer="sgd", lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
                           head_lr_mult=10.0, grad_clip=None, eval_every=5000,
-                          eval_batch_size=1),
+                          eval_batch_size=1, checkpoint_every=5000),
         adapt=AdaptConfig(iterations=120_000, lr=2.5e-4, lambda_adv=0.001, lambda_c=0.01,
                           lambda_c_human=0.2, lambda_cw=0.001, lambda_point=1.0,
                           pseudo_threshold=0.2, smooth_max_r=1.0, pool_positions=None,
@@ -216,7 +283,11 @@ def _paper(source: str, class_protocol: int, source_size) -> Config:
 
 
 def preset(name: str) -> Config:
-    """The named preset's config (a fresh object each call)."""
+    """The named preset's config (a fresh object each call), validated."""
+    return validate(_preset(name))
+
+
+def _preset(name: str) -> Config:
     if name == "default":
         return Config()
     if name == "smoke":
@@ -278,7 +349,8 @@ def fields(cfg) -> list[str]:
 def override(cfg, **changes):
     """A copy of `cfg` with dotted fields changed: override(cfg, **{"train.iterations": 10}).
     Unknown fields raise an error that names them; a value of the wrong type (the string
-    'false' for a switch, 'abc' for a number) raises one that names the field and the type."""
+    'false' for a switch, 'abc' for a number) or out of range (`validate`) raises one that
+    names the field and what was expected."""
     cfg = copy.deepcopy(cfg)
     for dotted, value in changes.items():
         *path, last = dotted.split(".")
@@ -294,4 +366,4 @@ def override(cfg, **changes):
                            + (f"; did you mean {' or '.join(close)}?" if close else ""))
         annotation = next(f.type for f in dataclasses.fields(obj) if f.name == last)
         setattr(obj, last, _typed(dotted, str(annotation), value))
-    return cfg
+    return validate(cfg)

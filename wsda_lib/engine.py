@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, default_collate
 from tqdm.auto import tqdm
 
 from . import distributed
@@ -54,28 +54,92 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def batches(dataset, batch_size: int, seed: int, device):
+class BatchStream:
     """An endless stream of shuffled training batches, moved to `device`; the order depends
     on `seed` only. Incomplete last batches are dropped (BatchNorm dislikes batches of 1).
-    Under torchrun each rank draws its own disjoint share of every epoch."""
-    if len(dataset) < batch_size * distributed.world_size():
-        raise ValueError(f"split {getattr(dataset, 'name', '?')!r} has {len(dataset)} images, "
-                         f"fewer than batch_size={batch_size} x {distributed.world_size()} "
-                         f"process(es)")
-    if distributed.is_distributed():
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
-    else:
-        sampler = None
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(seed))
-    epoch = 0
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in loader:
-            yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        epoch += 1
+    Under torchrun each rank draws its own disjoint share of every epoch.
+
+    The batches are those of DataLoader(dataset, batch_size, shuffle=True, drop_last=True,
+    generator=torch.Generator().manual_seed(seed)) epoch after epoch, the random draws
+    included, but the stream knows its position: `state_dict()` -> {"epoch", "position",
+    "generator"} and `load_state_dict` resume it at the same batch without reading the
+    images it skips (a resumed run sees the data an uninterrupted one would)."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, device):
+        if len(dataset) < batch_size * distributed.world_size():
+            raise ValueError(f"split {getattr(dataset, 'name', '?')!r} has {len(dataset)} "
+                             f"images, fewer than batch_size={batch_size} x "
+                             f"{distributed.world_size()} process(es)")
+        self.dataset, self.device = dataset, device
+        if distributed.is_distributed():
+            self.generator = None
+            self.sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+        else:
+            self.generator = torch.Generator().manual_seed(seed)
+            self.sampler = RandomSampler(dataset, generator=self.generator)
+        self.batch_sampler = BatchSampler(self.sampler, batch_size, drop_last=True)
+        self.epoch, self.position, self._indices, self._epoch_start = 0, 0, None, None
+
+    def _start_epoch(self, draw_seed: bool = True) -> None:
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(self.epoch)
+        if self.generator is not None:
+            self._epoch_start = self.generator.get_state()
+        if draw_seed:  # the DataLoader draws its workers' base seed at every epoch's start
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        self._indices = iter(self.batch_sampler)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self._indices is None:
+            self._start_epoch()
+        indices = next(self._indices, None)
+        if indices is None:
+            self.epoch, self.position = self.epoch + 1, 0
+            self._start_epoch()
+            indices = next(self._indices)
+        self.position += 1
+        batch = default_collate([self.dataset[i] for i in indices])
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "generator": self._epoch_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        if self.generator is not None and state["generator"] is not None:
+            self.generator.set_state(state["generator"])
+            self._start_epoch()
+        else:  # the global RNG's draw is part of the restored RNG state
+            self._start_epoch(draw_seed=False)
+        for _ in range(self.position):  # indices only: no image is read
+            next(self._indices)
+
+
+def batches(dataset, batch_size: int, seed: int, device) -> BatchStream:
+    """The training stream of `dataset` (BatchStream)."""
+    return BatchStream(dataset, batch_size, seed, device)
+
+
+def rng_state() -> dict:
+    """The state of every global random generator: Python, NumPy, torch (CPU and GPUs)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def make_optimizer(model, train_cfg):
@@ -101,17 +165,22 @@ def set_lr(optimizer, lr: float) -> None:
 
 class _Loop:
     """What both loops share: the poly schedule, the progress bar, the logged history (means
-    over `log_every` steps) and the validation mIoU every `eval_every` steps."""
+    over `log_every` steps), the validation mIoU every `eval_every` steps, the stop on a
+    non-finite loss, and the resume checkpoint (runs.Resume) every train.checkpoint_every
+    steps: `parts` (name -> the model, optimisers, discriminators, data streams, generators)
+    are saved with the RNG states, the history and the step, and restored at the start when a
+    checkpoint exists, so that a resumed run ends as an uninterrupted one does."""
 
     def __init__(self, model, optimizer, train_cfg, lr: float, iterations: int, val_set,
-                 device, desc: str, progress: bool, log_every: int = 1):
+                 device, desc: str, progress: bool, log_every: int = 1, resume=None,
+                 parts: dict | None = None):
         if iterations < 1:
             raise ValueError(f"{desc}: iterations must be >= 1, got {iterations}")
         if train_cfg.poly_horizon is not None and train_cfg.poly_horizon < iterations:
             raise ValueError(f"train.poly_horizon={train_cfg.poly_horizon} is shorter than the "
                              f"{iterations} iterations of {desc}; the poly schedule would end "
                              f"before training does")
-        self.model, self.optimizer, self.device = model, optimizer, device
+        self.model, self.optimizer, self.device, self.desc = model, optimizer, device, desc
         self.lr, self.iterations, self.log_every = lr, iterations, log_every
         self.horizon, self.power = train_cfg.poly_horizon or iterations, train_cfg.poly_power
         self.eval_every = train_cfg.eval_every
@@ -119,17 +188,57 @@ class _Loop:
         self.num_classes = val_set.class_set.num_classes
         self.history = {"iteration": [], "val_iteration": [], "val_miou": []}
         self.window: dict[str, list] = {}
-        self.bar = tqdm(range(iterations), desc=desc, mininterval=2,
+        self.resume, self.parts = resume, {"model": model, "optimizer": optimizer,
+                                           **(parts or {})}
+        self.first, self.elapsed = 0, 0.0
+        saved = resume.load() if resume is not None else None
+        if saved is not None:
+            self._restore(saved)
+        self.bar = tqdm(range(self.first, iterations), desc=desc, mininterval=2,
+                        initial=self.first, total=iterations,
                         disable=not progress or not distributed.is_main())
         self.start = time.perf_counter()
+
+    def _restore(self, saved: dict) -> None:
+        for name, part in self.parts.items():
+            if isinstance(part, torch.Generator):
+                part.set_state(saved["parts"][name])
+            else:
+                part.load_state_dict(saved["parts"][name])
+        self.history, self.window = saved["history"], saved["window"]
+        self.first, self.elapsed = saved["step"], saved["elapsed"]
+        set_rng_state(saved["rng"])
+
+    def _save(self, step: int) -> None:
+        parts = {name: part.get_state() if isinstance(part, torch.Generator)
+                 else part.state_dict() for name, part in self.parts.items()}
+        self.resume.save({"step": step, "parts": parts, "rng": rng_state(),
+                          "history": self.history, "window": self.window,
+                          "elapsed": self.elapsed + time.perf_counter() - self.start})
 
     def __iter__(self):
         for it in self.bar:
             set_lr(self.optimizer, poly_lr(self.lr, it, self.horizon, self.power))
             yield it
 
+    def check_finite(self, it: int, loss: torch.Tensor, terms: dict) -> None:
+        """Stop at once on a non-finite loss, before it reaches the weights; the error names
+        the stage, the step, the term and the resume checkpoint that stays."""
+        if bool(torch.isfinite(loss)):
+            return
+        bad = [k for k, v in terms.items() if not np.all(np.isfinite(v))] or ["total"]
+        kept = (f"the last resume checkpoint, {self.resume.path}, is kept"
+                if self.resume is not None and self.resume.path.is_file()
+                else "no resume checkpoint was written yet")
+        raise FloatingPointError(f"{self.desc}: the loss is not finite at step {it + 1} "
+                                 f"(term {', '.join(bad)} = "
+                                 f"{', '.join(str(terms.get(k, float(loss))) for k in bad)}); "
+                                 f"training stopped; {kept}. Look for NaN/inf inputs or a "
+                                 f"learning rate that diverges")
+
     def end_step(self, it: int, loss: torch.Tensor, terms: dict) -> None:
-        """Log this step's terms; validate (for the learning curve only) when it is time."""
+        """Log this step's terms; validate (for the learning curve only) when it is time;
+        write the resume checkpoint when it is due."""
         for k, v in terms.items():
             self.window.setdefault(k, []).append(v)
         last = it + 1 == self.iterations
@@ -146,11 +255,16 @@ class _Loop:
             self.history["val_iteration"].append(it + 1)
             self.history["val_miou"].append(val["miou"])
             self.bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
+        if self.resume is not None and self.resume.due(it + 1, self.iterations):
+            self._save(it + 1)
 
     def finish(self, images_per_step: int) -> dict:
-        seconds = time.perf_counter() - self.start
-        return {**self.history, "seconds": seconds,
-                "images_per_second": self.iterations * images_per_step / seconds}
+        """The history, with the training time in seconds (summed over resumed sessions)
+        and the images per second of the steps this session ran."""
+        now = time.perf_counter() - self.start
+        steps = self.iterations - self.first
+        return {**self.history, "seconds": self.elapsed + now,
+                "images_per_second": steps * images_per_step / now if now > 0 else 0.0}
 
 
 def _step(optimizer, loss, parameters, grad_clip, average: bool = False) -> None:
@@ -166,9 +280,11 @@ def _step(optimizer, loss, parameters, grad_clip, average: bool = False) -> None
 
 
 def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
-                     desc: str = "train", progress: bool = True) -> dict:
+                     desc: str = "train", progress: bool = True, resume=None) -> dict:
     """Train `model` on the labelled `train_set` for train_cfg.iterations with L_seg; return
-    the history: loss per iteration, `val_set` mIoU every eval_every iterations, seconds."""
+    the history: loss per iteration, `val_set` mIoU every eval_every iterations, seconds.
+    `resume` (runs.Resume): continue from its checkpoint and write one every
+    train.checkpoint_every steps. A non-finite loss raises FloatingPointError."""
     set_seed(seed)
     model.to(device).train()
     # Under torchrun the gradients are averaged across ranks; `model` stays the plain module.
@@ -176,18 +292,20 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
     optimizer = make_optimizer(model, train_cfg)
     stream = batches(train_set, train_cfg.batch_size, seed, device)
     loop = _Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
-                 device, desc, progress)
+                 device, desc, progress, resume=resume, parts={"stream": stream})
     for it in loop:
         batch = next(stream)
         logits, _ = network(batch["image"])                        # (B, C, h, w)
         loss = segmentation_loss(logits, batch["label"])
+        loop.check_finite(it, loss, {"seg": loss.item()})
         _step(optimizer, loss, model.parameters(), train_cfg.grad_clip)
         loop.end_step(it, loss, {"loss": loss.item()})
     return loop.finish(train_cfg.batch_size * distributed.world_size())
 
 
 def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, device,
-                     progress: bool = True, desc: str = "adapt", log_every: int = 25) -> dict:
+                     progress: bool = True, desc: str = "adapt", log_every: int = 25,
+                     resume=None) -> dict:
     """Adapt `model` (trained on the source) to the target with the objective that cfg.adapt
     switches on (docs/method.md §7); returns the history (each term's mean per `log_every`
     steps, target val mIoU every eval_every steps).
@@ -196,20 +314,22 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
     (H, W) for self-training (data.splits.WithItems); items of `source_set` may carry
     "translated" images (data.translated). Target ground truth is never used, except the
     human weak labels of WDA; the GT image labels are read only to *log* the precision and
-    recall of the pseudo-weak labels.
+    recall of the pseudo-weak labels. `resume` (runs.Resume): continue from its checkpoint
+    and write one every train.checkpoint_every steps. A non-finite loss raises
+    FloatingPointError.
     """
     check_switches(cfg)
     frozen = getattr(model, "freeze_bn", False)
     model.freeze_bn = frozen or cfg.adapt.freeze_bn  # DeepLabV2.train keeps BN in eval mode
     try:
         return _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress,
-                      desc, log_every)
+                      desc, log_every, resume)
     finally:
         model.freeze_bn = frozen
 
 
 def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, desc,
-           log_every) -> dict:
+           log_every, resume) -> dict:
     a, t = cfg.adapt, cfg.train
     weights = LossWeights.from_config(a)
     set_seed(seed)
@@ -222,8 +342,12 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
     source_stream = batches(source_set, t.batch_size, seed, device)
     target_stream = batches(target_set, t.batch_size, seed + 1, device)
     fda_generator = torch.Generator().manual_seed(seed + 2)
+    parts = {"source_stream": source_stream, "target_stream": target_stream,
+             "fda_generator": fda_generator, "discriminators": discs}
+    if disc_optimizer is not None:
+        parts["disc_optimizer"] = disc_optimizer
     loop = _Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
-                 log_every)
+                 log_every, resume, parts)
     for it in loop:
         src, tgt = next(source_stream), next(target_stream)
         if a.pixel_adaptation:
@@ -236,10 +360,12 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
         loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t, feats_t,
                                      sizes[1], weak_t, tgt.get("points"), tgt.get("pseudo_label"),
                                      a.weak_dropout, Pooling.from_config(a), src["weak_label"])
+        loop.check_finite(it, loss, terms)
         _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
         if disc_optimizer is not None:
             loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
                                                  logits_t, feats_t, weak_t, sizes)
+            loop.check_finite(it, loss_d, d_terms)
             _step(disc_optimizer, loss_d, discs.parameters(), None, average=True)
             terms.update(d_terms)
         loop.end_step(it, loss, {**terms, **log})

@@ -1,18 +1,23 @@
 """Run directories: one per stage, keyed by the stage's resolved config.
 
 "Load if present, otherwise train": `load_or_train` returns the saved checkpoint and metrics
-when a finished run with the same config exists, and trains (then saves) otherwise. Every
-file is written atomically (a temporary file renamed into place), so an interrupted run
-leaves no half-written checkpoint behind, and checkpoints load with `weights_only=True`.
+when a finished run with the same config exists, and trains (then saves) otherwise. A run in
+progress writes a resume checkpoint every `every` steps (train.checkpoint_every); starting
+the same run again, from the CLI or a notebook alike, resumes from it and ends with the same
+weights and metrics as an uninterrupted run. Every file is written atomically (a temporary
+file renamed into place, atomic.py), so a killed run leaves no half-written file behind, and
+checkpoints load with `weights_only=True`.
 
-Layout: <root>/<stage>-<key>/{checkpoint.pt, metrics.json, config.json}. config.json is
-written last and marks the run as finished.
+Layout: <root>/<stage>-<key>/{checkpoint.pt, metrics.json, config.json}, and resume.pt while
+the run is in progress. config.json is written last and marks the run as finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,14 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .atomic import atomic_write, write_json  # noqa: F401 (notebooks use runs.write_json)
+from .atomic import atomic_write, remove_stale_temporaries, write_json
+
+__all__ = ["Resume", "Run", "RunError", "config_key", "load_checkpoint", "load_or_train",
+           "read_json", "run_dir", "save_checkpoint", "write_json"]
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as it is; the message says what to delete."""
 
 
 def config_key(config: dict) -> str:
@@ -30,13 +42,14 @@ def config_key(config: dict) -> str:
 
 
 def read_json(path: str | Path):
+    """The JSON in `path`; errors name the file."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it to recompute") from e
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -64,28 +77,110 @@ class Run:
     loaded: bool        # True when it came from disk rather than fresh training
 
 
+@dataclass
+class Resume:
+    """Where a run in progress keeps its resume checkpoint, and every how many steps it
+    writes one (None: never). The training loops (engine.py) call `load` once at their
+    start and `save` when `due`."""
+
+    path: Path
+    every: int | None
+    config: dict | None = None   # the run's config, stored with the state and checked
+
+    def due(self, step: int, last: int) -> bool:
+        """Whether to save after `step` steps (1-based) of `last`: every `every` steps, but
+        not after the last one, which the finished run's checkpoint records."""
+        return bool(self.every) and step % self.every == 0 and step < last
+
+    def load(self) -> dict | None:
+        """The saved state, or None when there is none to resume from."""
+        if not self.path.is_file():
+            return None
+        try:
+            saved = load_checkpoint(self.path)
+        except ValueError as e:
+            raise RunError(f"{e}. Delete {self.path} to train this run from its start") from e
+        if self.config is not None and saved.get("config") != self.config:
+            raise RunError(f"{self.path}: a resume checkpoint of another config (an edited "
+                           f"or moved file); delete it to train this run from its start")
+        return saved
+
+    def save(self, state: dict) -> None:
+        if distributed.is_main():  # under torchrun every rank holds the same state
+            save_checkpoint(self.path, {**state, "config": self.config})
+
+    def clear(self) -> None:
+        if distributed.is_main():
+            self.path.unlink(missing_ok=True)
+
+
 def run_dir(root: str | Path, stage: str, config: dict) -> Path:
     return Path(root) / f"{stage}-{config_key(config)}"
 
 
+def fallback_path(directory: Path) -> Path:
+    """Where `load_or_train` saves a trained run whose own folder cannot be written."""
+    return Path(tempfile.gettempdir()) / f"wsda-unsaved-{directory.name}.pt"
+
+
+def check_writable(root: str | Path, need_bytes: int = 0) -> None:
+    """Errors, before any training, when runs cannot be saved under `root`: it cannot be
+    created or written, or has less than `need_bytes` free. The message names the folder."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        raise RunError(f"run directory {root} cannot be written ({type(e).__name__}: "
+                       f"{e.strerror or e}); choose another --run-dir") from None
+    free = shutil.disk_usage(root).free
+    if free < need_bytes:
+        raise RunError(f"run directory {root} has {free / 2**20:.0f} MiB free; saving this "
+                       f"run needs about {need_bytes / 2**20:.0f} MiB. Free space or choose "
+                       f"another --run-dir")
+
+
 def load_or_train(root: str | Path, stage: str, config: dict,
-                  train: Callable[[], tuple[dict, dict]]) -> Run:
-    """Return the finished run of `stage` with this config, or call `train()` -> (state,
-    metrics), save both with the config, and return them."""
+                  train: Callable[[Resume], tuple[dict, dict]],
+                  checkpoint_every: int | None = None) -> Run:
+    """Return the finished run of `stage` with this config, or call `train(resume)` ->
+    (state, metrics), save both with the config, and return them. `resume` (a `Resume` in
+    the run's folder, saving every `checkpoint_every` steps) lets the trainer continue an
+    interrupted run. If the folder cannot be written at the end, the state and metrics go
+    to `fallback_path` and the error names it."""
     config = json.loads(json.dumps(config))  # the form it takes on disk: tuples become lists
     directory = run_dir(root, stage, config)
     ckpt, metrics_path, config_path = (directory / "checkpoint.pt", directory / "metrics.json",
                                        directory / "config.json")
     if config_path.is_file():
-        saved = read_json(config_path)
-        if saved != config:
-            raise ValueError(f"{config_path}: holds a different config than the one asked for "
-                             f"(a hash collision or an edited file); move the folder away")
-        return Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
-    state, metrics = train()
+        try:
+            saved = read_json(config_path)
+            if saved != config:
+                raise ValueError(f"{config_path}: holds a different config than the one asked "
+                                 f"for (a hash collision or an edited file)")
+            return Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
+        except (FileNotFoundError, ValueError) as e:
+            raise RunError(f"finished run {directory} is damaged: {e}. Delete the folder "
+                           f"{directory} to train it again") from None
+    if directory.is_dir() and distributed.is_main():
+        remove_stale_temporaries(directory)
+    resume = Resume(directory / "resume.pt", checkpoint_every, config)
+    state, metrics = train(resume)
     if distributed.is_main():  # under torchrun every rank trains; rank 0 alone writes
-        save_checkpoint(ckpt, state)
-        write_json(metrics_path, metrics)
-        write_json(config_path, config)
+        try:
+            save_checkpoint(ckpt, state)
+            write_json(metrics_path, metrics)
+            write_json(config_path, config)
+        except OSError as e:
+            fallback = fallback_path(directory)
+            try:
+                save_checkpoint(fallback, {**state, "metrics": metrics, "config": config})
+                where = f"the trained run is saved at {fallback}"
+            except OSError as e2:
+                where = f"nor could it be saved at {fallback} ({e2})"
+            raise RunError(f"run {directory} could not be saved ({type(e).__name__}: {e}); "
+                           f"{where}") from e
+        resume.clear()
     distributed.barrier()
     return Run(directory, state, metrics, loaded=False)

@@ -17,11 +17,14 @@ and target test). Every stage keeps its final weights: none is selected by a tar
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import runs
+from . import distributed, runs
 from .analysis import class_presence, pseudo_label_maps
 from .config import PAPER_UDA, Config, check_switches, override, to_dict
 from .data.splits import InMemorySplit, WithItems
@@ -103,6 +106,77 @@ def build_model(cfg: Config, class_set):
                          m.legacy_aspp, m.freeze_bn, m.backbone_weights)
 
 
+def model_weights(state, path) -> dict:
+    """The network's state_dict in what a checkpoint file holds: a wsda checkpoint
+    ({"model": state_dict, ...}), a {"state_dict": ...} or a bare state_dict. Keys prefixed
+    "module." (as DataParallel and DDP save them) lose the prefix. Errors name the file and
+    say what it holds."""
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        weights = state["model"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        weights = state["state_dict"]
+    elif isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values()):
+        weights = state
+    else:
+        held = (f"a dict with keys {sorted(map(str, state))[:8]}" if isinstance(state, dict)
+                else type(state).__name__)
+        raise ValueError(f"checkpoint {path} holds {held}; expected a wsda checkpoint (a dict "
+                         f"whose 'model' is the network's state_dict) or a bare state_dict")
+    if weights and all(k.startswith("module.") for k in weights):
+        weights = {k[len("module."):]: v for k, v in weights.items()}
+    return weights
+
+
+def _shape_of(weights: dict, key: str, dim: int = 0):
+    return tuple(weights[key].shape)[dim] if key in weights else None
+
+
+def load_weights(model, state, path, model_cfg) -> None:
+    """Load the network weights of checkpoint `state` (read from `path`) into `model`, built
+    from `model_cfg` (config.ModelConfig). A checkpoint that does not fit fails with an error
+    naming the file and the settings that differ (number of classes, backbone, width, ASPP
+    rates), read from the checkpoint's stored model config or, for a bare state_dict,
+    from its tensors' shapes."""
+    weights = model_weights(state, path)
+    expected = model.state_dict()
+    wrong = sorted(k for k in expected if k not in weights
+                   or tuple(weights[k].shape) != tuple(expected[k].shape))
+    extra = sorted(k for k in weights if k not in expected)
+    if not wrong and not extra:
+        model.load_state_dict(weights)
+        return
+    differ = []
+    key = "classifier.branches.0.weight"
+    if _shape_of(weights, key) != _shape_of(expected, key):
+        differ.append(f"number of classes: checkpoint {_shape_of(weights, key)}, model "
+                      f"{_shape_of(expected, key)}")
+    saved = state.get("model_config") if isinstance(state, dict) else None
+    if isinstance(saved, dict):
+        mine = to_dict(model_cfg)
+        differ += [f"model.{k}: checkpoint {saved[k]!r}, config {mine[k]!r}"
+                   for k in ("backbone", "base_width", "aspp_rates", "legacy_aspp")
+                   if k in saved and json_form(saved[k]) != json_form(mine[k])]
+    else:
+        stem = "backbone.stem.0.weight"
+        if _shape_of(weights, stem) != _shape_of(expected, stem):
+            differ.append(f"width of the first layer (model.base_width, or the backbone): "
+                          f"checkpoint {_shape_of(weights, stem)}, model "
+                          f"{_shape_of(expected, stem)}")
+        branches = {k.split(".")[2] for k in weights if k.startswith("classifier.branches.")}
+        want = {k.split(".")[2] for k in expected if k.startswith("classifier.branches.")}
+        if len(branches) != len(want):
+            differ.append(f"ASPP branches (model.aspp_rates, model.legacy_aspp): checkpoint "
+                          f"{len(branches)}, model {len(want)}")
+    detail = "; ".join(differ) if differ else (
+        f"{len(wrong)} tensor(s) missing or of another shape, e.g. {wrong[:3]}, "
+        f"{len(extra)} unexpected, e.g. {extra[:3]} (another backbone?)")
+    raise ValueError(f"checkpoint {path} does not fit the model built from the config: {detail}")
+
+
+def json_form(value):
+    return json.loads(json.dumps(value))
+
+
 def evaluate_splits(model, benchmark, cfg: Config, device, splits=EVAL_SPLITS) -> dict:
     n = benchmark.class_set.num_classes
     return {s: evaluate(model, eval_loader(benchmark[s], cfg.train.eval_batch_size), n, device)
@@ -172,12 +246,47 @@ def pseudo_weak_quality(model, split, cfg: Config, device) -> tuple[np.ndarray, 
 
 
 def run_config(name: str, cfg: Config, seed: int) -> dict:
-    """What keys stage `name`'s run directory: the stage, the seed and its resolved config
-    (without the adaptation section for a supervised stage, which does not read it)."""
+    """What keys stage `name`'s run directory: the stage, the seed, its resolved config
+    (without the adaptation section for a supervised stage, which does not read it, and
+    without train.checkpoint_every, which does not change the result) and, under torchrun,
+    the number of processes, which multiplies the effective batch."""
     config = {"stage": name, "seed": seed, **to_dict(stage_config(name, cfg))}
+    del config["train"]["checkpoint_every"]
     if stage(name).start_from is None:
         del config["adapt"]
+    if distributed.world_size() > 1:  # a single process keeps the keys runs always had
+        config["world_size"] = distributed.world_size()
     return config
+
+
+def chain(name: str) -> list[str]:
+    """Stage `name` and the stages it starts from, first to train first."""
+    names = []
+    while name:
+        names.insert(0, name)
+        name = stage(name).start_from
+    return names
+
+
+def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
+    """Everything that can be checked before stage `name` (and the stages it starts from)
+    trains: every stage's resolved config, the files the configs name (initial weights,
+    translated source images), and that `run_root` can be written and has room for the
+    checkpoints. Errors name the stage, field, file or folder."""
+    for each in chain(name):
+        stage_cfg = stage_config(each, cfg)
+        weights = stage_cfg.model.backbone_weights
+        if weights and not Path(weights).is_file():
+            raise FileNotFoundError(f"model.backbone_weights={weights!r}: no such file "
+                                    f"(the ImageNet initialisation of stage {each!r})")
+        a = stage_cfg.adapt
+        if stage(each).start_from and a.pixel_adaptation and a.translated_source_dir:
+            TranslatedSource(benchmark["source_train"], a.translated_source_dir).check()
+    model = build_model(override(cfg, **{"model.backbone_weights": None}), benchmark.class_set)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    # the model, the optimiser's state (two copies with Adam), the discriminators, the resume
+    # checkpoint beside the final one, and a temporary copy while either is written
+    runs.check_writable(run_root, need_bytes=8 * size + 2**20)
 
 
 def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
@@ -185,31 +294,37 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
     """Load or train stage `name` from the base config `cfg` (a preset, perhaps overridden)
     for `seed`; its starting stage is loaded or trained first."""
     st, stage_cfg = stage(name), stage_config(name, cfg)
+    if not runs.run_dir(run_root, name, run_config(name, cfg, seed)).joinpath(
+            "config.json").is_file():
+        check_before_training(name, cfg, benchmark, run_root)
     set_seed(seed)  # the initial weights depend on the seed alone, not on what ran before
     model = build_model(stage_cfg, benchmark.class_set)
 
-    def train():
+    def train(resume):
         metrics = {}
         if st.start_from is None:
             t = stage_cfg.train
             val = "source_val" if t.split == "source_train" else "target_val"
             history = train_supervised(model, benchmark[t.split], benchmark[val], t, seed,
-                                       device, desc=name, progress=progress)
+                                       device, desc=name, progress=progress, resume=resume)
         else:
             start = run_stage(st.start_from, cfg, benchmark, seed, device, run_root, progress)
             model.load_state_dict(start.model.state_dict())
             model.to(device)
             source, target, metrics = adaptation_data(stage_cfg, benchmark, model, seed, device)
             history = train_adaptation(model, source, target, benchmark["target_val"],
-                                       stage_cfg, seed, device, progress=progress, desc=name)
+                                       stage_cfg, seed, device, progress=progress, desc=name,
+                                       resume=resume)
             if stage_cfg.adapt.weak_labels == "pseudo":
                 metrics["pseudo_weak_end"] = pseudo_weak_quality(
                     model, benchmark["target_train"], stage_cfg, device)[1]
         metrics.update(history=history, **evaluate_splits(model, benchmark, stage_cfg, device))
-        return {"model": model.state_dict()}, metrics
+        return {"model": model.state_dict(), "model_config": to_dict(stage_cfg.model),
+                "num_classes": benchmark.class_set.num_classes}, metrics
 
-    run = runs.load_or_train(run_root, name, run_config(name, cfg, seed), train)
+    run = runs.load_or_train(run_root, name, run_config(name, cfg, seed), train,
+                             stage_cfg.train.checkpoint_every)
     if run.loaded:
-        model.load_state_dict(run.state["model"])
+        load_weights(model, run.state, run.dir / "checkpoint.pt", stage_cfg.model)
     model.to(device).eval()
     return StageResult(model, run.metrics, run)
