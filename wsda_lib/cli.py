@@ -11,12 +11,29 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed, runs, study
-from .config import PRESETS, Config, DataConfig, ModelConfig, override, preset
+from .config import (
+    PRESETS,
+    Config,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    override,
+    preset,
+    validate,
+)
 from .data import load, open_dataset
 from .data.files import DatasetError
 from .engine import resolve_device
 from .reproduce import NotebookFailed, reproduce
-from .stages import STAGES, build_model, evaluate_splits, fixed_fields, run_stage, stage_config
+from .stages import (
+    STAGES,
+    build_model,
+    evaluate_splits,
+    fixed_fields,
+    load_weights,
+    run_stage,
+    stage_config,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +137,7 @@ def _train(args) -> int:
     while name:  # every stage of the chain resolves to a config that can train, before any work
         stage_config(name, cfg)
         name = STAGES[name].start_from
+    runs.check_writable(args.run_dir)
     device = resolve_device(distributed.init_from_env(args.device))
     if distributed.is_main():  # rank 0 generates (or measures) what is cached; others wait
         load(cfg.data, args.run_dir / "data", verbose=True)
@@ -135,12 +153,34 @@ def _train(args) -> int:
     return 0
 
 
+def _checkpoint_config(path: Path, state) -> Config:
+    """The config a checkpoint was trained with: stored in it by `wsda train`, else read
+    from the config.json beside it. Without initial weights: the checkpoint holds them all."""
+    saved = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        beside = path.parent / "config.json"
+        if not beside.is_file():
+            raise FileNotFoundError(f"checkpoint {path} holds no config and there is no "
+                                    f"{beside}; evaluate a checkpoint written by `wsda train`")
+        saved = runs.read_json(beside)
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    try:
+        cfg = Config(**{k: cls(**{f: v for f, v in saved.get(k, {}).items()
+                                  if f in cls.__dataclass_fields__})
+                        for k, cls in sections.items()})
+    except TypeError as e:
+        raise ValueError(f"checkpoint {path}: its config does not read as a wsda config "
+                         f"({e})") from None
+    cfg.model.backbone_weights = None
+    return validate(cfg)
+
+
 def _evaluate(args) -> int:
-    saved = runs.read_json(args.checkpoint.parent / "config.json")
-    cfg = Config(data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]))
+    state = runs.load_checkpoint(args.checkpoint)
+    cfg = _checkpoint_config(args.checkpoint, state)
     bench = load(cfg.data, args.run_dir / "data", verbose=False)
     model = build_model(cfg, bench.class_set)
-    model.load_state_dict(runs.load_checkpoint(args.checkpoint)["model"])
+    load_weights(model, state, args.checkpoint, cfg.model)
     device = resolve_device(args.device)
     scores = evaluate_splits(model.to(device), bench, cfg, device)
     print(json.dumps({s: {"miou": round(v["miou"], 2),
@@ -153,7 +193,7 @@ def main(argv=None) -> int:
     if args.command in ("train", "evaluate"):
         try:
             return _train(args) if args.command == "train" else _evaluate(args)
-        except (ValueError, KeyError, FileNotFoundError) as e:
+        except (ValueError, KeyError, OSError, FloatingPointError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else e
             print(f"wsda {args.command}: {message}", file=sys.stderr)
             return 2

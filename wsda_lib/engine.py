@@ -232,7 +232,7 @@ class _Loop:
                 else "no resume checkpoint was written yet")
         raise FloatingPointError(f"{self.desc}: the loss is not finite at step {it + 1} "
                                  f"(term {', '.join(bad)} = "
-                                 f"{', '.join(str(terms.get(k, float(loss))) for k in bad)}); "
+                                 f"{', '.join(str(terms.get(k, loss.item())) for k in bad)}); "
                                  f"training stopped; {kept}. Look for NaN/inf inputs or a "
                                  f"learning rate that diverges")
 

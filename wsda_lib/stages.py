@@ -320,7 +320,7 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
                     model, benchmark["target_train"], stage_cfg, device)[1]
         metrics.update(history=history, **evaluate_splits(model, benchmark, stage_cfg, device))
         return {"model": model.state_dict(), "model_config": to_dict(stage_cfg.model),
-                "num_classes": benchmark.class_set.num_classes}, metrics
+                "config": to_dict(stage_cfg)}, metrics
 
     run = runs.load_or_train(run_root, name, run_config(name, cfg, seed), train,
                              stage_cfg.train.checkpoint_every)
