@@ -33,9 +33,11 @@ def cityscapes(root: str | Path, split: str = "train", size=PAPER_SIZE, num_clas
     for p in sorted(images.glob("*/*_leftImg8bit.png")):
         stem = p.name[: -len("_leftImg8bit.png")]
         pairs.append((p, root / "gtFine" / split / p.parent.name / f"{stem}_gtFine_labelIds.png"))
-    unpaired = (unpaired_files(images, "*/*_leftImg8bit.png", {im for im, _ in pairs})
-                + unpaired_files(root / "gtFine" / split, "*/*_gtFine_labelIds.png",
-                                 {lb for _, lb in pairs}, label=True,
-                                 known=lambda p: p.name.endswith(COMPANIONS)))
+    # Only the checker lists the files a reader does not read (a scan of both folders).
+    unpaired = [] if not kwargs.get("checking") else (
+        unpaired_files(images, "*/*_leftImg8bit.png", {im for im, _ in pairs})
+        + unpaired_files(root / "gtFine" / split, "*/*_gtFine_labelIds.png",
+                         {lb for _, lb in pairs}, label=True,
+                         known=lambda p: p.name.endswith(COMPANIONS)))
     return FileSegmentation(f"cityscapes {split} {root}", pairs, protocol(num_classes),
                             "cityscapes", read_index_png, size, unpaired=unpaired, **kwargs)

@@ -57,8 +57,9 @@ def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
                            f"GT/LABELS/*.png")
     images = sorted((root / "RGB").glob("*.png"))
     pairs = [(p, root / "GT" / "LABELS" / p.name) for p in images]
-    unpaired = (unpaired_files(root / "RGB", "*.png", set(images))
-                + unpaired_files(root / "GT" / "LABELS", "*.png", {lb for _, lb in pairs},
-                                 label=True))
+    # Only the checker lists the files a reader does not read (a scan of both folders).
+    unpaired = [] if not kwargs.get("checking") else (
+        unpaired_files(root / "RGB", "*.png", set(images))
+        + unpaired_files(root / "GT" / "LABELS", "*.png", {lb for _, lb in pairs}, label=True))
     return FileSegmentation(f"synthia {root}", pairs, protocol(num_classes), "synthia",
                             read_synthia_label, size, unpaired=unpaired, **kwargs)
