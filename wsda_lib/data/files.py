@@ -79,7 +79,7 @@ def read_image(path: Path) -> np.ndarray:
                                    f"expected an 8-bit RGB colour image", UNSUPPORTED_IMAGE)
             return np.array(im.convert("RGB"))  # writable, as torch wants
     except FileNotFoundError:
-        raise DatasetError(f"{path}: image file is missing", IMAGE_WITHOUT_LABEL) from None
+        raise DatasetError(f"{path}: image file is missing", "missing image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable image ({e})", UNREADABLE_IMAGE) from None
 
