@@ -4,6 +4,17 @@ The rule for absent classes: a class that appears neither in the labels nor in t
 predictions of the whole evaluated set has no defined IoU (0/0). It gets NaN and is left out
 of the mIoU, as in the Cityscapes scripts. A class that appears in only one of the two has
 IoU 0 and counts.
+
+Two conventions for protocols that drop Cityscapes classes (SYNTHIA's 16 and 13 classes;
+docs/method.md §10):
+
+* "project" (default): ground-truth pixels of a dropped class are void, scored nowhere;
+* "official": as cityscapesscripts' evalPixelLevelSemanticLabeling scores predictions on the
+  full Cityscapes ground truth: such a pixel is ground truth of a class outside the protocol,
+  a false negative of that class (not scored) and a false positive of the class predicted
+  there. The mIoU averages the protocol's classes.
+
+With 19 classes nothing is dropped and both conventions agree.
 """
 
 from __future__ import annotations
@@ -36,14 +47,46 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) 
     return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
-def scores(conf) -> dict:
-    """Per-class IoU (NaN for absent classes), mIoU and pixel accuracy, in percent."""
+CONVENTIONS = ("project", "official")
+
+
+def outside_counts(pred: torch.Tensor, outside: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C,) int64: how often each class is predicted on the pixels marked `outside` (bool, the
+    ground truth of a Cityscapes class that the protocol drops): the extra row of the
+    confusion matrix that the official convention scores.
+
+    >>> outside_counts(torch.tensor([0, 1, 1]), torch.tensor([True, True, False]), 2).tolist()
+    [1, 1]
+    """
+    if pred.shape != outside.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != outside-mask shape "
+                         f"{tuple(outside.shape)}")
+    return torch.bincount(pred[outside.bool()].reshape(-1).long(), minlength=num_classes)
+
+
+def scores(conf, outside=None) -> dict:
+    """Per-class IoU (NaN for absent classes), mIoU and pixel accuracy, in percent, from the
+    (C, C) confusion matrix (rows = ground truth).
+
+    outside: None for the project's convention; for the official one, the (C,) counts of
+    each class predicted on ground truth of a class outside the protocol (outside_counts):
+    they add to that class's false positives, and to the pixels of pixel accuracy.
+
+    >>> scores([[3, 1], [0, 2]], outside=[2, 1])["iou"]
+    [50.0, 50.0]
+    """
     conf = np.asarray(conf, dtype=np.float64)
+    fp_outside = np.zeros(len(conf))
+    if outside is not None:
+        fp_outside = np.asarray(outside, dtype=np.float64)
+        if fp_outside.shape != (len(conf),):
+            raise ValueError(f"outside counts have shape {fp_outside.shape}; expected "
+                             f"({len(conf)},), one per class of the confusion matrix")
     tp = np.diag(conf)
-    union = conf.sum(0) + conf.sum(1) - tp
+    union = conf.sum(0) + fp_outside + conf.sum(1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
-    total = conf.sum()
+    total = conf.sum() + fp_outside.sum()
     return {
         "iou": (100 * iou).tolist(),
         "miou": float(100 * np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
@@ -93,20 +136,66 @@ def eval_loader(dataset, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size)
 
 
+def _images_total(dataset) -> tuple[int, int]:
+    """(images the dataset could score, pairs its reader left out for size mismatches)."""
+    while hasattr(dataset, "dataset") or hasattr(dataset, "split"):  # Subset, WithItems
+        dataset = getattr(dataset, "dataset", None) or dataset.split
+    left_out = len(getattr(dataset, "mismatched", ()))
+    return len(dataset) + left_out, left_out
+
+
 @torch.no_grad()
-def evaluate(model, loader, num_classes: int, device="cpu") -> dict:
-    """Run `model` in eval mode over a loader of {"image", "label"} batches; returns scores
-    plus the confusion matrix. BatchNorm uses its running statistics: evaluation never adapts
-    the model to the evaluated domain. Under torchrun the loader should come from
-    `eval_loader`; the confusion matrices of all ranks are summed."""
+def evaluate(model, loader, num_classes: int, device="cpu", convention: str = "project") -> dict:
+    """Run `model` in eval mode over a loader of {"image", "label"} batches; the logits are
+    upsampled bilinearly to each label's resolution (native 2048x1024 for Cityscapes val, as
+    the paper). BatchNorm uses its running statistics: evaluation never adapts the model to
+    the evaluated domain. Under torchrun the loader should come from `eval_loader`; the
+    confusion matrices of all ranks are summed.
+
+    convention: "project" or "official" (module docstring); "official" needs batches with
+    "outside" masks (a FileSegmentation opened with mark_outside=True, as
+    wsda_lib.data.load opens target_val and target_test), else a ValueError.
+
+    Returns scores() in percent ("iou" (C,), "miou", "pixel_acc") and
+    "convention"; "confusion" (C, C) counts, rows = ground truth; "outside_protocol" (C,)
+    counts of each class predicted on ground truth outside the protocol (when the batches
+    mark it); "images": images scored; "images_total": images of the split, those its reader
+    left out for an image/label size mismatch included; "scored_on": "N of M images", plus
+    "(K left out: image/label sizes differ)" when K > 0, for callers to print.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     was_training = model.training
     distributed.broadcast_buffers(model)
     model.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    outside = torch.zeros(num_classes, dtype=torch.int64)
+    images, marked = torch.zeros(1, dtype=torch.int64), False
     for batch in loader:
-        pred = predict(model, batch["image"].to(device), batch["label"].shape[-2:])
-        conf += confusion_matrix(pred.cpu(), batch["label"], num_classes)
+        marked = "outside" in batch
+        if convention == "official" and not marked:
+            raise ValueError("convention='official' needs batches that mark the ground truth "
+                             "of classes outside the protocol: open the split with "
+                             "mark_outside=True (wsda_lib.data.load does so for target_val "
+                             "and target_test)")
+        pred = predict(model, batch["image"].to(device), batch["label"].shape[-2:]).cpu()
+        conf += confusion_matrix(pred, batch["label"], num_classes)
+        if marked:
+            outside += outside_counts(pred, batch["outside"], num_classes)
+        images += len(pred)
     if distributed.is_distributed():
-        conf = distributed.all_reduce_sum(conf.to(device)).cpu()
+        summed = distributed.all_reduce_sum(torch.cat([conf.reshape(-1), outside, images])
+                                            .to(device)).cpu()
+        conf = summed[: num_classes ** 2].reshape(num_classes, num_classes)
+        outside, images = summed[num_classes ** 2: -1], summed[-1:]
     model.train(was_training)
-    return {**scores(conf), "confusion": conf.tolist()}
+    total, left_out = _images_total(loader.dataset)
+    n = int(images)
+    result = {**scores(conf, outside if convention == "official" else None),
+              "convention": convention, "confusion": conf.tolist()}
+    if marked:
+        result["outside_protocol"] = outside.tolist()
+    scored_on = f"{n} of {total} images"
+    if left_out:
+        scored_on += f" ({left_out} left out: image/label sizes differ)"
+    return {**result, "images": n, "images_total": total, "scored_on": scored_on}

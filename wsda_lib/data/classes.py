@@ -126,6 +126,16 @@ class Protocol:
                              f"expected {source} ids (see docs/method.md §10)")
         return self.train_to_protocol[table[ids]]
 
+    def outside(self, ids: np.ndarray, source: str) -> np.ndarray:
+        """(H, W) bool: pixels whose raw id is a Cityscapes-19 class that this protocol drops
+        (terrain, truck, train for 16 classes; also wall, fence, pole for 13). They are void
+        (255) in map_label_ids; the official Cityscapes evaluation instead scores them as
+        ground truth of a class outside the protocol (evaluate.py, convention="official").
+        Call after map_label_ids, which checks the ids."""
+        table, _ = _RAW_TABLES[source]
+        train = table[np.asarray(ids).clip(0, len(table) - 1)]
+        return (train != IGNORE_INDEX) & (self.train_to_protocol[train] == IGNORE_INDEX)
+
 
 def _raw_table(mapping: dict, ignored, size: int = 65536):
     table = np.full(size, IGNORE_INDEX, np.uint8)

@@ -4,10 +4,14 @@ A `FileSegmentation` is a list of (image path, label path) pairs, a class protoc
 function that reads a label file into raw ids. It follows the split protocol of splits.py,
 like the embedded benchmark.
 
-Problems are found before training starts where that is cheap: missing label files and empty
-splits at construction, image/label size mismatches from the PNG headers (mismatched pairs are
-left out and reported, so an epoch never crashes half-way). `check()` reads every file and
-reports every problem by file name; `wsda data check` prints that report.
+Problems are found before training starts where that is cheap: missing label files, unreadable
+file headers and empty splits at construction, image/label size mismatches from the PNG headers
+(mismatched pairs are left out and reported, so an epoch never crashes half-way; evaluation
+splits refuse them). `check()` reads every pair and reports every problem by file name, under
+its kind: every file in the dataset's folders is either read or reported with the reason;
+`wsda data check` prints that report. Formats: images must be 8-bit colour (RGB, RGBA or
+palette); GTA5/Cityscapes labels 8-bit ids ('P' or 'L'); anything else is refused by name
+rather than converted.
 """
 
 from __future__ import annotations
@@ -18,52 +22,124 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.functional import to_tensor
 
 from .classes import Protocol
 from .splits import Split
 
 
 class DatasetError(ValueError):
-    """A problem with a dataset tree; the message names the file(s)."""
+    """A problem with a dataset tree; the message names the file(s). `kind` says which
+    problem it is, as `check()` lists it ("unreadable label file", ...), or None."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+# What `check()` calls each problem (the keys of Report.problems).
+IMAGE_WITHOUT_LABEL = "image without label file"
+LABEL_WITHOUT_IMAGE = "label file without image"
+NOT_READ = "file not read"
+UNREADABLE_IMAGE = "unreadable image file"
+UNREADABLE_LABEL = "unreadable label file"
+UNSUPPORTED_IMAGE = "unsupported image format"
+UNSUPPORTED_LABEL = "unsupported label format"
+SIZE_MISMATCH = "image/label size mismatch"
+UNKNOWN_IDS = "unknown label ids"
+
+IMAGE_MODES = ("RGB", "RGBA", "P")  # 8-bit colour; alpha is dropped, a palette gives colours
+LABEL_MODES = ("P", "L")            # 8-bit ids: palette indices or grey values
+
+
+def png_bit_depth(path: Path) -> int | None:
+    """Bits per channel from a PNG file's IHDR header (1, 2, 4, 8 or 16); None for a file
+    that is not a PNG or too short to say. Pillow opens a 16-bit RGB PNG as 8-bit 'RGB'
+    without a word, so the depth is read here."""
+    with open(path, "rb") as f:
+        head = f.read(25)
+    if len(head) < 25 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24]
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; errors name the file."""
+    """(H, W, 3) uint8 RGB of an 8-bit colour image (mode RGB, RGBA or palette; alpha is
+    dropped). Errors (DatasetError) name the file: a missing or unreadable (truncated) file,
+    and any other format (16 bits per channel, grey, grey+alpha, CMYK, ...), which would be
+    converted to colours that the datasets never have."""
     try:
         with Image.open(path) as im:
+            depth = png_bit_depth(path)
+            if im.mode not in IMAGE_MODES or (depth is not None and depth > 8):
+                bits = f", {depth} bits per channel" if depth else ""
+                raise DatasetError(f"{path}: unsupported image format (mode {im.mode}{bits}); "
+                                   f"expected an 8-bit RGB colour image", UNSUPPORTED_IMAGE)
             return np.array(im.convert("RGB"))  # writable, as torch wants
     except FileNotFoundError:
-        raise DatasetError(f"{path}: image file is missing") from None
+        raise DatasetError(f"{path}: image file is missing", "missing image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{path}: unreadable image ({e})") from None
+        raise DatasetError(f"{path}: unreadable image ({e})", UNREADABLE_IMAGE) from None
 
 
 def read_index_png(path: Path) -> np.ndarray:
-    """Label ids stored as the *values* of a single-channel or palette PNG (GTA5, Cityscapes).
+    """(H, W) int64 label ids stored as the *values* of an 8-bit palette ('P') or single-channel
+    ('L') image (GTA5, Cityscapes).
 
     A palette image is read as its indices, never its colours: converting to RGB first is a
-    known source of wrong ids. An RGB label file is refused.
+    known source of wrong ids. Errors (DatasetError) name the file: a colour (RGB) label, a
+    16- or 32-bit or 1-bit label (converted somewhere: Cityscapes and GTA5 ids are 8-bit), and
+    a missing or unreadable (truncated) file.
     """
     try:
         with Image.open(path) as im:
-            if im.mode not in ("P", "L", "I", "I;16"):
-                raise DatasetError(f"{path}: label image has mode {im.mode}; expected label ids "
-                                   f"in a palette ('P') or single-channel image, not colours")
+            depth = png_bit_depth(path)
+            if im.mode not in LABEL_MODES or (depth is not None and depth > 8):
+                what = ("not colours" if im.mode.startswith(("RGB", "CMYK", "LA")) else
+                        "this file has been converted")
+                bits = f", {depth} bits" if depth else ""
+                raise DatasetError(f"{path}: unsupported label format (mode {im.mode}{bits}); "
+                                   f"expected 8-bit label ids in a palette ('P') or "
+                                   f"single-channel ('L') image, {what}", UNSUPPORTED_LABEL)
             return np.asarray(im).astype(np.int64)
     except FileNotFoundError:
-        raise DatasetError(f"{path}: label file is missing") from None
+        raise DatasetError(f"{path}: label file is missing", IMAGE_WITHOUT_LABEL) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{path}: unreadable label image ({e})") from None
+        raise DatasetError(f"{path}: unreadable label file ({e})", UNREADABLE_LABEL) from None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+def image_size(path: Path, what: str = "image") -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels. what: "image" or
+    "label", the kind of file, for the error (DatasetError) when the header cannot be read."""
     try:
         with Image.open(path) as im:
             return im.size
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{path}: unreadable image ({e})") from None
+        kind = UNREADABLE_LABEL if what == "label" else UNREADABLE_IMAGE
+        raise DatasetError(f"{path}: unreadable {what} file ({e})", kind) from None
+
+
+def unpaired_files(folder: Path, pattern: str, paired: set[Path],
+                   known=lambda p: False, label: bool = False) -> list[tuple[str, str]]:
+    """The files under `folder` that a reader does not read, each as (kind, message) for
+    `check()`: files that do not match `pattern` (a glob relative to folder) and, when
+    `label`, label files matching it that no image refers to (`paired`). `known(path)` is
+    True for companion files that the dataset ships and the reader does not need (Cityscapes'
+    colour and instance files), which are not reported."""
+    if not folder.is_dir():
+        return []
+    matching = set(folder.glob(pattern))
+    found = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p in paired or known(p):
+            continue
+        if p in matching and label:
+            found.append((LABEL_WITHOUT_IMAGE, f"{p}: no image has this label file"))
+        elif p not in matching:
+            found.append((NOT_READ, f"{p}: the reader reads {folder}/{pattern} only"))
+    return found
 
 
 @dataclass
@@ -97,33 +173,71 @@ class FileSegmentation(Split):
                  id_source: str, read_label: Callable[[Path], np.ndarray],
                  size: tuple[int, int] | None = None, resize_labels: bool = True,
                  check_sizes: bool = True,
-                 typical_area: np.ndarray | None = None, weak_label_fraction: float = 0.1):
+                 typical_area: np.ndarray | None = None, weak_label_fraction: float = 0.1,
+                 checking: bool = False, unpaired: list[tuple[str, str]] = (),
+                 on_size_mismatch: str = "leave out", mark_outside: bool = False):
         """pairs: (image, label) paths; id_source: "cityscapes" or "synthia" ids;
         size: (width, height) to resize images to, and labels too (nearest neighbour) unless
         resize_labels=False: evaluation keeps full-resolution labels and upsamples the logits
         to them (the paper evaluates at 2048x1024). typical_area (C,) shares of the image and
         weak_label_fraction decide the image-level labels (splits.Split); without
-        typical_area the split can be read and checked but has no image-level labels."""
+        typical_area the split can be read and checked but has no image-level labels.
+
+        check_sizes: read the image and label headers and compare their sizes; a mismatched
+        pair is left out with a warning (on_size_mismatch="leave out", training splits; it
+        stays in `mismatched`, and evaluation says "scored on N of M images") or refused with
+        a DatasetError naming the files (on_size_mismatch="refuse", evaluation splits).
+
+        checking=False (training): a missing label file or an unreadable file header raises a
+        DatasetError naming the file. checking=True (`wsda data check`): they are kept in
+        `problems` instead and `check()` lists them with everything else, as it does the
+        reader's `unpaired` files ((kind, message): files it never reads).
+
+        mark_outside: items also carry "outside", (H, W) bool, the ground-truth pixels of a
+        Cityscapes-19 class that the protocol drops, for evaluate(convention="official").
+        """
+        if on_size_mismatch not in ("leave out", "refuse"):
+            raise ValueError(f"on_size_mismatch must be 'leave out' or 'refuse', got "
+                             f"{on_size_mismatch!r}")
         if not pairs:
             raise DatasetError(f"{name}: the split is empty (no image/label pairs found)")
-        missing = [str(lb) for _, lb in pairs if not lb.is_file()]
-        if missing:
+        self.problems = list(unpaired)  # (kind, message) found before reading any pixel
+        missing = [(im, lb) for im, lb in pairs if not lb.is_file()]
+        if missing and not checking:
             raise DatasetError(f"{name}: {len(missing)} label file(s) missing, e.g. "
-                               f"{missing[:3]}")
+                               f"{[str(lb) for _, lb in missing[:3]]}; `wsda data check` lists "
+                               f"every problem", IMAGE_WITHOUT_LABEL)
+        self.problems += [(IMAGE_WITHOUT_LABEL, f"{im}: no label file {lb}")
+                          for im, lb in missing]
+        pairs = [p for p in pairs if p not in missing]
+        self.checked_pairs = len(pairs)  # pairs with both files, for check()'s count
         self.mismatched = []
         if check_sizes:
             kept = []
             for im, lb in pairs:
-                if image_size(im) == image_size(lb):
+                try:
+                    sizes = image_size(im, "image"), image_size(lb, "label")
+                except DatasetError as e:
+                    if not checking:
+                        raise DatasetError(f"{e}; `wsda data check` lists every problem",
+                                           e.kind) from None
+                    self.problems.append((e.kind, str(e)))
+                    continue
+                if sizes[0] == sizes[1]:
                     kept.append((im, lb))
                 else:
-                    self.mismatched.append(f"{im.name}: image {image_size(im)} vs label "
-                                           f"{image_size(lb)}")
-            if self.mismatched:
+                    self.mismatched.append(f"{im}: image {sizes[0][0]}x{sizes[0][1]} vs label "
+                                           f"{lb} {sizes[1][0]}x{sizes[1][1]}")
+            if self.mismatched and on_size_mismatch == "refuse" and not checking:
+                raise DatasetError(f"{name}: {len(self.mismatched)} image/label pair(s) whose "
+                                   f"sizes differ, e.g. {self.mismatched[:3]}; an evaluation "
+                                   f"split scores every image: fix or remove them (`wsda data "
+                                   f"check` lists them all)", SIZE_MISMATCH)
+            if self.mismatched and not checking:
                 warnings.warn(f"{name}: left out {len(self.mismatched)} pair(s) whose image "
                               f"and label sizes differ, e.g. {self.mismatched[:3]}",
                               stacklevel=2)
-            if not kept:
+            if not kept and not checking:
                 raise DatasetError(f"{name}: no pair with matching image and label sizes")
             pairs = kept
         self.name, self.pairs, self.protocol = name, pairs, protocol
@@ -133,6 +247,7 @@ class FileSegmentation(Split):
         self.resize_labels = resize_labels
         self.typical_area = None if typical_area is None else np.asarray(typical_area)
         self.weak_label_fraction = weak_label_fraction
+        self.mark_outside = mark_outside
 
     def __len__(self):
         return len(self.pairs)
@@ -140,44 +255,73 @@ class FileSegmentation(Split):
     def item_name(self, i: int) -> str:
         return self.pairs[i][0].name
 
+    def _label(self, i: int, outside: bool = False):
+        """The protocol label (H, W) uint8, and with outside=True also the (H, W) bool mask of
+        pixels of classes the protocol drops; at the file's resolution."""
+        label_path = self.pairs[i][1]
+        ids = self.read_label(label_path)
+        label = self.protocol.map_label_ids(ids, self.id_source, str(label_path))
+        return (label, self.protocol.outside(ids, self.id_source)) if outside else label
+
+    def _resize_label(self, label: np.ndarray) -> np.ndarray:
+        if self.size and self.resize_labels:
+            return np.asarray(Image.fromarray(label).resize(self.size, Image.NEAREST))
+        return label
+
     def label(self, i: int) -> np.ndarray:
         """The (H, W) uint8 label of item i in protocol classes, resized like load(); reads
         the label file only."""
-        label_path = self.pairs[i][1]
-        label = self.protocol.map_label_ids(self.read_label(label_path), self.id_source,
-                                            str(label_path))
-        if self.size and self.resize_labels:
-            label = np.asarray(Image.fromarray(label).resize(self.size, Image.NEAREST))
-        return label
+        return self._resize_label(self._label(i))
+
+    def native_label_size(self, i: int) -> tuple[int, int]:
+        """(width, height) of item i's label file, from its header: the resolution that
+        predictions are scored and exported at."""
+        return image_size(self.pairs[i][1], "label")
+
+    def _load(self, i: int, outside: bool = False):
+        image_path, label_path = self.pairs[i]
+        image = read_image(image_path)
+        label = self._label(i, outside)
+        label, mask = label if outside else (label, None)
+        if image.shape[:2] != label.shape:
+            raise DatasetError(f"{image_path}: image {image.shape[:2]} and label "
+                               f"{label.shape} sizes differ", SIZE_MISMATCH)
+        if self.size:
+            image = np.array(Image.fromarray(image).resize(self.size, Image.BILINEAR))
+            label = self._resize_label(label)
+            if mask is not None:
+                mask = self._resize_label(mask.astype(np.uint8)).astype(bool)
+        return image, label, mask
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (H, W, 3) uint8 and label (H, W) uint8 of protocol classes, resized."""
-        image_path, label_path = self.pairs[i]
-        image = read_image(image_path)
-        label = self.protocol.map_label_ids(self.read_label(label_path), self.id_source,
-                                            str(label_path))
-        if image.shape[:2] != label.shape:
-            raise DatasetError(f"{image_path}: image {image.shape[:2]} and label "
-                               f"{label.shape} sizes differ")
-        if self.size:
-            image = np.array(Image.fromarray(image).resize(self.size, Image.BILINEAR))
-            if self.resize_labels:
-                label = np.asarray(Image.fromarray(label).resize(self.size, Image.NEAREST))
-        return image, label
+        return self._load(i)[:2]
+
+    def __getitem__(self, i: int) -> dict:
+        if not self.mark_outside:
+            return super().__getitem__(i)
+        image, label, mask = self._load(i, outside=True)
+        item = {"image": to_tensor(image), "label": torch.from_numpy(label.astype(np.int64)),
+                "name": self.item_name(i), "index": i, "outside": torch.from_numpy(mask)}
+        if self.typical_area is not None:
+            item["weak_label"] = torch.from_numpy(self._weak_label(i, label))
+        return item
 
     def check(self) -> Report:
-        """Read every pair; report unreadable files, unknown ids and size mismatches."""
+        """Read every pair; report every file the reader does not read (a label without its
+        image, a stray file), unreadable or unsupported files, unknown ids and size
+        mismatches, each by file name under its kind (Report.problems)."""
         report = Report()
+        for kind, message in self.problems:
+            report.add(kind, message)
         for m in self.mismatched:
-            report.add("image/label size mismatch", m)
+            report.add(SIZE_MISMATCH, m)
         for i in range(len(self)):
-            report.checked += 1
             try:
                 self.load(i)
-            except ValueError as e:  # DatasetError, and unknown ids from the protocol
-                kind = ("unknown label ids" if "unknown" in str(e) else
-                        "16-bit label read as 8-bit" if "16-bit" in str(e) else
-                        "size mismatch" if "sizes differ" in str(e) else "unreadable file")
-                report.add(kind, str(e))
-        report.checked += len(self.mismatched)
+            except DatasetError as e:
+                report.add(e.kind or "unreadable file", str(e))
+            except ValueError as e:  # unknown ids from the protocol
+                report.add(UNKNOWN_IDS if "unknown" in str(e) else "invalid label", str(e))
+        report.checked = self.checked_pairs
         return report

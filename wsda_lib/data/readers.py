@@ -19,8 +19,10 @@ def open_dataset(name: str, root, **kwargs):
 
 def check_dataset(name: str, root, **kwargs) -> str:
     """`wsda data check` as a sentence: the checker's report on the dataset tree at root
-    (every file read, every problem by file name), or why it cannot be opened at all."""
+    (opened with checking=True: every file read or reported, every problem by file name
+    under its kind), or why it cannot be opened at all."""
     try:
-        return f"{name} at {root}: {open_dataset(name, root, size=None, **kwargs).check()}"
+        report = open_dataset(name, root, size=None, checking=True, **kwargs).check()
+        return f"{name} at {root}: {report}"
     except ValueError as e:  # DatasetError included
         return f"{name} at {root}: cannot be used yet: {e}"

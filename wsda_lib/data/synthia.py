@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from .classes import protocol
-from .files import DatasetError, FileSegmentation
+from .files import (
+    UNREADABLE_LABEL,
+    UNSUPPORTED_LABEL,
+    DatasetError,
+    FileSegmentation,
+    unpaired_files,
+)
 
 PAPER_SIZE = (1280, 760)  # (width, height): SYNTHIA-RAND-CITYSCAPES is kept at its own size
 
@@ -29,20 +35,31 @@ def read_synthia_label(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: label file is missing")
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
-        raise DatasetError(f"{path}: unreadable label image")
+        raise DatasetError(f"{path}: unreadable label file", UNREADABLE_LABEL)
     if raw.dtype != np.uint16:
         raise DatasetError(f"{path}: expected a 16-bit SYNTHIA label PNG, got {raw.dtype} "
-                           f"(a 16-bit label read or saved as 8-bit has wrong ids)")
+                           f"(a 16-bit label read or saved as 8-bit has wrong ids)",
+                           "16-bit label read as 8-bit")
+    if raw.ndim == 3 and raw.shape[2] not in (3, 4):
+        raise DatasetError(f"{path}: unsupported label format ({raw.shape[2]} channels); "
+                           f"expected SYNTHIA's 3-channel 16-bit label PNG", UNSUPPORTED_LABEL)
     return (raw[..., 2] if raw.ndim == 3 else raw).astype(np.int64)  # OpenCV is BGR: red = 2
 
 
 def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
+    """The SYNTHIA tree at root as a FileSegmentation; kwargs go to it (checking, ...).
+    Other files in RGB/ and GT/LABELS/ are listed by `check()`; GT/COLOR/ is not read."""
     if num_classes not in (16, 13):
         raise ValueError(f"SYNTHIA is evaluated on 16 or 13 classes, got {num_classes}")
     root = Path(root)
     if not (root / "RGB").is_dir():
         raise DatasetError(f"{root}: no RGB/ folder; expected SYNTHIA's RGB/*.png and "
                            f"GT/LABELS/*.png")
-    pairs = [(p, root / "GT" / "LABELS" / p.name) for p in sorted((root / "RGB").glob("*.png"))]
+    images = sorted((root / "RGB").glob("*.png"))
+    pairs = [(p, root / "GT" / "LABELS" / p.name) for p in images]
+    # Only the checker lists the files a reader does not read (a scan of both folders).
+    unpaired = [] if not kwargs.get("checking") else (
+        unpaired_files(root / "RGB", "*.png", set(images))
+        + unpaired_files(root / "GT" / "LABELS", "*.png", {lb for _, lb in pairs}, label=True))
     return FileSegmentation(f"synthia {root}", pairs, protocol(num_classes), "synthia",
-                            read_synthia_label, size, **kwargs)
+                            read_synthia_label, size, unpaired=unpaired, **kwargs)
