@@ -180,6 +180,9 @@ def test_point_and_self_training_stages_run_on_tiny_real_trees(tmp_path, capsys)
         assert set(np.unique(label)) <= set(range(19)) | {255}
     [run] = (tmp_path / "runs/models").glob("uda_self_training-*")
     metrics = json.loads((run / "metrics.json").read_text())
+    [point_run] = (tmp_path / "runs/models").glob("wda_point-*")
+    history = json.loads((point_run / "metrics.json").read_text())["history"]
+    assert history["point"] and metrics["history"]["self_training"]  # the terms trained
     record = json.loads((folder / "pseudo_labels.json").read_text())
     assert metrics["thresholds"] == record["thresholds"] and len(record["thresholds"]) == 19
     assert metrics["pseudo_labels"] == record["quality"]

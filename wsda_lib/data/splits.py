@@ -74,7 +74,8 @@ class Split(Dataset):
 
     def labels_array(self) -> np.ndarray:
         """(N, H, W) uint8: every label map of the split, for what needs them all at once
-        (point sampling, pseudo-label quality). Needs labels of one size."""
+        (the datasheet, pseudo_label_maps on a few images); training never calls it, so a
+        real split need not fit. Needs labels of one size."""
         return np.stack([self.label(i) for i in range(len(self))])
 
     def __getitem__(self, i: int) -> dict:
