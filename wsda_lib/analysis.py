@@ -205,7 +205,7 @@ def pseudo_label_folder(root: str | Path, model, split, config: dict, seed: int)
 
 
 def write_pseudo_labels(model, split, adapt, device, folder: str | Path,
-                        batch_size: int = 32, exact_budget: int = 2 ** 25) -> dict:
+                        batch_size: int = 32, exact_budget: int = 2 ** 26) -> dict:
     """pseudo_label_maps for a whole split in bounded memory: the "filtered" map of image i
     is written to `folder`/pseudo_label_file(i) (an 8-bit PNG at the label size, 255 = no
     label), and the rest is returned: {"thresholds", "quality", "exact_thresholds",
