@@ -206,8 +206,9 @@ def test_data_check_cli_reports_by_name_and_exits_non_zero(gta_root, capsys):
     out = capsys.readouterr().out
     assert "unknown label ids: 1" in out and "00002.png" in out
     (gta_root / "labels/00001.png").unlink()
-    assert main(["data", "check", "--dataset", "gta5", "--root", str(gta_root)]) == 2
-    assert "00001.png" in capsys.readouterr().err
+    assert main(["data", "check", "--dataset", "gta5", "--root", str(gta_root)]) == 1
+    out = capsys.readouterr().out
+    assert "image without label file: 1" in out and "00001.png" in out
 
 
 def test_full_resolution_evaluation_and_cityscapes_export(tmp_path):
@@ -270,7 +271,8 @@ def test_wsda_train_runs_a_paper_preset_on_tiny_real_trees(tmp_path, capsys):
                  str(tmp_path / "runs"), "--device", "cpu"]) == 0
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["target_test"]["miou"] == out["target_test"]
-    assert main([*args, "--stage", "wda_point"]) == 2
-    assert "whole target split" in capsys.readouterr().err
+    # Points are drawn per image as it is read (tests/test_real_points_self_training.py).
+    assert main([*args, "--stage", "wda_point"]) == 0
+    capsys.readouterr()
     assert main(["train", "--preset", "paper_gta5", "--run-dir", str(tmp_path)]) == 2
     assert "--source-root" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from .config import (
 from .data import load, open_dataset
 from .data.files import DatasetError
 from .engine import resolve_device
+from .evaluate import scores as evaluate_scores
 from .reproduce import NotebookFailed, reproduce
 from .stages import (
     STAGES,
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _data_check(args) -> int:
     """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem."""
-    kwargs = {"size": None}
+    kwargs = {"size": None, "checking": True}
     if args.classes:
         kwargs["num_classes"] = args.classes
     if args.dataset == "cityscapes":
@@ -149,7 +150,8 @@ def _train(args) -> int:
         return 0
     print(json.dumps({"run": str(result.run.dir), "loaded": result.run.loaded,
                       **{s: round(result.metrics[s]["miou"], 2)
-                         for s in ("source_val", "target_val", "target_test")}}))
+                         for s in ("source_val", "target_val", "target_test")},
+                      "target_test_scored_on": result.metrics["target_test"].get("scored_on")}))
     return 0
 
 
@@ -175,6 +177,18 @@ def _checkpoint_config(path: Path, state) -> Config:
     return validate(cfg)
 
 
+def _printed(scores: dict) -> dict:
+    """What `wsda evaluate` prints of one split's scores: mIoU and IoUs (the project's
+    convention), how many images were scored, and, for 16 or 13 classes, the official
+    Cityscapes script's mIoU (docs/method.md §10)."""
+    out = {"miou": round(scores["miou"], 2), "iou": [round(x, 2) for x in scores["iou"]],
+           "scored_on": scores.get("scored_on")}
+    if scores.get("outside_protocol") is not None and len(scores["iou"]) < 19:
+        official = evaluate_scores(scores["confusion"], outside=scores["outside_protocol"])
+        out["official_miou"] = round(official["miou"], 2)
+    return out
+
+
 def _evaluate(args) -> int:
     state = runs.load_checkpoint(args.checkpoint)
     cfg = _checkpoint_config(args.checkpoint, state)
@@ -183,8 +197,7 @@ def _evaluate(args) -> int:
     load_weights(model, state, args.checkpoint, cfg.model)
     device = resolve_device(args.device)
     scores = evaluate_splits(model.to(device), bench, cfg, device)
-    print(json.dumps({s: {"miou": round(v["miou"], 2),
-                          "iou": [round(x, 2) for x in v["iou"]]} for s, v in scores.items()}))
+    print(json.dumps({s: _printed(v) for s, v in scores.items()}))
     return 0
 
 

@@ -19,19 +19,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import distributed, runs
-from .analysis import class_presence, pseudo_label_maps
+from .analysis import class_presence, pseudo_label_file, pseudo_label_folder, write_pseudo_labels
 from .config import PAPER_UDA, Config, check_switches, override, to_dict
-from .data.splits import InMemorySplit, WithItems
+from .data.splits import InMemorySplit, LabelFiles, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
 from .evaluate import eval_loader, evaluate, presence_scores
-from .method.point_supervision import sample_points
+from .method.point_supervision import ItemPoints, sample_points
 from .method.weak_classification import Pooling
 from .models import build_deeplab
 
@@ -205,26 +206,31 @@ def fixed_fields(name: str) -> set[str]:
     return fields
 
 
-def adaptation_data(cfg: Config, benchmark, model, seed: int, device):
+def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=None):
     """The source and target training splits an adaptation stage trains on, with what its
     switches add: clicked points and pixel pseudo labels on the target items, translated
     images on the source items, and, with adapt.pseudo_weak_from="start", the starting
-    model's pseudo-weak labels, frozen. Returns (source, target, metrics of the labels)."""
+    model's pseudo-weak labels, frozen. Returns (source, target, metrics of the labels).
+
+    Points are drawn per image as it is read (method.point_supervision; the embedded
+    benchmark keeps its whole-split draw); pixel pseudo labels
+    are written as PNGs to `work_dir`, by default benchmark.cache_dir/pseudo_labels/<key of
+    the weights, config and seed> (analysis.pseudo_label_folder), and read back per item."""
     a = cfg.adapt
     source, target, metrics, extras = benchmark["source_train"], benchmark["target_train"], {}, {}
-    if (a.weak_labels == "point" or a.self_training) and not isinstance(target, InMemorySplit):
-        raise ValueError("points and self-training need the whole target split in memory, "
-                         "which only the embedded benchmark provides so far")
     if a.weak_labels == "pseudo":
         labels, metrics["pseudo_weak_start"] = pseudo_weak_quality(model, target, cfg, device)
         if a.pseudo_weak_from == "start":
             extras["pseudo_weak"] = labels
     if a.weak_labels == "point":
-        extras["points"] = sample_points(target.labels_array(), target.weak_labels, seed)
+        extras["points"] = (sample_points(target.labels_array(), target.weak_labels, seed)
+                            if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        maps = pseudo_label_maps(model, target, a, device, cfg.train.eval_batch_size)
-        extras["pseudo_label"] = maps["filtered"]
-        metrics.update(pseudo_labels=maps["quality"], thresholds=maps["thresholds"])
+        folder = work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
+                                                 to_dict(cfg), seed)
+        done = write_pseudo_labels(model, target, a, device, folder, cfg.train.eval_batch_size)
+        extras["pseudo_label"] = LabelFiles(len(target), partial(pseudo_label_file, folder))
+        metrics.update(pseudo_labels=done["quality"], thresholds=done["thresholds"])
     if extras:
         target = WithItems(target, **extras)
     if a.pixel_adaptation and a.translated_source_dir:

@@ -213,33 +213,7 @@ class FileSegmentation(Split):
         self.checked_pairs = len(pairs)  # pairs with both files, for check()'s count
         self.mismatched = []
         if check_sizes:
-            kept = []
-            for im, lb in pairs:
-                try:
-                    sizes = image_size(im, "image"), image_size(lb, "label")
-                except DatasetError as e:
-                    if not checking:
-                        raise DatasetError(f"{e}; `wsda data check` lists every problem",
-                                           e.kind) from None
-                    self.problems.append((e.kind, str(e)))
-                    continue
-                if sizes[0] == sizes[1]:
-                    kept.append((im, lb))
-                else:
-                    self.mismatched.append(f"{im}: image {sizes[0][0]}x{sizes[0][1]} vs label "
-                                           f"{lb} {sizes[1][0]}x{sizes[1][1]}")
-            if self.mismatched and on_size_mismatch == "refuse" and not checking:
-                raise DatasetError(f"{name}: {len(self.mismatched)} image/label pair(s) whose "
-                                   f"sizes differ, e.g. {self.mismatched[:3]}; an evaluation "
-                                   f"split scores every image: fix or remove them (`wsda data "
-                                   f"check` lists them all)", SIZE_MISMATCH)
-            if self.mismatched and not checking:
-                warnings.warn(f"{name}: left out {len(self.mismatched)} pair(s) whose image "
-                              f"and label sizes differ, e.g. {self.mismatched[:3]}",
-                              stacklevel=2)
-            if not kept and not checking:
-                raise DatasetError(f"{name}: no pair with matching image and label sizes")
-            pairs = kept
+            pairs = self._matching_sizes(name, pairs, checking, on_size_mismatch)
         self.name, self.pairs, self.protocol = name, pairs, protocol
         self.class_set = protocol.class_set
         self.id_source, self.read_label = id_source, read_label
@@ -248,6 +222,37 @@ class FileSegmentation(Split):
         self.typical_area = None if typical_area is None else np.asarray(typical_area)
         self.weak_label_fraction = weak_label_fraction
         self.mark_outside = mark_outside
+
+    def _matching_sizes(self, name, pairs, checking, on_size_mismatch):
+        """The pairs whose image and label headers give one size; the others go to
+        `mismatched` (and are refused or warned about, as __init__ says) or, unreadable, to
+        `problems` when checking."""
+        kept = []
+        for im, lb in pairs:
+            try:
+                sizes = image_size(im, "image"), image_size(lb, "label")
+            except DatasetError as e:
+                if not checking:
+                    raise DatasetError(f"{e}; `wsda data check` lists every problem",
+                                       e.kind) from None
+                self.problems.append((e.kind, str(e)))
+                continue
+            if sizes[0] == sizes[1]:
+                kept.append((im, lb))
+            else:
+                self.mismatched.append(f"{im}: image {sizes[0][0]}x{sizes[0][1]} vs label "
+                                       f"{lb} {sizes[1][0]}x{sizes[1][1]}")
+        if self.mismatched and on_size_mismatch == "refuse" and not checking:
+            raise DatasetError(f"{name}: {len(self.mismatched)} image/label pair(s) whose "
+                               f"sizes differ, e.g. {self.mismatched[:3]}; an evaluation "
+                               f"split scores every image: fix or remove them (`wsda data "
+                               f"check` lists them all)", SIZE_MISMATCH)
+        if self.mismatched and not checking:
+            warnings.warn(f"{name}: left out {len(self.mismatched)} pair(s) whose image "
+                          f"and label sizes differ, e.g. {self.mismatched[:3]}", stacklevel=3)
+        if not kept and not checking:
+            raise DatasetError(f"{name}: no pair with matching image and label sizes")
+        return kept
 
     def __len__(self):
         return len(self.pairs)

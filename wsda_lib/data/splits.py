@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import to_tensor
 
@@ -73,7 +74,8 @@ class Split(Dataset):
 
     def labels_array(self) -> np.ndarray:
         """(N, H, W) uint8: every label map of the split, for what needs them all at once
-        (point sampling, pseudo-label quality). Needs labels of one size."""
+        (the datasheet, pseudo_label_maps on a few images); training never calls it, so a
+        real split need not fit. Needs labels of one size."""
         return np.stack([self.label(i) for i in range(len(self))])
 
     def __getitem__(self, i: int) -> dict:
@@ -122,17 +124,19 @@ class InMemorySplit(Split):
 
 
 class WithItems(Dataset):
-    """A split whose items carry more per-image arrays: WithItems(split, points=(N, C) array)
-    adds item["points"] = torch.as_tensor(points[i]). Everything else is the wrapped split's
-    (its name, class set, labels). Used for the clicked points of WDA and the pixel pseudo
-    labels of self-training, which belong to target images as their labels do."""
+    """A split whose items carry more per-image values: WithItems(split, points=(N, C) array)
+    adds item["points"] = torch.as_tensor(points[i]). A value may also be any sequence with
+    one entry per image, read as items are (LabelFiles), or a function of the item, called
+    as each item is read (method.point_supervision.ItemPoints). Everything else is the
+    wrapped split's (its name, class set, labels). Used for the clicked points of WDA and the
+    pixel pseudo labels of self-training, which belong to target images as their labels do."""
 
-    def __init__(self, split, **arrays):
-        for key, values in arrays.items():
-            if len(values) != len(split):
-                raise ValueError(f"{key}: {len(values)} entries for split {split.name!r} of "
+    def __init__(self, split, **values):
+        for key, v in values.items():
+            if not callable(v) and len(v) != len(split):
+                raise ValueError(f"{key}: {len(v)} entries for split {split.name!r} of "
                                  f"{len(split)} images; expected one per image")
-        self.split, self.arrays = split, arrays
+        self.split, self.arrays = split, values
 
     def __len__(self):
         return len(self.split)
@@ -144,8 +148,31 @@ class WithItems(Dataset):
 
     def __getitem__(self, i):
         item = self.split[i]
-        item.update({k: torch.as_tensor(v[i]) for k, v in self.arrays.items()})
+        item.update({k: torch.as_tensor(v(item) if callable(v) else v[i])
+                     for k, v in self.arrays.items()})
         return item
+
+
+class LabelFiles:
+    """Label maps stored one 8-bit PNG per image, read when asked: files[i] is the (H, W)
+    uint8 map in `path(i)`; len(files) = n. Self-training's pseudo labels
+    (analysis.write_pseudo_labels) go through WithItems this way."""
+
+    def __init__(self, n: int, path):
+        self.n, self.path = n, path
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        path = Path(self.path(i))
+        try:
+            with Image.open(path) as im:
+                return np.array(im)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: label file is missing") from None
 
 
 @dataclass
