@@ -65,15 +65,27 @@ def _same_run(a, b, stage):
     assert not list(cb.parent.glob("resume.pt")) and not list(b.rglob("*.tmp"))
 
 
-@pytest.mark.parametrize("stage", ["source_only", "uda_pixel"])
-def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
+@pytest.mark.parametrize("stage, resume_by", [("source_only", "cli"), ("uda_pixel", "cli"),
+                                              ("uda_pixel", "notebook")])
+def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights_and_metrics(tmp_path, stage,
+                                                                             resume_by):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     _finish(_train(whole, stage))
     if stage != "source_only":  # the kill hits the adaptation stage, not the one before
         _finish(_train(killed, "source_only"))
     step = _kill_during(_train(killed, stage), killed, stage)
     assert step >= 5
-    _finish(_train(killed, stage))
+    if resume_by == "cli":
+        _finish(_train(killed, stage))
+    else:  # what notebook.Session.stage calls, in this process
+        from wsda_lib.data import load
+        from wsda_lib.stages import run_stage
+
+        changes = {k: eval(v) for k, v in (c.split("=") for c in LONGER)}
+        cfg = override(preset("smoke"), **changes)
+        bench = load(cfg.data, killed / "data", verbose=False)
+        assert not run_stage(stage, cfg, bench, 0, "cpu", killed / "models",
+                             progress=False).run.loaded
     _same_run(whole, killed, stage)
 
 
