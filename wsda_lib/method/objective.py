@@ -95,7 +95,7 @@ class Discriminators(nn.Module):
 def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, logits_t,
                    feats_t, target_size, weak_t=None, points_t=None, pseudo_t=None,
                    dropout: float = 0.1, pool: Pooling | None = None,
-                   weak_s=None) -> tuple[torch.Tensor, dict]:
+                   weak_s=None, keep: dict | None = None) -> tuple[torch.Tensor, dict]:
     """L_G for one step; returns (loss, {term name: float}).
 
     logits_s (B, C, h, w) and labels_s (B, H, W) of the source batch; logits_t (B, C, h', w')
@@ -106,7 +106,9 @@ def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, lo
     Dropout (p=`dropout`) hits the target logits before the pooling of L_c only, as in the
     released code; `pool` is L_c's pooling (weak_classification.Pooling; None: the
     paper's). weak_s (B, C), the source's ground-truth image labels, is read by
-    lambda_c_source only.
+    lambda_c_source only. `keep`, a dict, receives what discriminator_loss can reuse
+    instead of computing it again: the target's softmax at its size ("probs_t") and its
+    category features ("category_t"), detached.
     """
     pool = pool or Pooling()
     loss = segmentation_loss(logits_s, labels_s)
@@ -119,10 +121,15 @@ def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, lo
         loss, terms["weak_source"] = loss + w.lambda_c_source * loss_cs, loss_cs.item()
     if w.lambda_adv:
         probs_t = output_probabilities(logits_t, target_size)
+        if keep is not None:
+            keep["probs_t"] = probs_t.detach()
         loss_adv = output_adversarial_loss(discs.output(probs_t))
         loss, terms["adv"] = loss + w.lambda_adv * loss_adv, loss_adv.item()
     if w.lambda_cw:
-        d_t = discs.category(category_features(logits_t, feats_t))           # (B, C)
+        category_t = category_features(logits_t, feats_t)                   # (B, C, D)
+        if keep is not None:
+            keep["category_t"] = category_t.detach()
+        d_t = discs.category(category_t)                                     # (B, C)
         loss_cw = category_adversarial_loss(d_t, weak_t)
         loss, terms["adv_cw"] = loss + w.lambda_cw * loss_cw, loss_cw.item()
     if w.lambda_point:
@@ -135,22 +142,30 @@ def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, lo
 
 
 def discriminator_loss(discs: Discriminators, logits_s, feats_s, weak_s, logits_t, feats_t,
-                       weak_t, sizes) -> tuple[torch.Tensor | None, dict]:
+                       weak_t, sizes, kept: dict | None = None
+                       ) -> tuple[torch.Tensor | None, dict]:
     """L_D on detached outputs (the discriminators learn; the network does not): the
     output-space term on softmax outputs at `sizes` = (source (H, W), target (H', W')), and
     the category term on the present classes, weak_s (B, C) from the source ground truth and
     weak_t (B, C) the target's weak labels. Returns (loss, terms), or (None, {}) without
     discriminators; terms["disc_cw_accuracy"] is the share of present (image, class) pairs
-    whose domain the category discriminators get right."""
-    loss, terms = None, {}
+    whose domain the category discriminators get right. `kept`: what generator_loss kept of
+    the same step's target outputs (the same values, not computed twice)."""
+    loss, terms, kept = None, {}, kept or {}
     logits_s, feats_s = logits_s.detach(), feats_s.detach()
     logits_t, feats_t = logits_t.detach(), feats_t.detach()
     if discs.output is not None:
+        probs_t = kept.get("probs_t")
+        if probs_t is None:
+            probs_t = output_probabilities(logits_t, sizes[1])
         loss = output_discriminator_loss(discs.output(output_probabilities(logits_s, sizes[0])),
-                                         discs.output(output_probabilities(logits_t, sizes[1])))
+                                         discs.output(probs_t))
     if discs.category is not None:
+        category_t = kept.get("category_t")
+        if category_t is None:
+            category_t = category_features(logits_t, feats_t)
         d_s = discs.category(category_features(logits_s, feats_s))
-        d_t = discs.category(category_features(logits_t, feats_t))
+        d_t = discs.category(category_t)
         loss_cw = category_discriminator_loss(d_s, weak_s, d_t, weak_t)
         loss = loss_cw if loss is None else loss + loss_cw
         terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, weak_s, d_t, weak_t)

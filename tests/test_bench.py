@@ -1,0 +1,58 @@
+"""`make bench`'s arithmetic on known inputs, and its step measurement on the smoke data
+(no timing is asserted: speed targets live in bench/results.json, not in tests)."""
+
+import json
+
+import pytest
+
+from wsda_lib import bench
+
+
+def _result(series_seconds=1000.0, ratio=1.2, rss=1.5):
+    nb = {f"0{i}_x.ipynb": 10.0 for i in range(6)}
+    return {"machine": {"cpu": "cpu", "cores": 2, "torch": "t", "torch_threads": 2},
+            "date": "2026-11-29",
+            "series": {"smoke_3_seeds": {"notebooks_seconds": nb, "series_seconds": 59.0},
+                       "default_1_seed": {"notebooks_seconds": {**nb, "05_x.ipynb": 400.0},
+                                          "series_seconds": 460.0},
+                       "default_3_seeds": {"notebooks_seconds": nb,
+                                           "series_seconds": series_seconds}},
+            "steps": {"adaptation_overhead_ratio": ratio, "source_only_step_ms": 25,
+                      "source_only_images_per_second": 320, "adaptation_step_ms": 70,
+                      "adaptation_images_per_second": 228, "target_forward_backward_ms": 24,
+                      "term_cost_ms": {"weak_label_loss": 1.0}},
+            "peak_rss_gib": rss}
+
+
+def test_targets_are_checked_against_the_measurements():
+    targets = bench.check_targets(_result())
+    assert targets["default_3_seeds_seconds"] == {"target": 900, "measured": 1000.0,
+                                                  "met": False}
+    # 00-04 of the one-seed series: 5 notebooks x 10 s; 05 is left out
+    assert targets["notebooks_00_04_one_seed_seconds"]["measured"] == 50.0
+    assert targets["smoke_series_seconds"]["met"] is True
+    assert targets["adaptation_overhead_ratio"]["met"] is False
+    assert targets["peak_rss_gib"]["met"] is True
+    result = {**_result(), "targets": targets}
+    table = bench.markdown(result)
+    assert "| default 3 seeds seconds | ≤ 900 | 1000.0 | no |" in table
+
+
+def test_profile_sums_every_runs_phase_clock(tmp_path):
+    for name, phases in (("a", {"forward": 10.0, "backward": 20.0}),
+                         ("b", {"forward": 5.0, "evaluation": 1.0})):
+        path = tmp_path / "models" / name / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"history": {"phase_seconds": phases}}))
+    p = bench.profile(tmp_path, series_seconds=100.0, notebooks=6, startup=2.0)
+    assert p["runs"] == 2
+    assert p["seconds"]["forward"] == 15.0 and p["seconds"]["kernel_startup"] == 12.0
+    assert p["seconds"]["plots_analysis_other"] == pytest.approx(100 - 15 - 20 - 1 - 12)
+    assert sum(p["seconds"].values()) == pytest.approx(100.0)
+
+
+def test_step_costs_measure_every_field(smoke_bench):
+    steps = bench.step_costs(smoke_bench, iterations=2)
+    assert set(steps["term_cost_ms"]) == {"output_space_adversarial", "weak_label_loss",
+                                          "category_alignment", "pixel_adaptation"}
+    assert steps["adaptation_overhead_ratio"] > 0 and steps["source_only_images_per_second"] > 0
