@@ -56,3 +56,58 @@ def test_step_costs_measure_every_field(smoke_bench):
     assert set(steps["term_cost_ms"]) == {"output_space_adversarial", "weak_label_loss",
                                           "category_alignment", "pixel_adaptation"}
     assert steps["adaptation_overhead_ratio"] > 0 and steps["source_only_images_per_second"] > 0
+
+
+def test_schedule_trade_sums_times_and_judges_paired_seeds(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import wsda_lib.stages
+
+    monkeypatch.setattr(bench, "load", lambda *a, **k: None)
+
+    def fake_run_stage(stage, cfg, benchmark, seed, device, root, progress):
+        half = cfg.train.iterations < 3000
+        val = {"adaptsegnet": 30.0, "uda_weak": 32.0}.get(stage, 40.0) + seed - 2 * half
+        return SimpleNamespace(metrics={"history": {"seconds": 10.0 if half else 20.0},
+                                        "target_test": {"miou": val + 1},
+                                        "target_val": {"miou": val}})
+
+    monkeypatch.setattr(wsda_lib.stages, "run_stage", fake_run_stage)
+    trade = bench.schedule_trade(tmp_path, seeds=(0, 1, 2))
+    full, half = trade["schedules"]["default"], trade["schedules"]["x0.5"]
+    assert half["iterations"] == {"supervised": 1500, "adaptation": 500}
+    assert full["training_seconds"] == 6 * 3 * 20.0 and half["training_seconds"] == 6 * 3 * 10.0
+    assert full["target_test_miou"]["uda_weak"] == [34.0, 1.0]   # 33, 34, 35
+    assert half["target_test_miou"]["uda_weak"] == [32.0, 1.0]
+    # a constant +2 over every seed: standard error 0, gain 2 > 0.5
+    assert full["verdicts_target_val"]["uda_weak vs adaptsegnet"] == "helps +2.0 ± 0.0 over 3 seeds"
+
+
+def test_the_readmes_performance_numbers_are_bench_results():
+    """The README quotes bench/results.md whole, and bench/results.md is what results.json
+    renders to; the series times in 'How long' are results.json's."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    result = json.loads((repo / "bench/results.json").read_text())
+    table = (repo / "bench/results.md").read_text()
+    assert bench.markdown(result) == table
+    readme = (repo / "README.md").read_text()
+    assert table in readme
+    for key in ("smoke_3_seeds", "default_3_seeds", "default_1_seed"):
+        assert f"{result['series'][key]['series_seconds']:.0f} s" in readme
+    assert f"{result['targets']['notebooks_00_04_one_seed_seconds']['measured']:.0f} s" in readme
+
+
+def test_the_readmes_schedule_trade_is_trade_json():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    trade = json.loads((repo / "bench/trade.json").read_text())
+    readme = (repo / "README.md").read_text()
+    for schedule in trade["schedules"].values():
+        assert f"| {schedule['training_seconds']:.0f} s |" in readme
+        for mean, std in schedule["target_test_miou"].values():
+            assert f"{mean:.1f} ± {std:.1f}" in readme
+        for verdict in schedule["verdicts_target_val"].values():
+            assert verdict in readme

@@ -180,6 +180,48 @@ def step_costs(bench, iterations: int = 60) -> dict:
             "adaptation_overhead_ratio": round(full / (source_ms + target_ms), 3)}
 
 
+# The trade measured when the targets cannot be met at the default schedule: the same stages
+# and seeds trained with every iteration count multiplied by TRADE_FRACTION.
+TRADE_STAGES = ("source_only", "adaptsegnet", "uda_weak", "uda_pixel", "wda_image", "oracle")
+TRADE_VERDICTS = (("uda_weak", "adaptsegnet"), ("uda_pixel", "uda_weak"),
+                  ("wda_image", "uda_pixel"))
+TRADE_FRACTION = 0.5
+
+
+def schedule_trade(run_dir: Path, seeds=(0, 1, 2), fraction: float = TRADE_FRACTION) -> dict:
+    """Time against mIoU: TRADE_STAGES for `seeds` at the default schedule and at `fraction`
+    of its iterations (supervised and adaptation alike), loaded from or trained into
+    `run_dir`. For each schedule: the training seconds the runs recorded (their loops'
+    clocks, evaluation along the way included), target test mIoU mean ± std per stage, and
+    the verdicts of TRADE_VERDICTS on target val (results.judge: paired over seeds)."""
+    from .results import judge, mean_std
+    from .stages import run_stage
+
+    base = preset("default")
+    schedules = {"default": base, f"x{fraction}": override(base, **{
+        "train.iterations": round(base.train.iterations * fraction),
+        "adapt.iterations": round(base.adapt.iterations * fraction),
+        "train.eval_every": round(base.train.eval_every * fraction)})}
+    bench = load(base.data, Path(run_dir) / "data", verbose=False)
+    out = {}
+    for name, cfg in schedules.items():
+        seconds, test, val = 0.0, {}, {}
+        for stage in TRADE_STAGES:
+            for seed in seeds:
+                m = run_stage(stage, cfg, bench, seed, "cpu", Path(run_dir) / "models",
+                              progress=False).metrics
+                seconds += m["history"]["seconds"]
+                test.setdefault(stage, []).append(m["target_test"]["miou"])
+                val.setdefault(stage, []).append(m["target_val"]["miou"])
+        out[name] = {
+            "iterations": {"supervised": cfg.train.iterations, "adaptation": cfg.adapt.iterations},
+            "training_seconds": round(seconds, 1),
+            "target_test_miou": {k: [round(x, 1) for x in mean_std(v)] for k, v in test.items()},
+            "verdicts_target_val": {f"{a} vs {b}": " ".join(judge(val[a], val[b]))
+                                    for a, b in TRADE_VERDICTS}}
+    return {"seeds": list(seeds), "stages": list(TRADE_STAGES), "schedules": out}
+
+
 def check_targets(result: dict) -> dict:
     """Each target of TARGETS with the measured value and whether it is met (None: not
     measured in this run)."""
@@ -202,17 +244,19 @@ def check_targets(result: dict) -> dict:
 def markdown(result: dict) -> str:
     """The README's performance table."""
     m = result["machine"]
+    order = [f"{name}_{seeds}_seed{'s' if seeds > 1 else ''}" for name, seeds in SERIES]
+    series = {k: result["series"][k] for k in order if k in result["series"]}
     lines = [f"Measured by `make bench` on {m['cpu']} ({m['cores']} cores, torch "
              f"{m['torch']}, {m['torch_threads']} threads), {result['date']}.", "",
-             "| notebook | " + " | ".join(result["series"]) + " |",
-             "|---|" + "---|" * len(result["series"])]
-    names = sorted({n for s in result["series"].values() for n in s["notebooks_seconds"]})
+             "| notebook | " + " | ".join(k.replace("_", " ") for k in series) + " |",
+             "|---|" + "---|" * len(series)]
+    names = sorted({n for s in series.values() for n in s["notebooks_seconds"]})
     for n in names:
         lines.append(f"| {n} | " + " | ".join(
             f"{s['notebooks_seconds'].get(n, float('nan')):.0f} s"
-            for s in result["series"].values()) + " |")
+            for s in series.values()) + " |")
     lines.append("| **whole series** | " + " | ".join(
-        f"**{s['series_seconds']:.0f} s**" for s in result["series"].values()) + " |")
+        f"**{s['series_seconds']:.0f} s**" for s in series.values()) + " |")
     st = result["steps"]
     lines += ["", f"Training at 64×128, batch 8: source-only {st['source_only_step_ms']} ms a "
               f"step ({st['source_only_images_per_second']} images/s); an adaptation step with "
@@ -221,7 +265,7 @@ def markdown(result: dict) -> str:
               f"{st['adaptation_overhead_ratio']} (one forward and backward on a target batch: "
               f"{st['target_forward_backward_ms']} ms). Switching a term off saves: "
               + ", ".join(f"{k.replace('_', ' ')} {v} ms" for k, v in
-                          st["term_cost_ms"].items()) + "."]
+                          sorted(st["term_cost_ms"].items(), key=lambda kv: -kv[1])) + "."]
     if "peak_rss_gib" in result:
         lines.append(f"Peak resident memory: {result['peak_rss_gib']:.2f} GiB.")
     if "profile" in result:
@@ -230,7 +274,8 @@ def markdown(result: dict) -> str:
             f"{k.replace('_', ' ')} {v:.0f} s ({100 * p['share'][k]:.0f} %)"
             for k, v in sorted(p["seconds"].items(), key=lambda kv: -kv[1])) + "."]
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
-    for k, t in result["targets"].items():
+    for k in TARGETS:
+        t = result["targets"][k]
         lines.append(f"| {k.replace('_', ' ')} | ≤ {t['target']} | {t['measured']} | "
                      f"{'yes' if t['met'] else 'no' if t['met'] is False else '—'} |")
     return "\n".join(lines) + "\n"
@@ -241,7 +286,16 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="the smoke series and the step costs only (minutes, not an hour)")
     p.add_argument("--out", type=Path, default=REPO / "bench")
+    p.add_argument("--trade", type=Path, metavar="RUN_DIR", default=None,
+                   help="instead: measure the schedule trade (schedule_trade) with runs cached "
+                        "in RUN_DIR; writes OUT/trade.json")
     args = p.parse_args(argv)
+    if args.trade is not None:
+        trade = schedule_trade(args.trade)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "trade.json", trade)
+        print(json.dumps(trade, indent=2))
+        return 0
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="wsda-bench-"))
     warm = work / "warm-data"
