@@ -33,6 +33,7 @@ from .data.splits import InMemorySplit, LabelFiles, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
 from .evaluate import eval_loader, evaluate, presence_scores
+from .method.objective import Discriminators, LossWeights
 from .method.point_supervision import ItemPoints, sample_points
 from .method.weak_classification import Pooling
 from .models import build_deeplab
@@ -289,11 +290,26 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
         a = stage_cfg.adapt
         if stage(each).start_from and a.pixel_adaptation and a.translated_source_dir:
             TranslatedSource(benchmark["source_train"], a.translated_source_dir).check()
-    model = build_model(override(cfg, **{"model.backbone_weights": None}), benchmark.class_set)
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    # the model, the optimiser's state (two copies with Adam), the discriminators, the resume
-    # checkpoint beside the final one, and a temporary copy while either is written
-    runs.check_writable(run_root, need_bytes=8 * size + 2**20)
+    runs.check_writable(run_root, need_bytes=_checkpoint_bytes(stage_config(name, cfg),
+                                                               benchmark.class_set))
+
+
+def _checkpoint_bytes(cfg: Config, class_set) -> int:
+    """About the disk a run of `cfg` needs: its resume checkpoint (the network with its
+    optimiser's state, the discriminators with Adam's two), a temporary copy of it while it
+    is written, and the final checkpoint. Sizes from modules built on the meta device, which
+    allocates nothing."""
+    def nbytes(module):
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    with torch.device("meta"):
+        model = build_model(override(cfg, **{"model.backbone_weights": None}), class_set)
+        discs = Discriminators(LossWeights.from_config(cfg.adapt), class_set.num_classes,
+                               model.feature_dim, cfg.adapt.output_disc_width,
+                               cfg.adapt.category_disc_hidden)
+    states = 3 if cfg.train.optimizer == "adam" else 2
+    resume = states * nbytes(model) + 3 * nbytes(discs)
+    return 2 * resume + nbytes(model) + 2**20
 
 
 def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
