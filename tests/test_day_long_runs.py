@@ -307,3 +307,46 @@ def test_the_checkpoint_interval_does_not_change_a_runs_key():
     a = run_config("uda_weak", override(preset("smoke"), **{"train.checkpoint_every": 7}), 0)
     assert runs.config_key(a) == runs.config_key(run_config("uda_weak", preset("smoke"), 0))
     assert np.isfinite(preset("paper_gta5").train.checkpoint_every)
+
+
+def test_a_full_disk_at_the_final_save_still_keeps_the_weights(tmp_path, monkeypatch):
+    """torch.save reports a failed write (a full disk) as RuntimeError, not OSError."""
+    real = runs.save_checkpoint
+
+    def disk_full(path, state):
+        if "wsda-unsaved" not in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+        real(path, state)
+
+    monkeypatch.setattr(runs, "save_checkpoint", disk_full)
+    with pytest.raises(runs.RunError, match="the trained run is saved at"):
+        runs.load_or_train(tmp_path, "y", {"b": 1},
+                           lambda resume: ({"model": {"w": torch.ones(2)}}, {"miou": 2.0}))
+    fallback = runs.fallback_path(runs.run_dir(tmp_path, "y", {"b": 1}))
+    try:
+        assert torch.equal(runs.load_checkpoint(fallback)["model"]["w"], torch.ones(2))
+    finally:
+        fallback.unlink(missing_ok=True)
+
+
+def test_a_resume_checkpoint_that_cannot_be_written_warns_and_training_goes_on(smoke_bench,
+                                                                                tmp_path):
+    cfg = override(preset("smoke"), **{"train.checkpoint_every": 10})
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    resume = runs.Resume(blocked / "resume.pt", cfg.train.checkpoint_every)
+    with pytest.warns(UserWarning, match="resume checkpoint of step (10|20) could not be written"):
+        history = train_supervised(build_model(cfg, EMBEDDED), smoke_bench["source_train"],
+                                   smoke_bench["source_val"], cfg.train, 0, "cpu",
+                                   desc="source_only", progress=False, resume=resume)
+    assert history["iteration"][-1] == cfg.train.iterations
+
+
+def test_a_resume_checkpoint_left_beside_a_finished_run_is_removed(tmp_path):
+    def train(resume):
+        return {"w": torch.ones(1)}, {}
+
+    first = runs.load_or_train(tmp_path, "z", {"c": 1}, train)
+    (first.dir / "resume.pt").write_bytes(b"left by a kill after config.json")
+    assert runs.load_or_train(tmp_path, "z", {"c": 1}, train).loaded
+    assert not (first.dir / "resume.pt").exists()

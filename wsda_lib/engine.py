@@ -124,12 +124,14 @@ def batches(dataset, batch_size: int, seed: int, device) -> BatchStream:
 
 
 def rng_state() -> dict:
-    """The state of every global random generator: Python, NumPy, torch (CPU and GPUs)."""
+    """The state of every global random generator: Python, NumPy, torch's CPU generator and
+    the current GPU's (under torchrun each rank's own device, whose state equals rank 0's:
+    every device is seeded alike and each rank draws the same sequence on its own)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {"python": random.getstate(),
             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
@@ -138,8 +140,8 @@ def set_rng_state(state: dict) -> None:
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def make_optimizer(model, train_cfg):
@@ -231,12 +233,19 @@ class _Loop:
         set_rng_state(saved["rng"])
 
     def _save(self, step: int) -> None:
+        """Write the resume checkpoint; if that fails (a full disk), warn and train on: the
+        run loses only the chance to resume from this step."""
         parts = {name: part.get_state() if isinstance(part, torch.Generator)
                  else part.state_dict() for name, part in self.parts.items()}
-        self.resume.save({"step": step, "parts": parts, "rng": rng_state(),
-                          "history": self.history, "window": self.window,
-                          "elapsed": self.elapsed + time.perf_counter() - self.start,
-                          "phase_seconds": self.clock.seconds})
+        try:
+            self.resume.save({"step": step, "parts": parts, "rng": rng_state(),
+                              "history": self.history, "window": self.window,
+                              "elapsed": self.elapsed + time.perf_counter() - self.start,
+                              "phase_seconds": self.clock.seconds})
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+            warnings.warn(f"{self.desc}: the resume checkpoint of step {step} could not be "
+                          f"written to {self.resume.path} ({type(e).__name__}: {e}); training "
+                          f"goes on", stacklevel=2)
 
     def __iter__(self):
         self.clock("data")
@@ -245,8 +254,8 @@ class _Loop:
             yield it
 
     def check_finite(self, it: int, loss: torch.Tensor, terms: dict) -> None:
-        """Stop at once on a non-finite loss, before it reaches the weights; the error names
-        the stage, the step, the term and the resume checkpoint that stays."""
+        """Stop at once on a non-finite loss, before its step; the error names the stage, the
+        step, the term and the resume checkpoint that stays (written before this step)."""
         if bool(torch.isfinite(loss)):
             return
         bad = [k for k, v in terms.items() if not np.all(np.isfinite(v))] or ["total"]

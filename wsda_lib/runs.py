@@ -159,10 +159,12 @@ def load_or_train(root: str | Path, stage: str, config: dict,
             if saved != config:
                 raise ValueError(f"{config_path}: holds a different config than the one asked "
                                  f"for (a hash collision or an edited file)")
-            return Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
+            run = Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
         except (FileNotFoundError, ValueError) as e:
             raise RunError(f"finished run {directory} is damaged: {e}. Delete the folder "
                            f"{directory} to train it again") from None
+        Resume(directory / "resume.pt", None).clear()  # left if a kill came before the end
+        return run
     if directory.is_dir() and distributed.is_main():
         remove_stale_temporaries(directory)
     resume = Resume(directory / "resume.pt", checkpoint_every, config)
@@ -172,12 +174,12 @@ def load_or_train(root: str | Path, stage: str, config: dict,
             save_checkpoint(ckpt, state)
             write_json(metrics_path, metrics)
             write_json(config_path, config)
-        except OSError as e:
-            fallback = fallback_path(directory)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full
+            fallback = fallback_path(directory)  # disk) as RuntimeError
             try:
                 save_checkpoint(fallback, {**state, "metrics": metrics, "config": config})
                 where = f"the trained run is saved at {fallback}"
-            except OSError as e2:
+            except (OSError, RuntimeError) as e2:
                 where = f"nor could it be saved at {fallback} ({e2})"
             raise RunError(f"run {directory} could not be saved ({type(e).__name__}: {e}); "
                            f"{where}") from e

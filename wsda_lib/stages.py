@@ -228,8 +228,13 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
         extras["points"] = (sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        folder = work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
-                                                 to_dict(cfg), seed)
+        decides = to_dict(cfg)
+        del decides["train"]["checkpoint_every"]  # changes nothing in the labels
+        folder = work_dir or pseudo_label_folder(benchmark.cache_dir, model, target, decides,
+                                                 seed)
+        if distributed.is_main():  # under torchrun rank 0 writes; the others read its record
+            write_pseudo_labels(model, target, a, device, folder, cfg.train.eval_batch_size)
+        distributed.barrier()
         done = write_pseudo_labels(model, target, a, device, folder, cfg.train.eval_batch_size)
         extras["pseudo_label"] = LabelFiles(len(target), partial(pseudo_label_file, folder))
         metrics.update(pseudo_labels=done["quality"], thresholds=done["thresholds"])
