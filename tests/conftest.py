@@ -12,3 +12,14 @@ def smoke_bench(tmp_path_factory):
     from wsda_lib.data import load
 
     return load(preset("smoke").data, tmp_path_factory.mktemp("data"), verbose=False)
+
+
+@pytest.fixture
+def gta_root(tmp_path):
+    """Three GTA5 image/label pairs (tests/real_trees.py formats)."""
+    from real_trees import palette_label, rgb
+
+    for i in range(3):
+        rgb(tmp_path / f"images/{i:05d}.png")
+        palette_label(tmp_path / f"labels/{i:05d}.png", [7, 8, 26, 0, 33, 1])
+    return tmp_path

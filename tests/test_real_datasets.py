@@ -6,6 +6,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from real_trees import H, W
+from real_trees import palette_label as _palette_label
+from real_trees import rgb as _rgb
 
 from wsda_lib.data import open_dataset
 from wsda_lib.data.cityscapes import cityscapes
@@ -15,19 +18,6 @@ from wsda_lib.data.gta5 import gta5
 from wsda_lib.data.synthia import synthia
 
 cv2 = pytest.importorskip("cv2")
-H, W = 8, 12
-
-
-def _rgb(path, h=H, w=W):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)).save(path)
-
-
-def _palette_label(path, ids, h=H, w=W):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.resize(np.asarray(ids, np.uint8), (h, w)), mode="P")
-    im.putpalette(list(np.random.default_rng(1).integers(0, 255, 768)))  # colours != ids
-    im.save(path)
 
 
 def _synthia_label(path, ids, dtype=np.uint16):
@@ -35,14 +25,6 @@ def _synthia_label(path, ids, dtype=np.uint16):
     red = np.resize(np.asarray(ids, dtype), (H, W))
     bgr = np.stack([np.zeros_like(red), np.full_like(red, 7), red], axis=2)  # id in red
     cv2.imwrite(str(path), bgr)
-
-
-@pytest.fixture
-def gta_root(tmp_path):
-    for i in range(3):
-        _rgb(tmp_path / f"images/{i:05d}.png")
-        _palette_label(tmp_path / f"labels/{i:05d}.png", [7, 8, 26, 0, 33, 1])
-    return tmp_path
 
 
 def test_gta5_reads_palette_indices_as_ids(gta_root):

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from real_trees import H, W
+from real_trees import palette_label as _palette_label
+from real_trees import rgb as _rgb
 
 from wsda_lib.config import DataConfig
 from wsda_lib.data import load, open_dataset
@@ -25,23 +28,6 @@ from wsda_lib.evaluate import evaluate, scores
 from wsda_lib.export import export_cityscapes
 
 cv2 = pytest.importorskip("cv2")
-H, W = 8, 12
-
-
-def _rgb(path, h=H, w=W, value=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = (np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8) if value is None
-           else np.asarray(value, np.uint8))
-    Image.fromarray(rgb).save(path)
-
-
-def _palette_label(path, ids, h=H, w=W):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.resize(np.asarray(ids, np.uint8), (h, w)), mode="P")
-    im.putpalette(list(np.random.default_rng(1).integers(0, 255, 768)))
-    im.save(path)
-
-
 def _gray_label(path, ids, h=H, w=W):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.resize(np.asarray(ids, np.uint8), (h, w))).save(path)
@@ -55,14 +41,6 @@ def _synthia_label(path, ids, h=H, w=W):
 
 def _truncate(path, keep):
     path.write_bytes(path.read_bytes()[:keep])
-
-
-@pytest.fixture
-def gta_root(tmp_path):
-    for i in range(3):
-        _rgb(tmp_path / f"images/{i:05d}.png")
-        _palette_label(tmp_path / f"labels/{i:05d}.png", [7, 8, 26, 0, 33, 1])
-    return tmp_path
 
 
 def _cityscapes_tree(root, splits=(("train", 3), ("val", 2)), h=H, w=W, ids=(7, 8, 26, 22)):
@@ -216,8 +194,7 @@ def test_source_size_change_measures_areas_again(tmp_path, gta_root):
 
 def test_rewritten_label_file_measures_areas_again(tmp_path, gta_root):
     tgt = _cityscapes_tree(tmp_path / "cs")
-    cfg = DataConfig(dataset="gta5", source_root=str(gta_root), target_root=str(tgt),
-                     val_count=1, source_size=None, target_size=(W, H), class_protocol=19)
+    cfg = _gta5_to(tgt, gta_root)
     before = load(cfg, tmp_path / "cache").typical_area
     for i in range(3):   # same names, other contents: the car covers every pixel now
         _palette_label(gta_root / f"labels/{i:05d}.png", [26])
@@ -375,11 +352,15 @@ def test_conventions_equal_cityscapesscripts(tmp_path, classes):
 # ---------------------------------------------------------------------------------------------
 # F. A size-mismatched pair in a target evaluation split is never dropped silently.
 
+def _gta5_to(tgt, gta_root) -> DataConfig:
+    return DataConfig(dataset="gta5", source_root=str(gta_root), target_root=str(tgt),
+                      val_count=1, source_size=None, target_size=(W, H), class_protocol=19)
+
+
 def test_mismatched_evaluation_pair_is_refused_with_its_name(tmp_path, gta_root):
     tgt = _cityscapes_tree(tmp_path / "cs")
     _rgb(tgt / "leftImg8bit/val/aachen/aachen_000001_000019_leftImg8bit.png", h=H + 2)
-    cfg = DataConfig(dataset="gta5", source_root=str(gta_root), target_root=str(tgt),
-                     val_count=1, source_size=None, target_size=(W, H), class_protocol=19)
+    cfg = _gta5_to(tgt, gta_root)
     with pytest.raises(DatasetError, match="aachen_000001_000019.*wsda data check"):
         load(cfg, tmp_path / "cache")
 
@@ -387,8 +368,7 @@ def test_mismatched_evaluation_pair_is_refused_with_its_name(tmp_path, gta_root)
 def test_mismatched_training_pair_is_left_out_with_a_warning(tmp_path, gta_root):
     tgt = _cityscapes_tree(tmp_path / "cs")
     _rgb(gta_root / "images/00000.png", h=H + 2)
-    cfg = DataConfig(dataset="gta5", source_root=str(gta_root), target_root=str(tgt),
-                     val_count=1, source_size=None, target_size=(W, H), class_protocol=19)
+    cfg = _gta5_to(tgt, gta_root)
     with pytest.warns(UserWarning, match="00000.png"):
         bench = load(cfg, tmp_path / "cache")
     assert len(bench["source_train"]) == 1 and len(bench["source_val"]) == 1

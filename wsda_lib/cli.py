@@ -29,6 +29,7 @@ from .reproduce import NotebookFailed, reproduce
 from .stages import (
     STAGES,
     build_model,
+    chain,
     evaluate_splits,
     fixed_fields,
     load_weights,
@@ -134,10 +135,8 @@ def _train(args) -> int:
         raise ValueError(f"--set {', '.join(clash)}: stage {args.stage!r} sets this itself "
                          f"(it is what the stage is); choose another --stage instead")
     cfg = override(preset(args.preset), **changes, **roots)
-    name = args.stage
-    while name:  # every stage of the chain resolves to a config that can train, before any work
+    for name in chain(args.stage):  # every stage's config can train, before any data is made
         stage_config(name, cfg)
-        name = STAGES[name].start_from
     runs.check_writable(args.run_dir)
     device = resolve_device(distributed.init_from_env(args.device))
     if distributed.is_main():  # rank 0 generates (or measures) what is cached; others wait
