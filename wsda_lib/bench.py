@@ -180,31 +180,41 @@ def step_costs(bench, iterations: int = 60) -> dict:
             "adaptation_overhead_ratio": round(full / (source_ms + target_ms), 3)}
 
 
-# The trade measured when the targets cannot be met at the default schedule: the same stages
-# and seeds trained with every iteration count multiplied by TRADE_FRACTION.
+# The trades measured when the targets cannot be met at the default: the same stages and
+# seeds trained with the default config and with each variant's overrides. "x0.5" is half
+# of every iteration count; "bf16_channels_last" keeps the schedule and changes the
+# numerics of the training steps (train.precision, train.channels_last).
 TRADE_STAGES = ("source_only", "adaptsegnet", "uda_weak", "uda_pixel", "wda_image", "oracle")
 TRADE_VERDICTS = (("uda_weak", "adaptsegnet"), ("uda_pixel", "uda_weak"),
                   ("wda_image", "uda_pixel"))
 TRADE_FRACTION = 0.5
 
 
-def schedule_trade(run_dir: Path, seeds=(0, 1, 2), fraction: float = TRADE_FRACTION) -> dict:
-    """Time against mIoU: TRADE_STAGES for `seeds` at the default schedule and at `fraction`
-    of its iterations (supervised and adaptation alike), loaded from or trained into
-    `run_dir`. For each schedule: the training seconds the runs recorded (their loops'
-    clocks, evaluation along the way included), target test mIoU mean ± std per stage, and
-    the verdicts of TRADE_VERDICTS on target val (results.judge: paired over seeds)."""
+def trade_variants(fraction: float = TRADE_FRACTION) -> dict:
+    """Variant name -> overrides of the default preset, "default" first."""
+    base = preset("default")
+    return {"default": {},
+            f"x{fraction}": {"train.iterations": round(base.train.iterations * fraction),
+                             "adapt.iterations": round(base.adapt.iterations * fraction),
+                             "train.eval_every": round(base.train.eval_every * fraction)},
+            "bf16_channels_last": {"train.precision": "bf16", "train.channels_last": True}}
+
+
+def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
+    """Time against mIoU: TRADE_STAGES for `seeds` with the default config and each variant
+    of `variants` (default: trade_variants()), loaded from or trained into `run_dir`. For
+    each: its overrides, iterations, the training seconds the runs recorded (their loops'
+    clocks, evaluation along the way included; a run loaded from the cache keeps the
+    seconds of the code that trained it), target test mIoU mean ± std per stage, and the
+    verdicts of TRADE_VERDICTS on target val (results.judge: paired over seeds)."""
     from .results import judge, mean_std
     from .stages import run_stage
 
     base = preset("default")
-    schedules = {"default": base, f"x{fraction}": override(base, **{
-        "train.iterations": round(base.train.iterations * fraction),
-        "adapt.iterations": round(base.adapt.iterations * fraction),
-        "train.eval_every": round(base.train.eval_every * fraction)})}
     bench = load(base.data, Path(run_dir) / "data", verbose=False)
     out = {}
-    for name, cfg in schedules.items():
+    for name, overrides in (variants or trade_variants()).items():
+        cfg = override(base, **overrides)
         seconds, test, val = 0.0, {}, {}
         for stage in TRADE_STAGES:
             for seed in seeds:
@@ -214,12 +224,13 @@ def schedule_trade(run_dir: Path, seeds=(0, 1, 2), fraction: float = TRADE_FRACT
                 test.setdefault(stage, []).append(m["target_test"]["miou"])
                 val.setdefault(stage, []).append(m["target_val"]["miou"])
         out[name] = {
+            "overrides": overrides,
             "iterations": {"supervised": cfg.train.iterations, "adaptation": cfg.adapt.iterations},
             "training_seconds": round(seconds, 1),
             "target_test_miou": {k: [round(x, 1) for x in mean_std(v)] for k, v in test.items()},
             "verdicts_target_val": {f"{a} vs {b}": " ".join(judge(val[a], val[b]))
                                     for a, b in TRADE_VERDICTS}}
-    return {"seeds": list(seeds), "stages": list(TRADE_STAGES), "schedules": out}
+    return {"seeds": list(seeds), "stages": list(TRADE_STAGES), "variants": out}
 
 
 def check_targets(result: dict) -> dict:
@@ -287,14 +298,14 @@ def main(argv=None) -> int:
                    help="the smoke series and the step costs only (minutes, not an hour)")
     p.add_argument("--out", type=Path, default=REPO / "bench")
     p.add_argument("--trade", type=Path, metavar="RUN_DIR", default=None,
-                   help="instead: measure the schedule trade (schedule_trade) with runs cached "
-                        "in RUN_DIR; writes OUT/trade.json")
+                   help="instead: measure the trades (`trade`: half the iterations, bf16 and "
+                        "channels-last) with runs cached in RUN_DIR; writes OUT/trade.json")
     args = p.parse_args(argv)
     if args.trade is not None:
-        trade = schedule_trade(args.trade)
+        measured = trade(args.trade)
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "trade.json", trade)
-        print(json.dumps(trade, indent=2))
+        write_json(args.out / "trade.json", measured)
+        print(json.dumps(measured, indent=2))
         return 0
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="wsda-bench-"))

@@ -75,6 +75,13 @@ class TrainConfig:
     # Iterations between resume checkpoints of a run in progress (runs.Resume); None: none.
     # Not part of a run's key: a resumed run ends as an uninterrupted one does.
     checkpoint_every: int | None = 500
+    # Numerics of the training steps; evaluation and pseudo labels stay fp32 and contiguous.
+    # "bf16": forward passes and losses under torch.autocast in bfloat16 (weights,
+    # gradients and optimiser states stay fp32). channels_last: the network, the
+    # discriminators and the input batches in NHWC memory format. Both change the weights a
+    # run ends with, so they join its key when not at these defaults (`key_config`).
+    precision: str = "fp32"
+    channels_last: bool = False
     # The labelled split supervised training learns from: "source_train" (source-only) or
     # "target_train" (the oracle). Its learning curve is drawn on the matching val split.
     split: str = "source_train"
@@ -197,6 +204,7 @@ RANGES = {
     "train.eval_every": _AT_LEAST_1, "train.eval_batch_size": _AT_LEAST_1,
     "train.checkpoint_every": _AT_LEAST_1,
     "train.split": _one_of("source_train", "target_train"),
+    "train.precision": _one_of("fp32", "bf16"),
     "adapt.weak_labels": _one_of(*WEAK_LABEL_SOURCES),
     "adapt.iterations": _AT_LEAST_1, "adapt.lr": _POSITIVE,
     "adapt.lambda_adv": _NON_NEGATIVE, "adapt.lambda_c": _NON_NEGATIVE,
@@ -311,6 +319,26 @@ def _preset(name: str) -> Config:
     if name == "paper_synthia":
         return _paper("synthia", 16, (1280, 760))
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
+
+
+# What a run's key leaves out of its config: fields that do not change the result, and
+# fields whose default is what every run trained before they existed did (so those runs
+# keep their keys).
+NOT_KEYED = ("checkpoint_every",)
+KEYED_UNLESS_DEFAULT = {"precision": "fp32", "channels_last": False}
+
+
+def key_config(cfg) -> dict:
+    """to_dict(cfg) as the keys of runs and pseudo labels see it: without
+    train.checkpoint_every (a resumed run ends as an uninterrupted one), and without
+    train.precision and train.channels_last while they are at their defaults."""
+    config = to_dict(cfg)
+    for name in NOT_KEYED:
+        del config["train"][name]
+    for name, default in KEYED_UNLESS_DEFAULT.items():
+        if config["train"][name] == default:
+            del config["train"][name]
+    return config
 
 
 def to_dict(cfg) -> dict:

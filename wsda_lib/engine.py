@@ -144,6 +144,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def memory_format(train_cfg) -> torch.memory_format:
+    """torch.channels_last when train_cfg.channels_last, else torch.contiguous_format."""
+    return torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+
+
+def autocast(train_cfg, device):
+    """The context a training step's forward passes and losses run in: torch.autocast in
+    bfloat16 for train_cfg.precision == "bf16", a no-op for "fp32"."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=train_cfg.precision == "bf16")
+
+
 def make_optimizer(model, train_cfg):
     groups = model.parameter_groups(train_cfg.lr, train_cfg.head_lr_mult)
     # foreach: one batched update over all tensors instead of a Python loop over them; the
@@ -323,24 +335,30 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
     `resume` (runs.Resume): continue from its checkpoint and write one every
     train.checkpoint_every steps. A non-finite loss raises FloatingPointError."""
     set_seed(seed)
-    model.to(device).train()
-    # Under torchrun the gradients are averaged across ranks; `model` stays the plain module.
-    network = DistributedDataParallel(model) if distributed.is_distributed() else model
-    optimizer = make_optimizer(model, train_cfg)
-    stream = batches(train_set, train_cfg.batch_size, seed, device)
-    loop = _Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
-                 device, desc, progress, resume=resume, parts={"stream": stream})
-    clock = loop.clock
-    for it in loop:
-        batch = next(stream)
-        clock("forward")
-        logits, _ = network(batch["image"])                        # (B, C, h, w)
-        loss = segmentation_loss(logits, batch["label"])
-        loop.check_finite(it, loss, {"seg": loss.item()})
-        clock("backward")
-        _step(optimizer, loss, model.parameters(), train_cfg.grad_clip)
-        loop.end_step(it, loss, {"loss": loss.item()})
-    return loop.finish(train_cfg.batch_size * distributed.world_size())
+    fmt = memory_format(train_cfg)
+    model.to(device, memory_format=fmt).train()
+    try:
+        # Under torchrun the gradients are averaged across ranks; `model` stays the plain
+        # module.
+        network = DistributedDataParallel(model) if distributed.is_distributed() else model
+        optimizer = make_optimizer(model, train_cfg)
+        stream = batches(train_set, train_cfg.batch_size, seed, device)
+        loop = _Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
+                     device, desc, progress, resume=resume, parts={"stream": stream})
+        clock = loop.clock
+        for it in loop:
+            batch = next(stream)
+            clock("forward")
+            with autocast(train_cfg, device):
+                logits, _ = network(batch["image"].contiguous(memory_format=fmt))  # (B, C, h, w)
+                loss = segmentation_loss(logits, batch["label"])
+            loop.check_finite(it, loss, {"seg": loss.item()})
+            clock("backward")
+            _step(optimizer, loss, model.parameters(), train_cfg.grad_clip)
+            loop.end_step(it, loss, {"loss": loss.item()})
+        return loop.finish(train_cfg.batch_size * distributed.world_size())
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # what evaluation and checkpoints see
 
 
 def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, device,
@@ -366,6 +384,7 @@ def train_adaptation(model, source_set, target_set, val_set, cfg, seed: int, dev
                       desc, log_every, resume)
     finally:
         model.freeze_bn = frozen
+        model.to(memory_format=torch.contiguous_format)  # what evaluation and checkpoints see
 
 
 def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, desc,
@@ -373,10 +392,12 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
     a, t = cfg.adapt, cfg.train
     weights = LossWeights.from_config(a)
     set_seed(seed)
-    model.to(device).train()
+    fmt = memory_format(t)
+    model.to(device, memory_format=fmt).train()
     optimizer = make_optimizer(model, dataclasses.replace(t, lr=a.lr))
     discs = Discriminators(weights, val_set.class_set.num_classes, model.feature_dim,
-                           a.output_disc_width, a.category_disc_hidden).to(device)
+                           a.output_disc_width, a.category_disc_hidden
+                           ).to(device, memory_format=fmt)
     disc_optimizer = torch.optim.Adam(discs.parameters(), lr=a.disc_lr, betas=(0.9, 0.99),
                                       foreach=True) \
         if weights.lambda_adv or weights.lambda_cw else None
@@ -396,22 +417,28 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
             src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
                                           fda_generator, src.get("translated"))
         clock("forward")
-        logits_s, feats_s = model(src["image"])                    # (B, C, h, w), (B, D, h, w)
-        logits_t, feats_t = model(tgt["image"])
-        weak_t, log = _target_weak_labels(a, model, logits_t, tgt)  # (B, C)
-        sizes = src["image"].shape[-2:], tgt["image"].shape[-2:]
-        kept = {}
-        loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t, feats_t,
-                                     sizes[1], weak_t, tgt.get("points"), tgt.get("pseudo_label"),
-                                     a.weak_dropout, Pooling.from_config(a), src["weak_label"],
-                                     kept)
+        # The generator's backward pass needs the discriminators' input gradients only, not
+        # their weight gradients (the discriminator step sets those to None first).
+        discs.requires_grad_(False)
+        with autocast(t, device):
+            logits_s, feats_s = model(src["image"].contiguous(memory_format=fmt))  # (B, C, h, w),
+            logits_t, feats_t = model(tgt["image"].contiguous(memory_format=fmt))  # (B, D, h, w)
+            weak_t, log = _target_weak_labels(a, model, logits_t, tgt)  # (B, C)
+            sizes = src["image"].shape[-2:], tgt["image"].shape[-2:]
+            kept = {}
+            loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t,
+                                         feats_t, sizes[1], weak_t, tgt.get("points"),
+                                         tgt.get("pseudo_label"), a.weak_dropout,
+                                         Pooling.from_config(a), src["weak_label"], kept)
         loop.check_finite(it, loss, terms)
         clock("backward")
         _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
+        discs.requires_grad_(True)
         if disc_optimizer is not None:
             clock("discriminators")
-            loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
-                                                 logits_t, feats_t, weak_t, sizes, kept)
+            with autocast(t, device):
+                loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
+                                                     logits_t, feats_t, weak_t, sizes, kept)
             loop.check_finite(it, loss_d, d_terms)
             _step(disc_optimizer, loss_d, discs.parameters(), None, average=True)
             terms.update(d_terms)

@@ -28,7 +28,15 @@ import torch
 
 from . import distributed, runs
 from .analysis import class_presence, pseudo_label_file, pseudo_label_folder, write_pseudo_labels
-from .config import PAPER_UDA, Config, check_switches, override, to_dict
+from .config import (
+    KEYED_UNLESS_DEFAULT,
+    PAPER_UDA,
+    Config,
+    check_switches,
+    key_config,
+    override,
+    to_dict,
+)
 from .data.splits import InMemorySplit, LabelFiles, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
@@ -228,8 +236,9 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
         extras["points"] = (sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        decides = to_dict(cfg)
-        del decides["train"]["checkpoint_every"]  # changes nothing in the labels
+        decides = key_config(cfg)  # training numerics change nothing in these labels
+        for name in KEYED_UNLESS_DEFAULT:
+            decides["train"].pop(name, None)
         folder = work_dir or pseudo_label_folder(benchmark.cache_dir, model, target, decides,
                                                  seed)
         if distributed.is_main():  # under torchrun rank 0 writes; the others read its record
@@ -260,11 +269,10 @@ def pseudo_weak_quality(model, split, cfg: Config, device) -> tuple[np.ndarray, 
 
 def run_config(name: str, cfg: Config, seed: int) -> dict:
     """What keys stage `name`'s run directory: the stage, the seed, its resolved config
-    (without the adaptation section for a supervised stage, which does not read it, and
-    without train.checkpoint_every, which does not change the result) and, under torchrun,
-    the number of processes, which multiplies the effective batch."""
-    config = {"stage": name, "seed": seed, **to_dict(stage_config(name, cfg))}
-    del config["train"]["checkpoint_every"]
+    as config.key_config gives it (without the adaptation section for a supervised stage,
+    which does not read it) and, under torchrun, the number of processes, which multiplies
+    the effective batch."""
+    config = {"stage": name, "seed": seed, **key_config(stage_config(name, cfg))}
     if stage(name).start_from is None:
         del config["adapt"]
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had

@@ -53,9 +53,16 @@ def restyle_source(source: torch.Tensor, target: torch.Tensor, prob: float, beta
     if not 0 <= prob <= 1:
         raise ValueError(f"adapt.fda_prob must be in [0, 1], got {prob}")
     restyle = torch.rand(len(source), generator=generator) < prob
-    if translated is None:
-        if target.shape != source.shape:  # paper scale: 1280x720 vs 1024x512
-            target = F.interpolate(target, size=source.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-        translated = fourier_amplitude_swap(source, target, beta)
-    return torch.where(restyle.to(source.device).view(-1, 1, 1, 1), translated, source)
+    if translated is not None:
+        return torch.where(restyle.to(source.device).view(-1, 1, 1, 1), translated, source)
+    chosen = restyle.nonzero().flatten().to(source.device)
+    if len(chosen) == 0:
+        return source
+    # The FDA stand-in only for the images drawn (each image's spectrum is its own).
+    target = target[chosen]
+    if target.shape[-2:] != source.shape[-2:]:  # paper scale: 1280x720 vs 1024x512
+        target = F.interpolate(target, size=source.shape[-2:], mode="bilinear",
+                               align_corners=False)
+    out = source.clone()
+    out[chosen] = fourier_amplitude_swap(source[chosen], target, beta)
+    return out
