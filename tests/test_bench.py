@@ -58,7 +58,7 @@ def test_step_costs_measure_every_field(smoke_bench):
     assert steps["adaptation_overhead_ratio"] > 0 and steps["source_only_images_per_second"] > 0
 
 
-def test_schedule_trade_sums_times_and_judges_paired_seeds(monkeypatch, tmp_path):
+def test_the_trade_sums_times_and_judges_paired_seeds(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
     import wsda_lib.stages
@@ -67,16 +67,23 @@ def test_schedule_trade_sums_times_and_judges_paired_seeds(monkeypatch, tmp_path
 
     def fake_run_stage(stage, cfg, benchmark, seed, device, root, progress):
         half = cfg.train.iterations < 3000
+        bf16 = cfg.train.precision == "bf16" and cfg.train.channels_last
         val = {"adaptsegnet": 30.0, "uda_weak": 32.0}.get(stage, 40.0) + seed - 2 * half
-        return SimpleNamespace(metrics={"history": {"seconds": 10.0 if half else 20.0},
+        return SimpleNamespace(metrics={"history": {"seconds": 10.0 if half else
+                                                    16.0 if bf16 else 20.0},
                                         "target_test": {"miou": val + 1},
                                         "target_val": {"miou": val}})
 
     monkeypatch.setattr(wsda_lib.stages, "run_stage", fake_run_stage)
-    trade = bench.schedule_trade(tmp_path, seeds=(0, 1, 2))
-    full, half = trade["schedules"]["default"], trade["schedules"]["x0.5"]
+    trade = bench.trade(tmp_path, seeds=(0, 1, 2))
+    assert list(trade["variants"]) == ["default", "x0.5", "bf16_channels_last"]
+    full, half = trade["variants"]["default"], trade["variants"]["x0.5"]
+    fast = trade["variants"]["bf16_channels_last"]
     assert half["iterations"] == {"supervised": 1500, "adaptation": 500}
+    assert fast["iterations"] == full["iterations"] == {"supervised": 3000, "adaptation": 1000}
+    assert fast["overrides"] == {"train.precision": "bf16", "train.channels_last": True}
     assert full["training_seconds"] == 6 * 3 * 20.0 and half["training_seconds"] == 6 * 3 * 10.0
+    assert fast["training_seconds"] == 6 * 3 * 16.0
     assert full["target_test_miou"]["uda_weak"] == [34.0, 1.0]   # 33, 34, 35
     assert half["target_test_miou"]["uda_weak"] == [32.0, 1.0]
     # a constant +2 over every seed: standard error 0, gain 2 > 0.5
@@ -105,7 +112,7 @@ def test_the_readmes_schedule_trade_is_trade_json():
     repo = Path(__file__).resolve().parent.parent
     trade = json.loads((repo / "bench/trade.json").read_text())
     readme = (repo / "README.md").read_text()
-    for schedule in trade["schedules"].values():
+    for schedule in trade["variants"].values():
         assert f"| {schedule['training_seconds']:.0f} s |" in readme
         for mean, std in schedule["target_test_miou"].values():
             assert f"{mean:.1f} ± {std:.1f}" in readme

@@ -127,6 +127,7 @@ def test_run_files_are_readable_by_group_and_others(tmp_path, capsys):
     ("train.optimizer='adagrad'", "train.optimizer='adagrad': expected one of 'sgd', 'adam'"),
     ("train.checkpoint_every=0", "train.checkpoint_every=0: expected >= 1"),
     ("data.source_size=(64,)", "data.source_size=(64,): expected (width, height)"),
+    ("train.precision='fp16'", "train.precision='fp16': expected one of 'fp32', 'bf16'"),
 ])
 def test_bad_values_are_refused_by_field_before_anything_runs(tmp_path, capsys, change,
                                                               message):
