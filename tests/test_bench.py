@@ -90,6 +90,24 @@ def test_the_trade_sums_times_and_judges_paired_seeds(monkeypatch, tmp_path):
     assert full["verdicts_target_val"]["uda_weak vs adaptsegnet"] == "helps +2.0 ± 0.0 over 3 seeds"
 
 
+def test_more_seeds_reuses_notebooks_00_04_and_reruns_05(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_reproduce(preset, seed, seeds, out, figures, run_dir, device, notebooks):
+        calls.append((preset, seeds, run_dir, [p.name for p in notebooks]))
+        return {"05_results.ipynb": 300.04}
+
+    monkeypatch.setattr(bench, "reproduce", fake_reproduce)
+    one = {"notebooks_seconds": {"00_a.ipynb": 10.0, "04_b.ipynb": 100.0,
+                                 "05_results.ipynb": 5.0},
+           "series_seconds": 117.0, "run_dir": str(tmp_path / "runs")}  # 2 s between them
+    three = bench.more_seeds(one, "default", 3)
+    assert calls == [("default", 3, tmp_path / "runs", ["05_results.ipynb"])]
+    assert three["notebooks_seconds"] == {"00_a.ipynb": 10.0, "04_b.ipynb": 100.0,
+                                          "05_results.ipynb": 300.0}
+    assert three["series_seconds"] == 10 + 100 + 300.0 + 2
+
+
 def test_the_readmes_performance_numbers_are_bench_results():
     """The README quotes bench/results.md whole, and bench/results.md is what results.json
     renders to; the series times in 'How long' are results.json's."""

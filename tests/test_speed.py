@@ -27,6 +27,15 @@ def test_fda_on_the_drawn_images_equals_fda_on_the_whole_batch():
         got = restyle_source(source, target, prob, 0.1, torch.Generator().manual_seed(seed))
         assert torch.equal(got, expected)
     assert torch.equal(source, before)  # the batch given is not modified
+    # targets of another size are resized to the source's first, as before
+    wide = torch.rand(6, 3, 20, 40)
+    drawn = torch.rand(6, generator=torch.Generator().manual_seed(4)) < 0.5
+    resized = torch.nn.functional.interpolate(wide, size=(16, 32), mode="bilinear",
+                                              align_corners=False)
+    expected = torch.where(drawn.view(-1, 1, 1, 1),
+                           fourier_amplitude_swap(source, resized, 0.1), source)
+    assert torch.equal(restyle_source(source, wide, 0.5, 0.1, torch.Generator().manual_seed(4)),
+                       expected)
 
 
 def test_prediction_is_the_first_maximum_like_argmax():
@@ -67,6 +76,34 @@ def test_discriminators_get_weight_gradients_from_their_own_step_only(smoke_benc
     assert calls and set(calls.values()) == {3}
     assert any(name.startswith("output.") for name in calls)
     assert any(name.startswith("category.") for name in calls)
+
+
+def test_freezing_the_discriminators_in_the_generator_step_changes_no_weight(smoke_bench,
+                                                                              monkeypatch):
+    """The same run with the freeze turned into a no-op (the code before it) ends with the
+    same network and discriminator weights, bit for bit."""
+    cfg = stage_config("uda_pixel", override(preset("smoke"), **{"adapt.iterations": 4}))
+    made = []
+
+    class Kept(Discriminators):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(wsda_lib.engine, "Discriminators", Kept)
+
+    def adapt():
+        torch.manual_seed(0)
+        model = build_model(cfg, smoke_bench.class_set)
+        train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
+                         smoke_bench["target_val"], cfg, 0, "cpu", progress=False)
+        return model.state_dict(), made[-1].state_dict()
+
+    frozen = adapt()
+    monkeypatch.setattr(Kept, "requires_grad_", lambda self, flag=True: self)
+    kept = adapt()
+    for a, b in zip(frozen, kept, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_runs_trained_before_the_numerics_options_keep_their_keys():

@@ -75,11 +75,14 @@ class TrainConfig:
     # Iterations between resume checkpoints of a run in progress (runs.Resume); None: none.
     # Not part of a run's key: a resumed run ends as an uninterrupted one does.
     checkpoint_every: int | None = 500
-    # Numerics of the training steps; evaluation and pseudo labels stay fp32 and contiguous.
-    # "bf16": forward passes and losses under torch.autocast in bfloat16 (weights,
-    # gradients and optimiser states stay fp32). channels_last: the network, the
-    # discriminators and the input batches in NHWC memory format. Both change the weights a
-    # run ends with, so they join its key when not at these defaults (`key_config`).
+    # Numerics of the training steps. "bf16": forward passes and losses under torch.autocast
+    # in bfloat16 (weights, gradients and optimiser states stay fp32), so the online
+    # pseudo-weak labels, thresholded from the training forward pass, come from bf16 logits.
+    # channels_last: the network, the discriminators and the input batches in NHWC memory
+    # format, also during the validation along the way (in fp32). The final scores, the
+    # checkpoints and self-training's pixel pseudo labels see the fp32, contiguous model.
+    # Both change the weights a run ends with, so they join its key when not at these
+    # defaults (`key_config`).
     precision: str = "fp32"
     channels_last: bool = False
     # The labelled split supervised training learns from: "source_train" (source-only) or

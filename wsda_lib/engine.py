@@ -13,6 +13,7 @@ keeps the final weights; a val split is evaluated along the way only to draw lea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -151,9 +152,11 @@ def memory_format(train_cfg) -> torch.memory_format:
 
 def autocast(train_cfg, device):
     """The context a training step's forward passes and losses run in: torch.autocast in
-    bfloat16 for train_cfg.precision == "bf16", a no-op for "fp32"."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                          enabled=train_cfg.precision == "bf16")
+    bfloat16 for train_cfg.precision == "bf16"; for "fp32" no context at all (older torch
+    refuses even a disabled autocast on some devices, such as "mps")."""
+    if train_cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model, train_cfg):
