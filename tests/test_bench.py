@@ -38,6 +38,26 @@ def test_targets_are_checked_against_the_measurements():
     assert "| default 3 seeds seconds | ≤ 900 | 1000.0 | no |" in table
 
 
+def test_a_quick_measurement_says_so_and_shows_what_it_did_not_measure():
+    result = _result()
+    del result["series"]["default_3_seeds"], result["series"]["default_1_seed"]
+    del result["peak_rss_gib"]
+    result.update(mode="quick", commit="0123456789abcdef+changes")
+    result["targets"] = bench.check_targets(result)
+    table = bench.markdown(result)
+    assert table.startswith("Measured by `python -m wsda_lib.bench --quick` at commit 0123456 ")
+    assert "| default 3 seeds seconds | ≤ 900 | — | — |" in table
+    assert "None" not in table
+
+
+def test_the_bench_records_the_commit_it_measured():
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=bench.REPO, capture_output=True,
+                          text=True).stdout.strip()
+    assert bench.commit().split("+")[0] == head
+
+
 def test_profile_sums_every_runs_phase_clock(tmp_path):
     for name, phases in (("a", {"forward": 10.0, "backward": 20.0}),
                          ("b", {"forward": 5.0, "evaluation": 1.0})):

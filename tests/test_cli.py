@@ -34,7 +34,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     ("uda_self_training", "adapt.category_alignment=False", "adapt.category_alignment"),
     ("oracle", "train.split='source_train'", "train.split"),
     ("adaptsegnet", "adapt.output_alignment=False", "no target term"),
-    ("uda_weak", "adapt.output_alignment=false", "adapt.output_alignment='false': expected bool"),
+    ("uda_weak", "adapt.output_alignment=false",
+     "adapt.output_alignment='false': expected bool (True or False)"),
     ("source_only", "train.iterations=abc", "train.iterations='abc': expected int"),
 ])
 def test_an_override_that_would_be_ignored_or_misread_is_refused(tmp_path, capsys, stage,

@@ -29,6 +29,7 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +75,19 @@ def machine() -> dict:
             "memory_gib": round(gib, 1) if gib else None, "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def commit() -> str | None:
+    """The checkout's commit, with "+changes" when the tracked files differ from it; None
+    outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if changed.strip() else "")
 
 
 def _peak_rss_gib() -> float:
@@ -292,7 +306,10 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     order = [f"{name}_{seeds}_seed{'s' if seeds > 1 else ''}" for name, seeds in SERIES]
     series = {k: result["series"][k] for k in order if k in result["series"]}
-    lines = [f"Measured by `make bench` on {m['cpu']} ({m['cores']} cores, torch "
+    command = "`python -m wsda_lib.bench --quick`" if result.get("mode") == "quick" \
+        else "`make bench`"
+    at = f" at commit {result['commit'][:7]}" if result.get("commit") else ""
+    lines = [f"Measured by {command}{at} on {m['cpu']} ({m['cores']} cores, torch "
              f"{m['torch']}, {m['torch_threads']} threads), {result['date']}.", "",
              "| notebook | " + " | ".join(k.replace("_", " ") for k in series) + " |",
              "|---|" + "---|" * len(series)]
@@ -330,7 +347,8 @@ def markdown(result: dict) -> str:
     lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
     for k in TARGETS:
         t = result["targets"][k]
-        lines.append(f"| {k.replace('_', ' ')} | ≤ {t['target']} | {t['measured']} | "
+        measured = "—" if t["measured"] is None else t["measured"]
+        lines.append(f"| {k.replace('_', ' ')} | ≤ {t['target']} | {measured} | "
                      f"{'yes' if t['met'] else 'no' if t['met'] is False else '—'} |")
     return "\n".join(lines) + "\n"
 
@@ -338,7 +356,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m wsda_lib.bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
-                   help="the smoke series and the step costs only (minutes, not an hour)")
+                   help="the smoke series and the step costs only (a few minutes, not ~45)")
     p.add_argument("--out", type=Path, default=REPO / "bench")
     p.add_argument("--trade", type=Path, metavar="RUN_DIR", default=None,
                    help="instead: measure the trades (`trade`: half the iterations, bf16 and "
@@ -353,7 +371,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="wsda-bench-"))
     warm = work / "warm-data"
-    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "series": {}}
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit(),
+              "mode": "quick" if args.quick else "full", "series": {}}
     try:
         default_bench = load(preset("default").data, warm, verbose=False)
         load(preset("smoke").data, warm, verbose=False)

@@ -368,7 +368,8 @@ def _typed(dotted: str, annotation: str, value):
         return tuple(value)
     if "dict" in kinds and isinstance(value, dict):
         return value
-    raise ValueError(f"{dotted}={value!r}: expected {annotation}")
+    spelled = " (True or False)" if "bool" in kinds else ""
+    raise ValueError(f"{dotted}={value!r}: expected {annotation}{spelled}")
 
 
 def fields(cfg) -> list[str]:
