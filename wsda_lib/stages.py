@@ -29,7 +29,6 @@ import torch
 from . import distributed, runs
 from .analysis import class_presence, pseudo_label_file, pseudo_label_folder, write_pseudo_labels
 from .config import (
-    KEYED_UNLESS_DEFAULT,
     PAPER_UDA,
     Config,
     check_switches,
@@ -236,9 +235,7 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
         extras["points"] = (sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        decides = key_config(cfg)  # training numerics change nothing in these labels
-        for name in KEYED_UNLESS_DEFAULT:
-            decides["train"].pop(name, None)
+        decides = key_config(cfg)
         folder = work_dir or pseudo_label_folder(benchmark.cache_dir, model, target, decides,
                                                  seed)
         if distributed.is_main():  # under torchrun rank 0 writes; the others read its record
