@@ -37,6 +37,7 @@ from .stages import STAGES, StageResult, run_stage
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 PROGRESS_LOG = "WSDA_PROGRESS_LOG"  # set by reproduce.py: the file a headless run logs to
+PYTHON_PREFIX = "WSDA_PYTHON_PREFIX"  # set by reproduce.py: the interpreter the kernel must be
 
 
 @dataclass
@@ -201,11 +202,23 @@ def _imported(name: str, value, namespace: dict) -> bool:
                if getattr(module, "__dict__", None) is not namespace)
 
 
+def check_interpreter() -> None:
+    """Under `make reproduce` the kernel must be the interpreter that started the series
+    (reproduce.py puts its prefix in WSDA_PYTHON_PREFIX): another environment's kernel would
+    run other versions of every library. Raises RuntimeError naming both."""
+    expected = os.environ.get(PYTHON_PREFIX)
+    if expected and Path(sys.prefix).resolve() != Path(expected):
+        raise RuntimeError(f"this kernel runs {sys.executable} (prefix {sys.prefix}), not the "
+                           f"interpreter that started the series (prefix {expected}); run the "
+                           f"notebooks with the kernel 'Python 3 (wsda)'")
+
+
 def start(namespace: dict, extra: tuple = ()) -> Session:
     """Check the notebook's parameters (check_parameters), then load the benchmark.
 
     In a notebook: `nb = notebook.start(globals())`, right after the parameters cell."""
     p = check_parameters(namespace, extra)
+    check_interpreter()
     cfg = preset(p["PRESET"])
     device = resolve_device(p["DEVICE"])
     run_dir = NOTEBOOKS / p["RUN_DIR"]  # relative to the notebooks, wherever papermill runs

@@ -1,17 +1,23 @@
 """Run the notebook series headless with papermill and collect its figures.
 
-Each notebook runs on the venv's own `python3` kernel with cwd = notebooks/, gets the
-parameters PRESET, SEED, SEEDS, DEVICE, RUN_DIR, FIGURES_DIR and INTERACTIVE=False, and is
-written executed to <out>/notebooks/, with an HTML copy beside it. The series stops at the
-first failure, naming the notebook and the cell. One progress line per notebook reports its
-wall time; inside a notebook, each stage that trains logs a line when it starts and when it
-ends (notebook.Session.stage). Notebook 05 writes figures/results.json and figures/results.md.
+Each notebook runs on a `python3` kernel built from this interpreter (the venv's own, whatever
+other kernel specs are installed) with cwd = notebooks/, gets the parameters PRESET, SEED,
+SEEDS, DEVICE, RUN_DIR, FIGURES_DIR and INTERACTIVE=False, all paths absolute, and is written
+executed to <out>/notebooks/, with an HTML copy beside it. Cells have no time limit unless
+one is asked for. The series stops at the first failure with one line naming the notebook,
+the cell and the executed copy, and saying that the trained stages are cached. One progress
+line per notebook reports its wall time; inside a notebook, each stage that trains logs a
+line when it starts and when it ends (notebook.Session.stage). Notebook 05 writes
+figures/results.json and figures/results.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -19,9 +25,10 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
-from .notebook import PROGRESS_LOG
+from .notebook import PROGRESS_LOG, PYTHON_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -29,7 +36,12 @@ SERIES = re.compile(r"^0[0-5]_.*\.ipynb$")  # 00-05; 06 (real datasets) is not i
 
 
 class NotebookFailed(RuntimeError):
-    pass
+    """A notebook of the series could not run to its end; the message is one line naming
+    the notebook, the cell and the executed copy."""
+
+
+# The parameters every notebook of the series declares; 05 also declares SEEDS.
+SERIES_PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
 
 
 def series(notebook_dir: Path = NOTEBOOKS) -> list[Path]:
@@ -37,32 +49,141 @@ def series(notebook_dir: Path = NOTEBOOKS) -> list[Path]:
     return sorted(p for p in notebook_dir.glob("*.ipynb") if SERIES.match(p.name))
 
 
-def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int = 1800,
-                 kernel: str = "python3") -> float:
-    """Execute one notebook with papermill; returns its wall time in seconds."""
-    # The kernelspec installed into the venv wins over one in the user's home, so the kernel
-    # is this environment's python whatever else is installed.
-    os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
+def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int | None = None,
+                 kernel: str = "python3", required: tuple = ()) -> float:
+    """Execute one notebook with papermill on this interpreter's kernel; returns its wall
+    time in seconds.
+
+    Paths (the notebook, the executed copy, and parameter values that are Paths) are made
+    absolute first; the kernel's cwd is the notebook's folder. cell_timeout: seconds per
+    cell, None (the default) for no limit. The notebook must have a cell tagged
+    `parameters` declaring every name in `required`; only the parameters it declares are
+    passed. Raises NotebookFailed, with one line naming the notebook, the cell and the
+    executed copy, for every way a run can fail: an exception in a cell, a cell timeout, a
+    kernel that dies (out of memory) or cannot start, a missing parameters cell."""
+    path, output = Path(path).resolve(), Path(output).resolve()
+    declared = _declared(path, required)
+    parameters = {k: str(Path(v).resolve()) if isinstance(v, Path) else v
+                  for k, v in parameters.items() if k in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
-    declared = pm.inspect_notebook(str(path))  # pass only what the parameters cell declares
-    parameters = {k: v for k, v in parameters.items() if k in declared}
     start = time.perf_counter()
     try:
         # The kernel's own log says only that it runs over TCP on this machine, once per
         # notebook; at ERROR level the instructor's log keeps what the notebooks report.
-        with _progress(output.with_suffix(".log")):
+        with _progress(output.with_suffix(".log")), _own_kernel(kernel), \
+                _stderr_to(output.with_suffix(".stderr.txt")):
             pm.execute_notebook(str(path), str(output), parameters=parameters,
                                 kernel_name=kernel, cwd=str(path.parent),
                                 execution_timeout=cell_timeout,
                                 progress_bar=False, log_output=False,
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
-    except pm.PapermillExecutionError as e:
-        raise NotebookFailed(f"{path.name}: cell {e.cell_index} (execution count "
-                             f"{e.exec_count}) raised {e.ename}: {e.evalue}\n"
-                             f"executed copy with the traceback: {output}") from None
+    except Exception as e:  # noqa: BLE001 - every failure becomes the one-line message
+        raise NotebookFailed(_failure(path, output, e, cell_timeout)) from None
+    finally:
+        _drop_if_empty(output.with_suffix(".stderr.txt"))
     seconds = time.perf_counter() - start
     write_html(output)
     return seconds
+
+
+@contextmanager
+def _stderr_to(path: Path):
+    """Everything written to this process's stderr while a notebook runs, the kernel's own
+    included (it inherits the file descriptor), goes to `path`: a dying or interrupted kernel
+    prints tracebacks and papermill logs its errors there, and the instructor's log keeps the
+    one-line error instead. The notebook's own output is in the executed copy."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "wb") as f:
+            os.dup2(f.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _drop_if_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        path.unlink()
+
+
+def _declared(path: Path, required: tuple) -> dict:
+    """The parameters the notebook's `parameters` cell declares; refused without that cell
+    or without one of `required` (papermill would otherwise run the notebook's defaults)."""
+    declared = pm.inspect_notebook(str(path))
+    if not declared:
+        names = ", ".join(required) or "them"
+        raise NotebookFailed(f"{path.name}: no cell is tagged 'parameters', so no parameter "
+                             f"could be passed; tag the cell that sets {names}")
+    missing = [k for k in required if k not in declared]
+    if missing:
+        raise NotebookFailed(f"{path.name}: its parameters cell does not set {missing}; "
+                             f"expected {list(required)}")
+    return declared
+
+
+def _failure(path: Path, output: Path, error: Exception, cell_timeout) -> str:
+    """One line for a failed notebook run: what failed, in which cell, and where the
+    executed copy is."""
+    if isinstance(error, pm.PapermillExecutionError):
+        what = f"cell {error.cell_index} (execution count {error.exec_count}) raised " \
+               f"{error.ename}: {error.evalue}"
+    elif isinstance(error, CellTimeoutError):
+        what = f"{_running_cell(output)} ran past the cell timeout of {cell_timeout} s"
+    elif isinstance(error, DeadKernelError):
+        what = f"the kernel died in {_running_cell(output)} (out of memory, or killed)"
+    elif not output.is_file() or _running_cell(output) == "no cell":
+        what = f"the kernel could not start ({type(error).__name__}: {error})"
+    else:
+        what = f"{_running_cell(output)} failed: {type(error).__name__}: {error}"
+    detail = " ".join(what.split())  # one line, whatever the error's text holds
+    stderr = output.with_suffix(".stderr.txt")
+    extra = (f"; the kernel's stderr: {stderr}" if stderr.is_file() and stderr.stat().st_size
+             else "")
+    return f"{path.name}: {detail}; executed copy: {output}{extra}"
+
+
+def _running_cell(output: Path) -> str:
+    """The last cell the executed copy says was started, as 'cell N (execution count K)'."""
+    try:
+        nb = nbformat.read(output, as_version=4)
+    except (OSError, ValueError):
+        return "no cell"
+    started = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+               and c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return "no cell"
+    i, cell = started[-1]
+    return f"cell {i} (execution count {cell.get('execution_count')})"
+
+
+@contextmanager
+def _own_kernel(name: str):
+    """Kernel `name` is this interpreter: a kernel spec built from sys.executable, first on
+    JUPYTER_PATH while the notebook runs, so that no other `python3` spec (a user's, or one
+    on JUPYTER_PATH) can run the series on another environment; the kernel also checks its
+    own interpreter (notebook.start, PYTHON_PREFIX)."""
+    with tempfile.TemporaryDirectory(prefix="wsda-kernel-") as tmp:
+        spec = Path(tmp) / "kernels" / name
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
+                     "-f", "{connection_file}"],
+            "display_name": "Python 3 (wsda)", "language": "python"}))
+        saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", PYTHON_PREFIX)}
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(
+            [tmp] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))
+        os.environ[PYTHON_PREFIX] = str(Path(sys.prefix).resolve())
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 @contextmanager
@@ -109,16 +230,24 @@ def write_html(notebook: Path) -> Path:
 
 def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path | None = None,
               figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
-              notebooks: list[Path] | None = None, cell_timeout: int = 1800) -> dict:
-    """Run the series; returns {notebook name: seconds}."""
+              notebooks: list[Path] | None = None, cell_timeout: int | None = None) -> dict:
+    """Run the series; returns {notebook name: seconds}.
+
+    Relative paths (out, figures, run_dir) are taken from the current directory and made
+    absolute before anything reaches papermill or a kernel. cell_timeout: seconds per cell,
+    None (the default) for no limit: a cell that trains grows with seeds and stages, and the
+    machine's speed, so no fixed limit fits it. Raises NotebookFailed (one line) at the first
+    notebook that fails; the stages trained so far stay cached in run_dir, so the same
+    command again resumes from them."""
     # Only the default preset, run into the default folder, rewrites the committed figures;
     # another preset keeps its executed notebooks apart too.
     out = Path(out or (REPO / "build" if preset == "default" else REPO / "build" / preset))
-    committed = preset == "default" and out == REPO / "build"
+    out = out.resolve()
+    committed = preset == "default" and out == (REPO / "build").resolve()
     figures = Path(figures or (REPO / "figures" if committed else out / "figures" / preset))
-    run_dir = Path(run_dir or REPO / "runs")
+    run_dir = Path(run_dir or REPO / "runs").resolve()
     params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,
-              "RUN_DIR": str(run_dir.resolve()), "FIGURES_DIR": str(figures.resolve()),
+              "RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures.resolve()),
               "INTERACTIVE": False}
     timings = {}
     todo = notebooks or series()
@@ -127,7 +256,12 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     for k, path in enumerate(todo, 1):
         print(f"[{k}/{len(todo)}] {path.name}: started; {len(todo) - k} notebook(s) after it",
               flush=True)
-        seconds = run_notebook(path, out / "notebooks" / path.name, params, cell_timeout)
+        try:
+            seconds = run_notebook(path, out / "notebooks" / path.name, params, cell_timeout,
+                                   required=SERIES_PARAMETERS)
+        except NotebookFailed as e:
+            raise NotebookFailed(f"{e}; stages trained so far are cached in {run_dir}, so the "
+                                 f"same command again resumes from them") from None
         timings[path.name] = seconds
         print(f"[{k}/{len(todo)}] {path.name}: done in {seconds:.0f} s", flush=True)
     print(f"done: {sum(timings.values()):.0f} s; executed notebooks in {out / 'notebooks'}, "
