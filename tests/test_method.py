@@ -21,7 +21,7 @@ from wsda_lib.method.output_alignment import (
     output_adversarial_loss,
     output_discriminator_loss,
 )
-from wsda_lib.method.pixel_adaptation import fourier_amplitude_swap
+from wsda_lib.method.pixel_adaptation import fourier_amplitude_swap, restyle_source
 from wsda_lib.method.point_supervision import point_loss, sample_points
 from wsda_lib.method.self_training import (
     class_thresholds,
@@ -66,7 +66,7 @@ def test_smooth_max_pool_by_hand():
     # large r approaches the max, small r the mean
     assert smooth_max_pool(a, r=200).item() == pytest.approx(LN(5) / 2, abs=0.01)
     assert smooth_max_pool(a, r=1e-4).item() == pytest.approx(LN(5) / 8, abs=1e-3)
-    with pytest.raises(ValueError, match="r must be > 0"):
+    with pytest.raises(ValueError, match="adapt.smooth_max_r=0: expected > 0"):
         smooth_max_pool(a, r=0)
 
 
@@ -175,7 +175,8 @@ def test_fda_swaps_the_global_colour_and_keeps_content():
     torch.manual_seed(0)
     src = 0.3 + 0.2 * torch.rand(1, 3, 16, 32)
     tgt = 0.6 + 0.1 * torch.rand(1, 3, 16, 32)
-    assert torch.equal(fourier_amplitude_swap(src, tgt, beta=0), src)
+    with pytest.raises(ValueError, match=r"adapt.fda_beta=0: expected in \(0, 0.5\]"):
+        fourier_amplitude_swap(src, tgt, beta=0)
     out = fourier_amplitude_swap(src, tgt, beta=0.1)
     # the DC term (the mean colour) is the target's; the high frequencies are the source's
     assert torch.allclose(out.mean((2, 3)), tgt.mean((2, 3)), atol=1e-4)
@@ -183,6 +184,25 @@ def test_fda_swaps_the_global_colour_and_keeps_content():
                           src - src.mean((2, 3), keepdim=True), atol=0.05)
     with pytest.raises(ValueError, match="same shape"):
         fourier_amplitude_swap(src, tgt[..., :8])
+
+
+@pytest.mark.parametrize("size", [(16, 32), (64, 128)])
+def test_fda_at_a_small_beta_still_swaps_the_dc_term(size):
+    """FDA's published beta = 0.01 floors the window's half-size to 0 at these sizes; FDA's
+    own rule then swaps the 1x1 window, the DC term: the mean colour becomes the target's
+    (the image was once returned unchanged, and 'pixel adaptation' did nothing)."""
+    torch.manual_seed(0)
+    src = 0.3 + 0.2 * torch.rand(2, 3, *size)
+    tgt = 0.6 + 0.1 * torch.rand(2, 3, *size)
+    out = fourier_amplitude_swap(src, tgt, beta=0.01)
+    assert torch.allclose(out.mean((2, 3)), tgt.mean((2, 3)), atol=1e-4)
+    assert torch.allclose(out - out.mean((2, 3), keepdim=True),
+                          src - src.mean((2, 3), keepdim=True), atol=1e-4)
+    restyled = restyle_source(src, tgt, prob=1.0, beta=0.01,
+                              generator=torch.Generator().manual_seed(0))
+    assert torch.equal(restyled, out)
+    # the largest beta the config allows is one the function takes
+    assert fourier_amplitude_swap(src, tgt, beta=0.5).shape == src.shape
 
 
 def test_self_training_thresholds_filter_and_quality():

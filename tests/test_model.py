@@ -44,7 +44,7 @@ def test_head_gets_ten_times_the_learning_rate():
 
 
 def test_bad_arguments_are_named(tmp_path):
-    with pytest.raises(ValueError, match="backbone must be"):
+    with pytest.raises(ValueError, match="model.backbone=.vgg.: expected one of"):
         build_deeplab(3, "vgg")
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         build_deeplab(3, "resnet50", backbone_weights=str(tmp_path / "missing.pth"))

@@ -185,7 +185,9 @@ _SIZE = (lambda v: len(v) == 2 and all(type(x) is int and x >= 1 for x in v),
 # `override`) and again before training.
 RANGES = {
     "data.dataset": _one_of("embedded", "gta5", "synthia"),
-    "data.height": _AT_LEAST_1, "data.width": _AT_LEAST_1,
+    # The embedded generator draws scenes of at least 16 px a side; what the network and the
+    # discriminators need at the configured sizes is checked before training (stages).
+    "data.height": (lambda v: v >= 16, ">= 16"), "data.width": (lambda v: v >= 16, ">= 16"),
     "data.sizes": (lambda v: all(k in ("source_train", "source_val", "target_train",
                                        "target_val", "target_test") and type(n) is int
                                  and n >= 1 for k, n in v.items()),
@@ -225,6 +227,24 @@ RANGES = {
 }
 
 
+def check_range(dotted: str, value):
+    """`value` checked against the range RANGES gives field `dotted` ("adapt.fda_beta"): the
+    one place each range is written, read by the config and by the functions that take the
+    field's value, so both accept the same values. Returns `value`; raises ValueError naming
+    the field, the value and what was expected. None passes (the annotations say where it
+    is allowed)."""
+    if value is None or dotted not in RANGES:
+        return value
+    ok, expected = RANGES[dotted]
+    try:
+        good = bool(ok(value))
+    except TypeError:
+        good = False
+    if not good:
+        raise ValueError(f"{dotted}={value!r}: expected {expected}")
+    return value
+
+
 def validate(cfg: Config) -> Config:
     """Check every field's type (its annotation) and range (RANGES); the first error names
     the field, the value and what was expected. Returns `cfg`. Raises ValueError."""
@@ -233,15 +253,7 @@ def validate(cfg: Config) -> Config:
         for f in dataclasses.fields(obj):
             dotted, value = f"{section.name}.{f.name}", getattr(obj, f.name)
             _typed(dotted, str(f.type), value)
-            if value is None or dotted not in RANGES:
-                continue
-            ok, expected = RANGES[dotted]
-            try:
-                good = bool(ok(value))
-            except TypeError:
-                good = False
-            if not good:
-                raise ValueError(f"{dotted}={value!r}: expected {expected}")
+            check_range(dotted, value)
     return cfg
 
 
@@ -259,6 +271,24 @@ def check_switches(cfg: Config) -> None:
     if a.source_weak_loss and not a.weak_loss:
         raise ValueError("adapt.source_weak_loss adds L_c on the source and needs "
                          "adapt.weak_loss=True")
+    idle = _idle_terms(a)
+    if idle:
+        raise ValueError(f"{idle[0]}: the term is switched on but would do nothing; switch it "
+                         f"off instead (a stage that names it would claim a term it has not)")
+
+
+def _idle_terms(a) -> list[str]:
+    """The terms that are switched on with a weight (or a share of images) of 0: they would
+    train exactly as if they were off. Each as 'switch=value and weight=0'."""
+    human = a.weak_labels in ("image", "point")
+    weights = [("output_alignment", "lambda_adv"), ("category_alignment", "lambda_cw"),
+               ("self_training", "lambda_st"), ("pixel_adaptation", "fda_prob"),
+               ("weak_loss", "lambda_c_human" if human else "lambda_c")]
+    idle = [f"adapt.{switch}=True and adapt.{weight}=0" for switch, weight in weights
+            if getattr(a, switch) and getattr(a, weight) == 0]
+    if a.weak_labels == "point" and a.lambda_point == 0:
+        idle.append("adapt.weak_labels='point' and adapt.lambda_point=0")
+    return idle
 
 
 # The paper's UDA recipe (docs/method.md §3-4, §7) in the fields that the weak-label study

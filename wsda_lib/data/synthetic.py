@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import check_range
 from .classes import EMBEDDED
 
 GENERATOR_VERSION = 1  # bump when the images a seed produces change; it keys the disk cache
@@ -489,9 +490,9 @@ def generate_split(split: str, n: int, seed: int, height: int = 64, width: int =
     """Images (N, H, W, 3) uint8 and labels (N, H, W) uint8 of a split of the benchmark."""
     if split not in SPLITS:
         raise KeyError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
-    if n < 0 or height < 16 or width < 16:
-        raise ValueError(f"generate_split: need n >= 0 and an image of at least 16x16, "
-                         f"got n={n}, height={height}, width={width}")
+    if n < 0:
+        raise ValueError(f"generate_split: need n >= 0 images, got n={n}")
+    check_range("data.height", height), check_range("data.width", width)
     domain, split_id = SPLITS[split]
     textures = _Textures.make(height, width)
     images = np.empty((n, height, width, 3), np.uint8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import check_range
 from .classes import IGNORE_INDEX
 
 
@@ -49,8 +50,7 @@ def image_labels(counts: np.ndarray, typical: np.ndarray | None = None,
     counts = np.asarray(counts)
     if typical is None:
         return (counts > 0).astype(np.float32)
-    if not 0 <= fraction < 1:
-        raise ValueError(f"data.weak_label_fraction must be in [0, 1), got {fraction}")
+    check_range("data.weak_label_fraction", fraction)
     if pixels is None:
         raise ValueError("image_labels needs the images' pixel count to compare shares")
     shares = counts / np.reshape(pixels, (-1, 1))

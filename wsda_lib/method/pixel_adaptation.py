@@ -12,23 +12,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import check_range
+
 
 def fourier_amplitude_swap(source: torch.Tensor, target: torch.Tensor, beta: float = 0.05):
     """FDA: replace the lowest frequencies of the source's amplitude spectrum by the target's.
 
     source, target (B, 3, H, W) in [0, 1]; the centred square of half-size
-    floor(beta · min(H, W)) of the shifted spectrum is swapped, the source phase is kept.
-    Returns (B, 3, H, W) clamped to [0, 1]. beta = 0 returns the source unchanged.
+    b = floor(beta · min(H, W)) of the shifted spectrum, (2b + 1) x (2b + 1) frequencies, is
+    swapped and the source phase kept: FDA's own rule, so a beta whose b is 0 (0.01 at
+    64 px) still swaps the DC term, the image's mean colour. beta in (0, 0.5]
+    (adapt.fda_beta, config.RANGES). Returns (B, 3, H, W) clamped to [0, 1].
     """
     if source.shape != target.shape:
         raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} "
                          f"images must have the same shape")
-    if not 0 <= beta < 0.5:
-        raise ValueError(f"fda beta must be in [0, 0.5), got {beta}")
+    check_range("adapt.fda_beta", beta)
     h, w = source.shape[-2:]
     b = int(beta * min(h, w))
-    if b == 0:
-        return source
     fs = torch.fft.fftshift(torch.fft.fft2(source), dim=(-2, -1))
     ft = torch.fft.fftshift(torch.fft.fft2(target), dim=(-2, -1))
     amplitude, phase = fs.abs(), fs.angle()
@@ -50,8 +51,7 @@ def restyle_source(source: torch.Tensor, target: torch.Tensor, prob: float, beta
     the domains' sizes differ). One draw of `generator` per image decides, whichever is used.
     Returns (B, 3, H, W).
     """
-    if not 0 <= prob <= 1:
-        raise ValueError(f"adapt.fda_prob must be in [0, 1], got {prob}")
+    check_range("adapt.fda_prob", prob)
     restyle = torch.rand(len(source), generator=generator) < prob
     if translated is not None:
         return torch.where(restyle.to(source.device).view(-1, 1, 1, 1), translated, source)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..config import check_range
 from ..data.classes import IGNORE_INDEX
 
 
 def _check_quantile(quantile: float):
-    if not 0 <= quantile <= 1:
-        raise ValueError(f"self-training quantile must be in [0, 1], got {quantile}")
+    check_range("adapt.st_quantile", quantile)
 
 
 def class_thresholds(confidence: torch.Tensor, prediction: torch.Tensor, num_classes: int,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config import check_range
+
 
 def smooth_max_pool(logits: torch.Tensor, r: float = 1.0,
                     positions: int | None = None) -> torch.Tensor:
@@ -29,8 +31,7 @@ def smooth_max_pool(logits: torch.Tensor, r: float = 1.0,
     >>> smooth_max_pool(torch.zeros(1, 2, 3, 3))  # constant maps pool to that constant
     tensor([[0., 0.]])
     """
-    if r <= 0:
-        raise ValueError(f"smooth-max parameter r must be > 0, got {r}")
+    check_range("adapt.smooth_max_r", r)
     flat = logits.flatten(2)                                            # (B, C, h*w)
     return (torch.logsumexp(r * flat, dim=2) - math.log(positions or flat.shape[2])) / r
 
@@ -90,6 +91,5 @@ def pseudo_weak_labels(logits: torch.Tensor, threshold: float = 0.2,
     (B, C, h, w) -> (B, C) float 0/1; in the paper, recomputed at every iteration from the
     current model.
     """
-    if not 0 < threshold < 1:
-        raise ValueError(f"pseudo-weak-label threshold must be in (0, 1), got {threshold}")
+    check_range("adapt.pseudo_threshold", threshold)
     return (image_class_scores(logits.detach(), pool) > threshold).float()

@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from ..config import check_range
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -176,14 +178,11 @@ def build_deeplab(num_classes: int, backbone: str = "slim", base_width: int = 16
     """DeepLab-v2 with the named backbone: "slim" (CPU), "resnet50" or "resnet101" (paper)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    check_range("model.backbone", backbone)
     if backbone == "slim":
-        if base_width < 1:
-            raise ValueError(f"base_width must be >= 1, got {base_width}")
-        net = SlimResNet(base_width)
-    elif backbone in ("resnet50", "resnet101"):
-        net = TorchvisionResNet(int(backbone[len("resnet"):]))
+        net = SlimResNet(check_range("model.base_width", base_width))
     else:
-        raise ValueError(f"backbone must be 'slim', 'resnet50' or 'resnet101', got {backbone!r}")
+        net = TorchvisionResNet(int(backbone[len("resnet"):]))
     if backbone_weights:
         load_backbone_weights(net, backbone_weights)
     return DeepLabV2(net, num_classes, tuple(aspp_rates), legacy_aspp, freeze_bn)
