@@ -119,10 +119,30 @@ def presence_precision_recall(predicted: torch.Tensor, truth: torch.Tensor):
             float(100 * tp / truth.sum().clamp(min=1)))
 
 
+def check_finite_logits(logits: torch.Tensor, where: str) -> None:
+    """Raise FloatingPointError, naming `where`, when logits (any shape) hold NaN or inf: the
+    argmax of NaN logits is class 0 everywhere, which would be scored or exported without a
+    word (a checkpoint with NaN weights, a diverged model).
+
+    >>> check_finite_logits(torch.tensor([[0.0, float("nan")]]), "batch 0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: batch 0: the model's logits are not finite (1 of 2 values NaN or inf); ...
+    """
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        raise FloatingPointError(
+            f"{where}: the model's logits are not finite ({int((~finite).sum())} of "
+            f"{logits.numel()} values NaN or inf); nothing is scored. Look for NaN/inf weights "
+            f"in the checkpoint or a model that diverged")
+
+
 @torch.no_grad()
-def predict(model, images: torch.Tensor, size=None) -> torch.Tensor:
-    """Class map (B, H, W) from the logits upsampled bilinearly to `size` (default: input)."""
+def predict(model, images: torch.Tensor, size=None, where: str = "predict") -> torch.Tensor:
+    """Class map (B, H, W) from the logits upsampled bilinearly to `size` (default: input).
+    Non-finite logits are a FloatingPointError naming `where` (check_finite_logits)."""
     logits, _ = model(images)
+    check_finite_logits(logits, where)
     size = size or images.shape[-2:]
     logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     # max(1).indices is argmax(1), first maximum on ties (both documented so), and on a CPU
@@ -138,12 +158,55 @@ def eval_loader(dataset, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size)
 
 
+def base_split(dataset):
+    """The split under a Subset (a shard), WithItems or TranslatedSource wrapper."""
+    while hasattr(dataset, "dataset") or hasattr(dataset, "split"):
+        inner = getattr(dataset, "dataset", None)
+        dataset = inner if inner is not None else dataset.split
+    return dataset
+
+
+def split_name(dataset) -> str:
+    """The name a split goes by in messages: its `name`, else its type."""
+    base = base_split(dataset)
+    return str(getattr(base, "name", None) or type(base).__name__)
+
+
+def batch_where(name: str, index: int, batch: dict) -> str:
+    """"split 'NAME', batch INDEX (its first image names)", for errors about one batch."""
+    names = [str(n) for n in batch.get("name", [])]
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"split {name!r}, batch {index}" + (f" ({shown})" if names else "")
+
+
 def _images_total(dataset) -> tuple[int, int]:
     """(images the dataset could score, pairs its reader left out for size mismatches)."""
-    while hasattr(dataset, "dataset") or hasattr(dataset, "split"):  # Subset, WithItems
-        dataset = getattr(dataset, "dataset", None) or dataset.split
+    dataset = base_split(dataset)
     left_out = len(getattr(dataset, "mismatched", ()))
     return len(dataset) + left_out, left_out
+
+
+def _accumulate(model, loader, num_classes: int, device, convention: str):
+    """(confusion (C, C), outside counts (C,), images (1,), whether batches mark outside) of
+    this process's loader; errors as evaluate's."""
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    outside = torch.zeros(num_classes, dtype=torch.int64)
+    images, marked = torch.zeros(1, dtype=torch.int64), False
+    name = split_name(loader.dataset)
+    for b, batch in enumerate(loader):
+        marked = "outside" in batch
+        if convention == "official" and not marked:
+            raise ValueError("convention='official' needs batches that mark the ground truth "
+                             "of classes outside the protocol: open the split with "
+                             "mark_outside=True (wsda_lib.data.load does so for target_val "
+                             "and target_test)")
+        pred = predict(model, batch["image"].to(device), batch["label"].shape[-2:],
+                       where=batch_where(name, b, batch)).cpu()
+        conf += confusion_matrix(pred, batch["label"], num_classes)
+        if marked:
+            outside += outside_counts(pred, batch["outside"], num_classes)
+        images += len(pred)
+    return conf, outside, images, marked
 
 
 @torch.no_grad()
@@ -156,7 +219,8 @@ def evaluate(model, loader, num_classes: int, device="cpu", convention: str = "p
 
     convention: "project" or "official" (module docstring); "official" needs batches with
     "outside" masks (a FileSegmentation opened with mark_outside=True, as
-    wsda_lib.data.load opens target_val and target_test), else a ValueError.
+    wsda_lib.data.load opens target_val and target_test), else a ValueError. Logits that hold
+    NaN or inf are a FloatingPointError naming the split and the batch (and its images).
 
     Returns scores() in percent ("iou" (C,), "miou", "pixel_acc") and
     "convention"; "confusion" (C, C) counts, rows = ground truth; "outside_protocol" (C,)
@@ -170,27 +234,16 @@ def evaluate(model, loader, num_classes: int, device="cpu", convention: str = "p
     was_training = model.training
     distributed.broadcast_buffers(model)
     model.eval()
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    outside = torch.zeros(num_classes, dtype=torch.int64)
-    images, marked = torch.zeros(1, dtype=torch.int64), False
-    for batch in loader:
-        marked = "outside" in batch
-        if convention == "official" and not marked:
-            raise ValueError("convention='official' needs batches that mark the ground truth "
-                             "of classes outside the protocol: open the split with "
-                             "mark_outside=True (wsda_lib.data.load does so for target_val "
-                             "and target_test)")
-        pred = predict(model, batch["image"].to(device), batch["label"].shape[-2:]).cpu()
-        conf += confusion_matrix(pred, batch["label"], num_classes)
-        if marked:
-            outside += outside_counts(pred, batch["outside"], num_classes)
-        images += len(pred)
+    try:
+        conf, outside, images, marked = _accumulate(model, loader, num_classes, device,
+                                                    convention)
+    finally:
+        model.train(was_training)
     if distributed.is_distributed():
         summed = distributed.all_reduce_sum(torch.cat([conf.reshape(-1), outside, images])
                                             .to(device)).cpu()
         conf = summed[: num_classes ** 2].reshape(num_classes, num_classes)
         outside, images = summed[num_classes ** 2: -1], summed[-1:]
-    model.train(was_training)
     total, left_out = _images_total(loader.dataset)
     n = int(images)
     result = {**scores(conf, outside if convention == "official" else None),

@@ -36,11 +36,16 @@ from .config import (
     override,
     to_dict,
 )
+from .data import SPLIT_NAMES
+from .data.checks import check_split_files
+from .data.files import image_size
 from .data.splits import InMemorySplit, LabelFiles, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
 from .evaluate import eval_loader, evaluate, presence_scores
+from .method.category_alignment import category_features
 from .method.objective import Discriminators, LossWeights
+from .method.output_alignment import output_probabilities
 from .method.point_supervision import ItemPoints, sample_points
 from .method.weak_classification import Pooling
 from .models import build_deeplab
@@ -146,8 +151,16 @@ def load_weights(model, state, path, model_cfg) -> None:
     from `model_cfg` (config.ModelConfig). A checkpoint that does not fit fails with an error
     naming the file and the settings that differ (number of classes, backbone, width, ASPP
     rates), read from the checkpoint's stored model config or, for a bare state_dict,
-    from its tensors' shapes."""
+    from its tensors' shapes. A checkpoint whose floating-point tensors (weights or buffers)
+    hold NaN or inf fails with an error naming the file and the tensors: such a model
+    predicts class 0 everywhere and would be scored without a word."""
     weights = model_weights(state, path)
+    nonfinite = sorted(k for k, v in weights.items() if torch.is_tensor(v)
+                       and v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if nonfinite:
+        raise ValueError(f"checkpoint {path}: {len(nonfinite)} tensor(s) hold NaN or inf "
+                         f"values, e.g. {nonfinite[:3]}; it cannot be evaluated or trained "
+                         f"from (a run that diverged, or a damaged file)")
     expected = model.state_dict()
     wrong = sorted(k for k in expected if k not in weights
                    or tuple(weights[k].shape) != tuple(expected[k].shape))
@@ -236,12 +249,14 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
         decides = key_config(cfg)
-        folder = work_dir or pseudo_label_folder(benchmark.cache_dir, model, target, decides,
-                                                 seed)
-        if distributed.is_main():  # under torchrun rank 0 writes; the others read its record
-            write_pseudo_labels(model, target, a, device, folder, cfg.train.eval_batch_size)
-        distributed.barrier()
-        done = write_pseudo_labels(model, target, a, device, folder, cfg.train.eval_batch_size)
+        folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
+                                                      decides, seed))
+        # Under torchrun every rank holds the same weights: the first rank to take the lock
+        # beside the folder writes the labels, the others wait on the lock (not in a
+        # collective, which would time out on a large split), then read its record.
+        done = distributed.once(folder.parent / f".{folder.name}.lock",
+                                partial(write_pseudo_labels, model, target, a, device, folder,
+                                        cfg.train.eval_batch_size))
         extras["pseudo_label"] = LabelFiles(len(target), partial(pseudo_label_file, folder))
         metrics.update(pseudo_labels=done["quality"], thresholds=done["thresholds"])
     if extras:
@@ -289,10 +304,16 @@ def chain(name: str) -> list[str]:
 def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
     """Everything that can be checked before stage `name` (and the stages it starts from)
     trains: every stage's resolved config, the files the configs name (initial weights,
-    translated source images), and that `run_root` can be written and has room for the
-    checkpoints. Errors name the stage, field, file or folder."""
+    translated source images), every split's image formats and the evaluation splits' label
+    values (data.checks), that every module of each stage runs at the configured image sizes
+    (`check_sizes`), and that `run_root` can be written and has room for the checkpoints.
+    Errors (ValueError, DatasetError, FileNotFoundError) name the stage, field, file or
+    folder."""
+    for split in SPLIT_NAMES:
+        check_split_files(benchmark[split], split, labels=split in EVAL_SPLITS)
     for each in chain(name):
         stage_cfg = stage_config(each, cfg)
+        check_sizes(each, stage_cfg, benchmark)
         weights = stage_cfg.model.backbone_weights
         if weights and not Path(weights).is_file():
             raise FileNotFoundError(f"model.backbone_weights={weights!r}: no such file "
@@ -302,6 +323,55 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
             TranslatedSource(benchmark["source_train"], a.translated_source_dir).check()
     runs.check_writable(run_root, need_bytes=_checkpoint_bytes(stage_config(name, cfg),
                                                                benchmark.class_set))
+
+
+def input_size(split) -> tuple[int, int]:
+    """(H, W) of the images `split` feeds the network: its resize size, else the first image
+    file's size (from the header), else the first in-memory image's."""
+    size = getattr(split, "size", None)
+    if size:
+        return int(size[1]), int(size[0])
+    if getattr(split, "pairs", None):
+        width, height = image_size(split.pairs[0][0])
+        return height, width
+    return tuple(split[0]["image"].shape[-2:])
+
+
+def _size_fields(cfg: Config, domain: str) -> str:
+    if cfg.data.dataset == "embedded":
+        return f"data.height={cfg.data.height}, data.width={cfg.data.width}"
+    size = cfg.data.source_size if domain == "source" else cfg.data.target_size
+    return f"data.{domain}_size={size}"
+
+
+def check_sizes(name: str, cfg: Config, benchmark) -> None:
+    """Stage `name`'s network and discriminators run on both domains' images at the sizes
+    they are read at, checked on the meta device (shapes only: no memory, no arithmetic).
+    Raises ValueError naming the stage, the module, the size and the config fields that set
+    it; e.g. the output-space discriminator's five 4x4 stride-2 convolutions need 32 px a
+    side."""
+    a = cfg.adapt
+    with torch.device("meta"):
+        model = build_model(override(cfg, **{"model.backbone_weights": None}),
+                            benchmark.class_set).eval()
+        discs = Discriminators(LossWeights.from_config(a), benchmark.class_set.num_classes,
+                               model.feature_dim, a.output_disc_width, a.category_disc_hidden
+                               ) if stage(name).start_from else None
+        for domain in ("source", "target"):
+            h, w = input_size(benchmark[f"{domain}_train"])
+            what = "the segmentation network"
+            try:
+                logits, feats = model(torch.empty(2, 3, h, w))
+                if discs is not None and discs.output is not None:
+                    what = ("the output-space discriminator (adapt.output_alignment; five 4x4 "
+                            "convolutions of stride 2 need at least 32 px a side)")
+                    discs.output(output_probabilities(logits, (h, w)))
+                if discs is not None and discs.category is not None:
+                    what = "the category-wise discriminators (adapt.category_alignment)"
+                    discs.category(category_features(logits, feats))
+            except RuntimeError as e:
+                raise ValueError(f"stage {name!r}: {what} cannot run on {domain} images of "
+                                 f"{h}x{w} px ({_size_fields(cfg, domain)}): {e}") from None
 
 
 def _checkpoint_bytes(cfg: Config, class_set) -> int:

@@ -123,7 +123,8 @@ class Protocol:
             bad = np.unique(ids[(ids < 0) | (ids >= len(table)) |
                                 ~known[ids.clip(0, len(table) - 1)]])
             raise ValueError(f"{name}: unknown {source} label ids {bad[:10].tolist()}; "
-                             f"expected {source} ids (see docs/method.md §10)")
+                             f"expected {source} ids (see docs/method.md §10)"
+                             + _train_id_hint(ids, source))
         return self.train_to_protocol[table[ids]]
 
     def outside(self, ids: np.ndarray, source: str) -> np.ndarray:
@@ -135,6 +136,17 @@ class Protocol:
         table, _ = _RAW_TABLES[source]
         train = table[np.asarray(ids).clip(0, len(table) - 1)]
         return (train != IGNORE_INDEX) & (self.train_to_protocol[train] == IGNORE_INDEX)
+
+
+def _train_id_hint(ids: np.ndarray, source: str) -> str:
+    """What to say when a Cityscapes/GTA5 labelIds file holds only trainIds (0-18 and 255):
+    a *_labelTrainIds.png (from cityscapesscripts or a converter) saved under the labelIds
+    name, whose ids would otherwise be read as other classes."""
+    values = np.unique(ids)
+    if source == "cityscapes" and 255 in values and (values[values != 255] <= 18).all():
+        return ("; its values are all 0-18 and 255, as trainIds are: this looks like a "
+                "*_labelTrainIds.png under the labelIds name; the readers take labelIds (0-33)")
+    return ""
 
 
 def _raw_table(mapping: dict, ignored, size: int = 65536):

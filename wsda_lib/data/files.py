@@ -5,10 +5,12 @@ function that reads a label file into raw ids. It follows the split protocol of 
 like the embedded benchmark.
 
 Problems are found before training starts where that is cheap: missing label files, unreadable
-file headers and empty splits at construction, image/label size mismatches from the PNG headers
-(mismatched pairs are left out and reported, so an epoch never crashes half-way; evaluation
-splits refuse them). `check()` reads every pair and reports every problem by file name, under
-its kind: every file in the dataset's folders is either read or reported with the reason;
+file headers and empty splits at construction, label files without their image (the readers,
+`labels_without_images`: evaluation splits refuse them, training-only splits warn), image/label
+size mismatches from the PNG headers (mismatched pairs are left out and reported, so an epoch
+never crashes half-way; evaluation splits refuse them). `check()` reads every pair and reports
+every problem by file name, under its kind: every file in the dataset's folders is either read
+or reported with the reason;
 `wsda data check` prints that report. Formats: images must be 8-bit colour (RGB, RGBA or
 palette); GTA5/Cityscapes labels 8-bit ids ('P' or 'L'); anything else is refused by name
 rather than converted.
@@ -16,6 +18,7 @@ rather than converted.
 
 from __future__ import annotations
 
+import glob
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,11 +68,12 @@ def png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, decode: bool = True) -> np.ndarray | None:
     """(H, W, 3) uint8 RGB of an 8-bit colour image (mode RGB, RGBA or palette; alpha is
     dropped). Errors (DatasetError) name the file: a missing or unreadable (truncated) file,
     and any other format (16 bits per channel, grey, grey+alpha, CMYK, ...), which would be
-    converted to colours that the datasets never have."""
+    converted to colours that the datasets never have. decode=False checks the format from
+    the file's header alone (the checks before training) and returns None."""
     try:
         with Image.open(path) as im:
             depth = png_bit_depth(path)
@@ -77,7 +81,7 @@ def read_image(path: Path) -> np.ndarray:
                 bits = f", {depth} bits per channel" if depth else ""
                 raise DatasetError(f"{path}: unsupported image format (mode {im.mode}{bits}); "
                                    f"expected an 8-bit RGB colour image", UNSUPPORTED_IMAGE)
-            return np.array(im.convert("RGB"))  # writable, as torch wants
+            return np.array(im.convert("RGB")) if decode else None  # writable, as torch wants
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing", "missing image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -121,13 +125,30 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
         raise DatasetError(f"{path}: unreadable {what} file ({e})", kind) from None
 
 
+def label_without_image(label: Path, image: Path | None = None) -> str:
+    """The message for a label file that no image refers to. image: the image path the
+    reader expects for it; when a file of the same name with another extension is there
+    (X.jpg where X.png is read), the message says so, since that image is never read."""
+    if image is None:
+        return f"{label}: no image has this label file"
+    others = sorted(p.name for p in image.parent.glob(f"{glob.escape(image.stem)}.*")
+                    if p != image and p.is_file())
+    if others:
+        return (f"{label}: no image has this label file: found {', '.join(others)}; expected "
+                f"a PNG, {image}")
+    return f"{label}: no image has this label file (expected {image})"
+
+
 def unpaired_files(folder: Path, pattern: str, paired: set[Path],
-                   known=lambda p: False, label: bool = False) -> list[tuple[str, str]]:
+                   known=lambda p: False, label: bool = False,
+                   image_for=None) -> list[tuple[str, str]]:
     """The files under `folder` that a reader does not read, each as (kind, message) for
     `check()`: files that do not match `pattern` (a glob relative to folder) and, when
     `label`, label files matching it that no image refers to (`paired`). `known(path)` is
     True for companion files that the dataset ships and the reader does not need (Cityscapes'
-    colour and instance files), which are not reported."""
+    colour and instance files, the labelTrainIds files of mmsegmentation's converters), which
+    are not reported. image_for(label path): the image path the reader expects for a label,
+    for label_without_image's message."""
     if not folder.is_dir():
         return []
     matching = set(folder.glob(pattern))
@@ -136,10 +157,37 @@ def unpaired_files(folder: Path, pattern: str, paired: set[Path],
         if not p.is_file() or p in paired or known(p):
             continue
         if p in matching and label:
-            found.append((LABEL_WITHOUT_IMAGE, f"{p}: no image has this label file"))
+            found.append((LABEL_WITHOUT_IMAGE,
+                          label_without_image(p, image_for(p) if image_for else None)))
         elif p not in matching:
             found.append((NOT_READ, f"{p}: the reader reads {folder}/{pattern} only"))
     return found
+
+
+def labels_without_images(name: str, folder: Path, pattern: str, paired: set[Path],
+                          known, image_for, evaluation: bool) -> None:
+    """For a reader opened to train or score (not checking): the label files of a split
+    (`pattern`, a glob relative to `folder`, less the `known` companions) that no image
+    refers to (`paired`). A score's denominator is the split's label files, so for an
+    evaluation split (evaluation=True: Cityscapes val, and Cityscapes train, whose last
+    images are target val) they are a DatasetError naming them (kind LABEL_WITHOUT_IMAGE)
+    before anything trains; for a training-only split (the GTA5 or SYNTHIA source) a
+    UserWarning naming their count and a few, as such a label cannot be trained on.
+    Messages as label_without_image (an image of another extension is named)."""
+    if not folder.is_dir():
+        return
+    lonely = [label_without_image(p, image_for(p)) for p in sorted(folder.glob(pattern))
+              if p not in paired and not known(p)]
+    if not lonely:
+        return
+    what = (f"{name}: {len(lonely)} label file(s) without their image, e.g. "
+            f"{lonely[:3]}")
+    if evaluation:
+        raise DatasetError(f"{what}; an evaluation split scores every label file: add or "
+                           f"convert the images, or remove the labels (`wsda data check` "
+                           f"lists them all)", LABEL_WITHOUT_IMAGE)
+    warnings.warn(f"{what}; they are not trained on (`wsda data check` lists them all)",
+                  stacklevel=3)
 
 
 @dataclass

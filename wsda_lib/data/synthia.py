@@ -4,6 +4,12 @@ The label files are 16-bit PNGs whose first (red) channel holds the SYNTHIA clas
 would truncate them to 8 bits, so they are read with OpenCV (IMREAD_UNCHANGED), and a label
 file that is not 16-bit is refused: it has been converted somewhere and its ids are wrong.
 Evaluated on 16 or 13 classes.
+
+SYNTHIA is a training-only source, so a label file without its image is a warning naming the
+count and a few (an image of another extension is named), not an error. Trees prepared by
+DAFormer's or mmsegmentation's converters are read as they are: their
+`GT/LABELS/*_labelTrainIds.png` (COMPANIONS) are not reported, and the files they write at the
+root (sample_class_stats.json, ...) lie outside the folders the reader reads.
 """
 
 from __future__ import annotations
@@ -18,10 +24,17 @@ from .files import (
     UNSUPPORTED_LABEL,
     DatasetError,
     FileSegmentation,
+    labels_without_images,
     unpaired_files,
 )
 
 PAPER_SIZE = (1280, 760)  # (width, height): SYNTHIA-RAND-CITYSCAPES is kept at its own size
+# What DAFormer's and mmsegmentation's converters write beside each label: not reported.
+COMPANIONS = ("_labelTrainIds.png",)
+
+
+def _companion(path: Path) -> bool:
+    return path.name.endswith(COMPANIONS)
 
 
 def read_synthia_label(path: Path) -> np.ndarray:
@@ -48,7 +61,8 @@ def read_synthia_label(path: Path) -> np.ndarray:
 
 def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
     """The SYNTHIA tree at root as a FileSegmentation; kwargs go to it (checking, ...).
-    Other files in RGB/ and GT/LABELS/ are listed by `check()`; GT/COLOR/ is not read."""
+    Other files in RGB/ and GT/LABELS/ are listed by `check()`; GT/COLOR/ is not read. A
+    label file without its image is a UserWarning (module docstring)."""
     if num_classes not in (16, 13):
         raise ValueError(f"SYNTHIA is evaluated on 16 or 13 classes, got {num_classes}")
     root = Path(root)
@@ -56,10 +70,20 @@ def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
         raise DatasetError(f"{root}: no RGB/ folder; expected SYNTHIA's RGB/*.png and "
                            f"GT/LABELS/*.png")
     images = sorted((root / "RGB").glob("*.png"))
-    pairs = [(p, root / "GT" / "LABELS" / p.name) for p in images]
+    labels = root / "GT" / "LABELS"
+    pairs = [(p, labels / p.name) for p in images]
+    paired = {lb for _, lb in pairs}
+
+    def image_for(label: Path) -> Path:
+        return root / "RGB" / label.name
+
     # Only the checker lists the files a reader does not read (a scan of both folders).
     unpaired = [] if not kwargs.get("checking") else (
         unpaired_files(root / "RGB", "*.png", set(images))
-        + unpaired_files(root / "GT" / "LABELS", "*.png", {lb for _, lb in pairs}, label=True))
+        + unpaired_files(labels, "*.png", paired, label=True, known=_companion,
+                         image_for=image_for))
+    if not kwargs.get("checking"):
+        labels_without_images(f"synthia {root}", labels, "*.png", paired, _companion,
+                              image_for, evaluation=False)
     return FileSegmentation(f"synthia {root}", pairs, protocol(num_classes), "synthia",
                             read_synthia_label, size, unpaired=unpaired, **kwargs)
