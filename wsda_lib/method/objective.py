@@ -37,12 +37,18 @@ from .weak_classification import Pooling, weak_label_loss
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """L_seg: mean pixel cross-entropy of logits (B, C, h, w), upsampled bilinearly to the
-    labels' (B, H, W), ignoring IGNORE_INDEX (255). docs/method.md §7.
+    labels' (B, H, W), ignoring IGNORE_INDEX (255). docs/method.md §7. A batch with no
+    labelled pixel (self-training's pseudo labels, once the weak-label filter has dropped
+    every pixel of the batch) gives 0, not the NaN of a mean over nothing.
 
     >>> segmentation_loss(torch.zeros(1, 2, 1, 1), torch.tensor([[[0, 255]]]))  # log 2
     tensor(0.6931)
+    >>> segmentation_loss(torch.zeros(1, 2, 1, 1), torch.tensor([[[255, 255]]]))
+    tensor(0.)
     """
     up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    if not bool((labels != IGNORE_INDEX).any()):
+        return up.sum() * 0.0  # keeps the graph: backward gives zero gradients
     return F.cross_entropy(up, labels.long(), ignore_index=IGNORE_INDEX)
 
 
