@@ -21,7 +21,7 @@ LAYERS = [
     {"runs"},
     {"analysis", "plots", "widgets", "results"},
     {"stages"},
-    {"notebook", "cli", "reproduce", "bench", "export", "study", "__init__"},
+    {"notebook", "cli", "reproduce", "bench", "export", "study", "gpu_check", "__init__"},
 ]
 
 
