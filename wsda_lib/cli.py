@@ -22,7 +22,6 @@ from .config import (
     validate,
 )
 from .data import load, open_dataset
-from .data.files import DatasetError
 from .engine import resolve_device
 from .evaluate import scores as evaluate_scores
 from .reproduce import NotebookFailed, reproduce
@@ -43,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
                                 "segmentation using weak labels: the notebook series and tools.")
     p.add_argument("--version", action="version", version=f"wsda {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _reproduce_parser(sub)
+    _train_parser(sub)
+    _study_parser(sub)
+    _evaluate_parser(sub)
+    _data_parser(sub)
+    from . import gpu_check  # `wsda gpu-check`: its arguments live beside the check
+    gpu_check.add_parser(sub)
+    _official_eval_parser(sub)
+    return p
+
+
+def _reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="run the notebook series headless; rewrite figures/")
     r.add_argument("--preset", choices=PRESETS, default="default")
     r.add_argument("--seed", type=int, default=0, help="seed of notebooks 01-04; the first "
@@ -54,8 +65,12 @@ def _parser() -> argparse.ArgumentParser:
                         "preset, build/PRESET/ otherwise); figures go to figures/ only for the "
                         "default preset in the default folder, else to OUT/figures/PRESET")
     r.add_argument("--run-dir", type=Path, default=None, help="cached runs (default runs/)")
-    r.add_argument("--cell-timeout", type=int, default=1800, help="seconds per cell")
+    r.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds a cell may run (default: no limit; a training cell grows with "
+                        "the seeds, the stages and the machine)")
 
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train one stage (cached like the notebooks' runs)")
     t.add_argument("--preset", choices=PRESETS, default="default",
                    help="the config to start from (default: %(default)s)")
@@ -71,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--source-root", type=Path, help="GTA5 or SYNTHIA (paper presets)")
     t.add_argument("--target-root", type=Path, help="Cityscapes (paper presets)")
 
+
+def _study_parser(sub) -> None:
     st = sub.add_parser("study", help="the weak-label study: why UDA's pseudo-weak labels "
                         "collapse and which fix helps; writes figures/study.json")
     st.add_argument("--preset", choices=PRESETS, default="default")
@@ -80,12 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--out", type=Path, default=None, help="where study.json and its figures "
                     "go (default: figures/ for the default preset, build/study/PRESET/ else)")
 
+
+def _evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint written by `wsda train`")
     e.add_argument("--checkpoint", required=True, type=Path)
     e.add_argument("--device", default="auto")
     e.add_argument("--run-dir", type=Path, default=Path("runs"),
                    help="where the cached benchmark lives")
 
+
+def _data_parser(sub) -> None:
     data = sub.add_parser("data", help="tools for the real datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate a dataset tree before training")
@@ -94,7 +115,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--split", default="train", help="cityscapes only: train or val")
     check.add_argument("--classes", type=int, default=None,
                        help="19 (default for GTA5/Cityscapes) or 16/13 (default 16 for SYNTHIA)")
-    return p
+
+
+def _official_eval_parser(sub) -> None:
+    """`wsda official-eval`: exported predictions scored by cityscapesscripts in-process."""
+    oe = sub.add_parser("official-eval", help="score exported predictions with the official "
+                        "Cityscapes script (cityscapesscripts, in-process; prints one JSON line)")
+    oe.add_argument("--gt", required=True, type=Path,
+                    help="the Cityscapes root (gtFine/SPLIT/<city>/*_gtFine_labelIds.png)")
+    oe.add_argument("--predictions", required=True, type=Path,
+                    help="folder of labelId PNGs, one <city>_<seq>_<frame>*.png per ground-truth "
+                         "file (as wsda_lib.export.export_cityscapes writes them)")
+    oe.add_argument("--split", default="val", help="gtFine split to score (default: val)")
+    oe.add_argument("--classes", type=int, default=19, choices=(19, 16, 13),
+                    help="mIoU over these classes (16/13: the official convention for SYNTHIA "
+                         "models; default 19)")
 
 
 def _data_check(args) -> int:
@@ -104,11 +139,7 @@ def _data_check(args) -> int:
         kwargs["num_classes"] = args.classes
     if args.dataset == "cityscapes":
         kwargs["split"] = args.split
-    try:
-        report = open_dataset(args.dataset, args.root, **kwargs).check()
-    except (DatasetError, ValueError) as e:
-        print(f"wsda data check: {e}", file=sys.stderr)
-        return 2
+    report = open_dataset(args.dataset, args.root, **kwargs).check()
     print(f"{args.dataset} at {args.root}: {report}")
     return 0 if report.ok else 1
 
@@ -138,11 +169,17 @@ def _train(args) -> int:
     for name in chain(args.stage):  # every stage's config can train, before any data is made
         stage_config(name, cfg)
     runs.check_writable(args.run_dir)
-    device = resolve_device(distributed.init_from_env(args.device))
-    if distributed.is_main():  # rank 0 generates (or measures) what is cached; others wait
-        load(cfg.data, args.run_dir / "data", verbose=True)
-    distributed.barrier()
-    bench = load(cfg.data, args.run_dir / "data", verbose=False)
+    timeout = distributed.collective_timeout()  # a bad WSDA_DIST_TIMEOUT errors before work
+    # The cached data (the embedded benchmark; a real source's typical class areas, minutes
+    # for GTA5) is prepared BEFORE the process group forms, under a file lock: the first rank
+    # to take it computes and writes it; the others wait on the lock, not in a collective
+    # that would time out, then read it (distributed.once).
+    data_dir = args.run_dir / "data"
+    bench = distributed.once(data_dir / ".prepare.lock",
+                             lambda: load(cfg.data, data_dir, verbose=True),
+                             token=distributed.job_token("wsda train data", repr(cfg.data)),
+                             read=lambda: load(cfg.data, data_dir, verbose=False))
+    device = resolve_device(distributed.init_from_env(args.device, timeout))
     result = run_stage(args.stage, cfg, bench, args.seed, device, args.run_dir / "models",
                        progress=distributed.is_main())
     if not distributed.is_main():
@@ -200,34 +237,61 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    out = args.out or (Path("figures") if args.preset == "default"
+                       else Path("build/study") / args.preset)
+    runs.check_writable(args.run_dir)
+    return study.main(args.preset, args.run_dir, out, args.device)
+
+
+def _gpu_check(args) -> int:
+    from . import gpu_check
+
+    return gpu_check.main(args.out, args.steps, args.warmup, args.tiny, args.device)
+
+
+def _official_eval(args) -> int:
+    from .export import official_scores
+
+    print(json.dumps(official_scores(args.predictions, args.gt, args.split, args.classes)))
+    return 0
+
+
+def _reproduce(args) -> int:
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.cell_timeout is not None and args.cell_timeout < 1:
+        raise ValueError(f"--cell-timeout must be >= 1 second, got {args.cell_timeout}")
+    reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
+              device=args.device, cell_timeout=args.cell_timeout)
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study, "data": _data_check,
+            "gpu-check": _gpu_check, "official-eval": _official_eval, "reproduce": _reproduce}
+# What a command reports as its one-line error (exit 2; 1 for a notebook that failed): input
+# refused by a check (ValueError, DatasetError among them; KeyError for a config field),
+# files and folders (OSError), a non-finite loss or logits (FloatingPointError), a package
+# that is not installed (ImportError), a notebook of the series that failed (NotebookFailed)
+# and a GPU check without a GPU (gpu_check.NoCuda, a RuntimeError like NotebookFailed).
+# Anything else is a bug, and keeps its traceback.
+ONE_LINE_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, ImportError,
+                   NotebookFailed)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("train", "evaluate"):
-        try:
-            return _train(args) if args.command == "train" else _evaluate(args)
-        except (ValueError, KeyError, OSError, FloatingPointError) as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else e
-            print(f"wsda {args.command}: {message}", file=sys.stderr)
-            return 2
-        finally:
-            if distributed.is_distributed():
-                torch.distributed.destroy_process_group()
-    if args.command == "study":
-        out = args.out or (Path("figures") if args.preset == "default"
-                           else Path("build/study") / args.preset)
-        return study.main(args.preset, args.run_dir, out, args.device)
-    if args.command == "data":
-        return _data_check(args)
-    if args.command == "reproduce":
-        try:
-            if args.seeds < 1:
-                raise NotebookFailed(f"--seeds must be >= 1, got {args.seeds}")
-            reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
-                      device=args.device, cell_timeout=args.cell_timeout)
-        except NotebookFailed as e:
-            print(f"wsda reproduce: {e}", file=sys.stderr)
-            return 1
-    return 0
+    try:
+        return COMMANDS[args.command](args)
+    except Exception as e:  # noqa: BLE001 - the known kinds become one line, others re-raise
+        if not isinstance(e, ONE_LINE_ERRORS) and type(e).__name__ != "NoCuda":
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"wsda {args.command}: {' '.join(str(message).split())}", file=sys.stderr)
+        return 1 if isinstance(e, NotebookFailed) else 2
+    finally:
+        if distributed.is_distributed():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
