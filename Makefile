@@ -10,8 +10,10 @@ SEEDS  ?= 3
 
 venv: $(VENV)/.installed
 
-# The stamp reinstalls when pyproject.toml changes. The kernelspec is installed into the
-# venv itself, so papermill and JupyterLab run the venv's python3 whatever else is installed.
+# The stamp reinstalls when pyproject.toml changes. The kernelspec `python3` is installed into
+# the venv itself. `make reproduce` runs a kernel built from the venv's interpreter whatever
+# else is installed; `make lab` puts the venv's kernelspecs first on JUPYTER_PATH, which
+# otherwise wins over them.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -35,6 +37,7 @@ test: venv
 
 # Jupyter refuses to start as root (common in containers) unless told it may.
 lab: venv
+	JUPYTER_PATH="$(CURDIR)/$(VENV)/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
 	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: venv

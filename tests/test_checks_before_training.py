@@ -158,7 +158,7 @@ def test_a_term_switched_on_with_nothing_to_do_is_refused(tmp_path, capsys, chan
     (["data", "check", "--dataset", "gta5", "--root", "{tmp}/nothing"], 2, "nothing"),
     (["official-eval", "--gt", "{tmp}/nothing", "--predictions", "{tmp}/none"], 2, "nothing"),
     (["reproduce", "--seeds", "0"], 2, "--seeds must be >= 1"),
-    (["reproduce", "--cell-timeout", "0"], 2, "--cell-timeout must be >= 1"),
+    (["reproduce", "--cell-timeout", "0"], 2, "cell_timeout=0: expected None (no limit)"),
     (["gpu-check", "--tiny", "--steps", "0"], 2, "--steps must be >= 1"),
     (["study", "--preset", "smoke", "--run-dir", "{tmp}/file"], 2, "file"),
 ])
@@ -166,3 +166,60 @@ def test_every_command_reports_bad_input_in_one_line(tmp_path, capsys, argv, cod
     (tmp_path / "file").write_text("a file where a folder should be")
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == code
     assert says in _one_line_error(capsys)
+
+
+def test_trainids_in_target_train_are_found_before_source_only_trains(tmp_path, capsys):
+    """An adaptation stage reads target train's labels (the pseudo-weak labels' quality);
+    a bad one was found only after source-only had trained."""
+    _trees(tmp_path)
+    label = sorted((tmp_path / "cityscapes/gtFine/train").rglob("*_labelIds.png"))[0]
+    Image.fromarray(np.resize(np.array([0, 1, 255], np.uint8), (32, 64)), mode="L").save(label)
+    assert _train_real(tmp_path, "uda_weak") == 2
+    err = _one_line_error(capsys)
+    assert "target_train" in err and label.name in err and "labelTrainIds" in err
+    assert _nothing_trained(tmp_path / "runs")
+
+
+def test_a_passed_check_is_recorded_and_a_changed_file_is_read_again(tmp_path, monkeypatch):
+    from wsda_lib.data.checks import check_split_files
+    from wsda_lib.data.cityscapes import cityscapes
+
+    _trees(tmp_path)
+    root = tmp_path / "cityscapes"
+    check_split_files(cityscapes(root, "val"), "target_test", True, tmp_path / "cache")
+    assert len(list((tmp_path / "cache/checked").glob("*.json"))) == 1
+    split = cityscapes(root, "val")
+    monkeypatch.setattr(split, "label", lambda i: pytest.fail("read again"))
+    check_split_files(split, "target_test", True, tmp_path / "cache")  # recorded: not read
+    image = next((root / "leftImg8bit/val").rglob("*.png"))
+    Image.fromarray(np.full((32, 64), 40000, np.uint16)).save(image)  # the tree changed
+    with pytest.raises(ValueError, match="unsupported image format"):
+        check_split_files(cityscapes(root, "val"), "target_test", True, tmp_path / "cache")
+
+
+def test_translated_images_of_another_format_are_refused_before_training(tmp_path, capsys):
+    _trees(tmp_path)
+    translated = tmp_path / "translated"
+    translated.mkdir()
+    for i in range(5):
+        Image.fromarray(np.zeros((32, 64, 3), np.uint8)).save(translated / f"{i:05d}.png")
+    Image.fromarray(np.full((32, 64), 9, np.uint8)).save(translated / "00001.png")  # grey
+    assert _train_real(tmp_path, "uda_pixel",
+                       [f"adapt.translated_source_dir='{translated}'"]) == 2
+    err = _one_line_error(capsys)
+    assert "00001.png" in err and "unsupported image format" in err
+    assert _nothing_trained(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--preset", "smoke", "--device", "gpu"], "device 'gpu': expected 'auto', 'cpu'"),
+    (["--preset", "smoke", "--source-root", "{tmp}", "--target-root", "{tmp}"],
+     "data.source_root and data.target_root name folders of real data"),
+    (["--preset", "smoke", "--stage", "uda_weak", "--set",
+      "adapt.translated_source_dir='{tmp}'"], "no stage of source_only -> uda_weak uses pixel"),
+])
+def test_what_a_run_would_silently_ignore_or_misread_is_refused(tmp_path, capsys, argv, says):
+    code = main(["train", "--run-dir", str(tmp_path / "runs"),
+                 *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
+    assert code == 2 and says in _one_line_error(capsys)
+    assert not (tmp_path / "runs/models").exists()

@@ -5,6 +5,8 @@ reason. `make smoke` once failed on a fresh checkout because only absolute paths
 The copy shares this checkout's .venv (a symlink) and imports its own wsda_lib (PYTHONPATH),
 so the commands run the code of the copy. Placeholders of the README (/data/GTA5, DIR,
 <stage>-<key>) are replaced by tiny real-format trees and the run the commands before made.
+The tests share the copy and run in file order, as a reader would type the commands: the
+ones after `make smoke` load the runs it trained, and `make clean` comes last.
 """
 
 import json
@@ -49,7 +51,7 @@ NOT_RUN = {
     ".venv/bin/wsda train --preset paper_gta5 --stage uda_pixel ... --set "
     "adapt.translated_source_dir=/data/GTA5_as_cityscapes": "paper scale, as above; "
     "tests/test_real_datasets.py covers translated source images",
-    "torchrun --nproc_per_node=4 -m wsda_lib.cli train --preset paper_gta5 --stage "
+    ".venv/bin/torchrun --nproc_per_node=4 -m wsda_lib.cli train --preset paper_gta5 --stage "
     "source_only ...": "paper scale; tests/test_cli.py runs torchrun with two processes",
 }
 

@@ -223,7 +223,7 @@ class ClassFromRed(torch.nn.Module):
 def test_export_writes_the_ground_truths_native_resolution_whatever_the_resize(tmp_path):
     root = _cityscapes_tree(tmp_path, splits=(("val", 1),), h=32, w=64)
     model = ClassFromRed(19)
-    for ds in (cityscapes(root, "val", size=(32, 16)),            # labels resized too
+    for ds in (cityscapes(root, "val", size=(32, 16), resize_labels=True),  # labels resized
                cityscapes(root, "val", size=(32, 16), resize_labels=False),
                cityscapes(root, "val", size=None)):
         [path] = export_cityscapes(model, ds, tmp_path / "pred")

@@ -24,11 +24,12 @@ from .config import (
 from .data import load, open_dataset
 from .engine import resolve_device
 from .evaluate import scores as evaluate_scores
-from .reproduce import NotebookFailed, reproduce
+from .reproduce import SERIES_PRESETS, NotebookFailed, reproduce
 from .stages import (
     STAGES,
     build_model,
     chain,
+    check_chain_uses,
     evaluate_splits,
     fixed_fields,
     load_weights,
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="run the notebook series headless; rewrite figures/")
-    r.add_argument("--preset", choices=PRESETS, default="default")
+    r.add_argument("--preset", choices=SERIES_PRESETS, default="default")
     r.add_argument("--seed", type=int, default=0, help="seed of notebooks 01-04; the first "
                    "of the seeds of notebook 05")
     r.add_argument("--seeds", type=int, default=3, help="number of seeds notebook 05 runs")
@@ -166,8 +167,10 @@ def _train(args) -> int:
         raise ValueError(f"--set {', '.join(clash)}: stage {args.stage!r} sets this itself "
                          f"(it is what the stage is); choose another --stage instead")
     cfg = override(preset(args.preset), **changes, **roots)
+    resolve_device(args.device)  # a misspelt --device, before any data is made
     for name in chain(args.stage):  # every stage's config can train, before any data is made
         stage_config(name, cfg)
+    check_chain_uses(args.stage, cfg)
     runs.check_writable(args.run_dir)
     timeout = distributed.collective_timeout()  # a bad WSDA_DIST_TIMEOUT errors before work
     # The cached data (the embedded benchmark; a real source's typical class areas, minutes
@@ -260,8 +263,6 @@ def _official_eval(args) -> int:
 def _reproduce(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.cell_timeout is not None and args.cell_timeout < 1:
-        raise ValueError(f"--cell-timeout must be >= 1 second, got {args.cell_timeout}")
     reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
               device=args.device, cell_timeout=args.cell_timeout)
     return 0

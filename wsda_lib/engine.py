@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import re
 import time
 import warnings
 
@@ -46,8 +47,15 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> the GPU when one is present, else the CPU; anything else is used as given."""
+    """"auto" -> the GPU when one is present, else the CPU; "cpu", "mps", "cuda" or "cuda:N"
+    as given. Raises ValueError naming the value for any other name, and for a CUDA device
+    on a machine without one."""
+    if not isinstance(name, str) or not DEVICE_NAMES.match(name):
+        raise ValueError(f"device {name!r}: expected 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

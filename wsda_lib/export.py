@@ -50,9 +50,16 @@ def export_cityscapes(model, dataset, out_dir: str | Path, device="cpu",
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    written, name = [], split_name(dataset)
+    try:
+        return _export(model, dataset, out_dir, batch_size, device)
+    finally:
+        model.train(was_training)
+
+
+def _export(model, dataset, out_dir: Path, batch_size: int, device) -> list[Path]:
+    written, split = [], split_name(dataset)
     for b, batch in enumerate(DataLoader(dataset, batch_size=batch_size)):
-        images, where = batch["image"].to(device), f"export of {batch_where(name, b, batch)}"
+        images, where = batch["image"].to(device), f"export of {batch_where(split, b, batch)}"
         sizes = [_native_size(dataset, int(i), lb)
                  for i, lb in zip(batch["index"], batch["label"], strict=True)]
         if len(set(sizes)) == 1:
@@ -64,7 +71,6 @@ def export_cityscapes(model, dataset, out_dir: str | Path, device="cpu",
             path = out_dir / f"{Path(name).stem}.png"
             Image.fromarray(dataset.protocol.to_label_ids(p)).save(path)
             written.append(path)
-    model.train(was_training)
     return written
 
 

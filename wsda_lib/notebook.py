@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from .analysis import attention_maps, attention_on_class, attention_share
 from .atomic import atomic_write, write_json
 from .config import PRESETS, Config, preset
 from .data import Benchmark, load
-from .engine import resolve_device
+from .engine import DEVICE_NAMES, resolve_device
 from .results import SHORT_TITLES, render_markdown, run_metadata, stage_table, summarise
 from .stages import STAGES, StageResult, run_stage
 
@@ -150,7 +149,6 @@ class Session:
 
 SERIES_PRESETS = tuple(p for p in PRESETS if not p.startswith("paper"))
 PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
-DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def check_parameters(namespace: dict, extra: tuple = ()) -> dict:

@@ -28,7 +28,7 @@ import papermill as pm
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
-from .notebook import PROGRESS_LOG, PYTHON_PREFIX
+from .notebook import PROGRESS_LOG, PYTHON_PREFIX, SERIES_PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -249,10 +249,18 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,
               "RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures.resolve()),
               "INTERACTIVE": False}
+    if preset not in SERIES_PRESETS:
+        raise ValueError(f"preset {preset!r}: the series runs {list(SERIES_PRESETS)}; the "
+                         f"paper presets need the real datasets (notebook 06, `wsda train`)")
+    if cell_timeout is not None and (type(cell_timeout) is not int or cell_timeout < 1):
+        raise ValueError(f"cell_timeout={cell_timeout!r}: expected None (no limit) or a whole "
+                         f"number of seconds >= 1")
     timings = {}
     todo = notebooks or series()
     if not todo:
         raise NotebookFailed(f"no notebooks matching 00-05 in {NOTEBOOKS}")
+    for path in todo:  # every notebook's parameters cell, before the first one runs
+        _declared(Path(path).resolve(), SERIES_PARAMETERS)
     for k, path in enumerate(todo, 1):
         print(f"[{k}/{len(todo)}] {path.name}: started; {len(todo) - k} notebook(s) after it",
               flush=True)

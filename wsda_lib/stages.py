@@ -301,16 +301,35 @@ def chain(name: str) -> list[str]:
     return names
 
 
+def check_chain_uses(name: str, cfg: Config) -> None:
+    """Settings that no stage of `name`'s chain reads are refused by name rather than
+    silently ignored: adapt.translated_source_dir without a stage that restyles source images
+    (pixel adaptation). Raises ValueError."""
+    a = cfg.adapt
+    if a.translated_source_dir and not any(stage_config(each, cfg).adapt.pixel_adaptation
+                                           for each in chain(name)):
+        raise ValueError(f"adapt.translated_source_dir={a.translated_source_dir!r}: no stage "
+                         f"of {' -> '.join(chain(name))} uses pixel adaptation, so the "
+                         f"translated images would not be read; choose a stage with it "
+                         f"(uda_pixel, wda_image, ...) or leave the field unset")
+
+
 def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
     """Everything that can be checked before stage `name` (and the stages it starts from)
     trains: every stage's resolved config, the files the configs name (initial weights,
-    translated source images), every split's image formats and the evaluation splits' label
-    values (data.checks), that every module of each stage runs at the configured image sizes
-    (`check_sizes`), and that `run_root` can be written and has room for the checkpoints.
-    Errors (ValueError, DatasetError, FileNotFoundError) name the stage, field, file or
+    translated source images), every split's image formats and the label values of the
+    evaluation splits and, when a stage reads them, target train (data.checks; recorded in
+    the cache folder once passed), that every module of each stage runs at the configured
+    image sizes (`check_sizes`), and that `run_root` can be written and has room for the
+    checkpoints. Errors (ValueError, DatasetError, FileNotFoundError) name the stage, field, file or
     folder."""
+    # Target train's labels are read by an adaptation stage (the weak labels' quality, WDA's
+    # image labels and points) and by the oracle; source train's by the typical class areas.
+    reads_target = any(stage(each).start_from or stage_config(each, cfg).train.split ==
+                       "target_train" for each in chain(name))
     for split in SPLIT_NAMES:
-        check_split_files(benchmark[split], split, labels=split in EVAL_SPLITS)
+        labels = split in EVAL_SPLITS or (split == "target_train" and reads_target)
+        check_split_files(benchmark[split], split, labels, benchmark.cache_dir)
     for each in chain(name):
         stage_cfg = stage_config(each, cfg)
         check_sizes(each, stage_cfg, benchmark)
@@ -371,7 +390,8 @@ def check_sizes(name: str, cfg: Config, benchmark) -> None:
                     discs.category(category_features(logits, feats))
             except RuntimeError as e:
                 raise ValueError(f"stage {name!r}: {what} cannot run on {domain} images of "
-                                 f"{h}x{w} px ({_size_fields(cfg, domain)}): {e}") from None
+                                 f"{w}x{h} px (width x height; {_size_fields(cfg, domain)}): "
+                                 f"{e}") from None
 
 
 def _checkpoint_bytes(cfg: Config, class_set) -> int:

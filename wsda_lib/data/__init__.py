@@ -21,6 +21,11 @@ def load(data_cfg, cache_dir: str | Path, verbose: bool = True) -> Benchmark:
     class protocol data.class_protocol (19, 16 or 13). Errors name the config field.
     """
     if data_cfg.dataset == "embedded":
+        roots = [f"data.{k}" for k in ("source_root", "target_root") if getattr(data_cfg, k)]
+        if roots:  # they would be ignored: the run would train on the generated benchmark
+            raise ValueError(f"{' and '.join(roots)} name folders of real data, but "
+                             f"data.dataset='embedded' generates its own; choose a paper "
+                             f"preset (--preset paper_gta5) or leave them unset")
         if data_cfg.class_protocol is not None:
             raise ValueError(f"data.class_protocol={data_cfg.class_protocol!r}: the embedded "
                              f"benchmark has its own ten classes; leave it None")

@@ -125,18 +125,33 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
         raise DatasetError(f"{path}: unreadable {what} file ({e})", kind) from None
 
 
-def label_without_image(label: Path, image: Path | None = None) -> str:
+def label_without_image(label: Path, image: Path | None = None,
+                        by_stem: dict | None = None) -> str:
     """The message for a label file that no image refers to. image: the image path the
     reader expects for it; when a file of the same name with another extension is there
-    (X.jpg where X.png is read), the message says so, since that image is never read."""
+    (X.jpg where X.png is read), the message says so, since that image is never read.
+    by_stem: {stem: file names} of the image's folder (sibling_index), so that many labels
+    need one listing of the folder, not a glob each."""
     if image is None:
         return f"{label}: no image has this label file"
-    others = sorted(p.name for p in image.parent.glob(f"{glob.escape(image.stem)}.*")
-                    if p != image and p.is_file())
+    if by_stem is None:
+        names = [p.name for p in image.parent.glob(f"{glob.escape(image.stem)}.*")
+                 if p.is_file()]
+    else:
+        names = by_stem.get(image.stem, [])
+    others = sorted(n for n in names if n != image.name)
     if others:
         return (f"{label}: no image has this label file: found {', '.join(others)}; expected "
                 f"a PNG, {image}")
     return f"{label}: no image has this label file (expected {image})"
+
+
+def sibling_index(folder: Path) -> dict:
+    """{stem: [file names]} of the files in `folder` (none when it is missing)."""
+    index = {}
+    for p in (folder.iterdir() if folder.is_dir() else ()):
+        index.setdefault(p.stem, []).append(p.name)
+    return index
 
 
 def unpaired_files(folder: Path, pattern: str, paired: set[Path],
@@ -152,13 +167,16 @@ def unpaired_files(folder: Path, pattern: str, paired: set[Path],
     if not folder.is_dir():
         return []
     matching = set(folder.glob(pattern))
-    found = []
+    found, listings = [], {}
     for p in sorted(folder.rglob("*")):
         if not p.is_file() or p in paired or known(p):
             continue
         if p in matching and label:
-            found.append((LABEL_WITHOUT_IMAGE,
-                          label_without_image(p, image_for(p) if image_for else None)))
+            image = image_for(p) if image_for else None
+            if image is not None and image.parent not in listings:
+                listings[image.parent] = sibling_index(image.parent)
+            found.append((LABEL_WITHOUT_IMAGE, label_without_image(
+                p, image, listings.get(image.parent) if image is not None else None)))
         elif p not in matching:
             found.append((NOT_READ, f"{p}: the reader reads {folder}/{pattern} only"))
     return found
@@ -176,12 +194,11 @@ def labels_without_images(name: str, folder: Path, pattern: str, paired: set[Pat
     Messages as label_without_image (an image of another extension is named)."""
     if not folder.is_dir():
         return
-    lonely = [label_without_image(p, image_for(p)) for p in sorted(folder.glob(pattern))
-              if p not in paired and not known(p)]
+    lonely = [p for p in sorted(folder.glob(pattern)) if p not in paired and not known(p)]
     if not lonely:
         return
-    what = (f"{name}: {len(lonely)} label file(s) without their image, e.g. "
-            f"{lonely[:3]}")
+    shown = [label_without_image(p, image_for(p)) for p in lonely[:3]]  # a glob each: 3 only
+    what = f"{name}: {len(lonely)} label file(s) without their image, e.g. {shown}"
     if evaluation:
         raise DatasetError(f"{what}; an evaluation split scores every label file: add or "
                            f"convert the images, or remove the labels (`wsda data check` "

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_json
+from ..config import check_range
 from .cityscapes import cityscapes
 from .files import FileSegmentation
 from .readers import open_dataset
@@ -71,8 +72,7 @@ def load_real(data_cfg, cache_dir) -> Benchmark:
     """The splits above from data_cfg.source_root (data_cfg.dataset) and .target_root.
     Use `wsda_lib.data.load`, which also opens the embedded benchmark."""
     val_count, target_root = data_cfg.val_count, data_cfg.target_root
-    if type(val_count) is not int or val_count < 1:
-        raise ValueError(f"data.val_count must be a whole number >= 1, got {val_count!r}")
+    check_range("data.val_count", val_count)
     classes = data_cfg.class_protocol
     # Sizes are compared per split (_slice), after the held-out images are chosen.
     source = open_dataset(data_cfg.dataset, data_cfg.source_root, size=data_cfg.source_size,

@@ -64,7 +64,8 @@ def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
     Other files in RGB/ and GT/LABELS/ are listed by `check()`; GT/COLOR/ is not read. A
     label file without its image is a UserWarning (module docstring)."""
     if num_classes not in (16, 13):
-        raise ValueError(f"SYNTHIA is evaluated on 16 or 13 classes, got {num_classes}")
+        raise ValueError(f"data.class_protocol={num_classes!r}: SYNTHIA is evaluated on 16 or "
+                         f"13 classes")
     root = Path(root)
     if not (root / "RGB").is_dir():
         raise DatasetError(f"{root}: no RGB/ folder; expected SYNTHIA's RGB/*.png and "

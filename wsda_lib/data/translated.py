@@ -32,13 +32,16 @@ class TranslatedSource(torch.utils.data.Dataset):
         return self.folder / f"{Path(self.split.item_name(i)).stem}.png"
 
     def check(self) -> None:
-        """Every source image has its translated PNG; the error names the missing files.
-        Checked before training, so that a missing file does not stop a run half-way."""
+        """Every source image has its translated PNG, an 8-bit colour image (its header read,
+        as files.read_image checks); the error names the missing or unsupported files.
+        Checked before training, so that a bad file does not stop a run half-way."""
         missing = [self._path(i) for i in range(len(self.split)) if not self._path(i).is_file()]
         if missing:
             raise DatasetError(f"{self.folder}: {len(missing)} of {len(self.split)} translated "
                                f"source images missing, e.g. {[str(p) for p in missing[:3]]} "
                                f"(expected one PNG per source image, named like it)")
+        for i in range(len(self.split)):  # formats from the headers (16-bit, grey, ...)
+            read_image(self._path(i), decode=False)
 
     def __len__(self):
         return len(self.split)
