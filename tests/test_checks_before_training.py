@@ -223,3 +223,37 @@ def test_what_a_run_would_silently_ignore_or_misread_is_refused(tmp_path, capsys
                  *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
     assert code == 2 and says in _one_line_error(capsys)
     assert not (tmp_path / "runs/models").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--preset", "smoke", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["reproduce", "--preset", "smoke", "--device", "cud"], "device 'cud': expected"),
+    (["reproduce", "--preset", "smoke", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["train", "--preset", "smoke", "--set", "data.sizes={'source_train': 8}"],
+     "data.sizes={'source_train': 8}: expected a number of images >= 1 for each of"),
+])
+def test_seeds_devices_and_sizes_are_refused_before_any_data_or_notebook(tmp_path, capsys,
+                                                                          argv, says):
+    assert main([*argv, "--run-dir", str(tmp_path / "runs")]) == 2
+    assert says in _one_line_error(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_device_this_machine_lacks_is_refused_by_name(monkeypatch):
+    from wsda_lib.engine import resolve_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'mps': no Apple GPU"):
+        resolve_device("mps")
+
+
+def test_data_check_of_cityscapes_checks_both_splits_by_default(tmp_path, capsys):
+    """It checked train alone and said 'no problems' over a broken val split."""
+    _trees(tmp_path)
+    root = tmp_path / "cityscapes"
+    image = next((root / "leftImg8bit/val").rglob("*.png"))
+    image.rename(image.with_suffix(".jpg"))
+    assert main(["data", "check", "--dataset", "cityscapes", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"cityscapes train at {root}: checked 5 image/label pairs: no problems" in out
+    assert f"cityscapes val at {root}: checked 1 image/label pairs: " in out and ".jpg" in out

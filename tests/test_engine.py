@@ -53,7 +53,7 @@ def test_run_stage_caches(smoke_bench, tmp_path):
 def test_device_errors_are_named():
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="DEVICE='cuda'"):
+        with pytest.raises(ValueError, match="device 'cuda': no CUDA GPU is available"):
             resolve_device("cuda")
 
 

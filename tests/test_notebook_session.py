@@ -22,7 +22,7 @@ def test_good_parameters_pass_and_lowercase_names_are_not_parameters():
     ({"SEED": 1.5}, r"SEED=1.5: expected a whole number"),
     ({"SEED": True}, r"SEED=True"),
     ({"PRESET": "smok"}, r"PRESET='smok': expected one of \['smoke'"),
-    ({"DEVICE": "gpu"}, r"DEVICE='gpu': expected 'auto', 'cpu' or 'cuda\[:N\]'"),
+    ({"DEVICE": "gpu"}, r"DEVICE='gpu': expected 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'"),
     ({"INTERACTIVE": "yes"}, r"INTERACTIVE='yes': expected True or False"),
     ({"FIGURES_DIR": 3}, r"FIGURES_DIR=3"),
 ])

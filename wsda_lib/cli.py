@@ -113,7 +113,8 @@ def _data_parser(sub) -> None:
     check = data_sub.add_parser("check", help="validate a dataset tree before training")
     check.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
     check.add_argument("--root", required=True, type=Path)
-    check.add_argument("--split", default="train", help="cityscapes only: train or val")
+    check.add_argument("--split", choices=("train", "val"), default=None,
+                       help="cityscapes only: train or val (default: both, each reported)")
     check.add_argument("--classes", type=int, default=None,
                        help="19 (default for GTA5/Cityscapes) or 16/13 (default 16 for SYNTHIA)")
 
@@ -138,11 +139,19 @@ def _data_check(args) -> int:
     kwargs = {"size": None, "checking": True}
     if args.classes:
         kwargs["num_classes"] = args.classes
-    if args.dataset == "cityscapes":
-        kwargs["split"] = args.split
-    report = open_dataset(args.dataset, args.root, **kwargs).check()
-    print(f"{args.dataset} at {args.root}: {report}")
-    return 0 if report.ok else 1
+    if args.dataset != "cityscapes":
+        if args.split:
+            raise ValueError(f"--split {args.split}: only Cityscapes has splits; {args.dataset} "
+                             f"is checked whole")
+        report = open_dataset(args.dataset, args.root, **kwargs).check()
+        print(f"{args.dataset} at {args.root}: {report}")
+        return 0 if report.ok else 1
+    ok = True
+    for split in [args.split] if args.split else ["train", "val"]:
+        report = open_dataset("cityscapes", args.root, split=split, **kwargs).check()
+        print(f"cityscapes {split} at {args.root}: {report}")
+        ok = ok and report.ok
+    return 0 if ok else 1
 
 
 def _parse_overrides(pairs) -> dict:
@@ -168,6 +177,8 @@ def _train(args) -> int:
                          f"(it is what the stage is); choose another --stage instead")
     cfg = override(preset(args.preset), **changes, **roots)
     resolve_device(args.device)  # a misspelt --device, before any data is made
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     for name in chain(args.stage):  # every stage's config can train, before any data is made
         stage_config(name, cfg)
     check_chain_uses(args.stage, cfg)
@@ -263,6 +274,9 @@ def _official_eval(args) -> int:
 def _reproduce(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    resolve_device(args.device)  # before notebook 00, not in it
     reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
               device=args.device, cell_timeout=args.cell_timeout)
     return 0

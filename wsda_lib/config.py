@@ -173,6 +173,7 @@ def _one_of(*choices):
     return lambda v: v in choices, f"one of {', '.join(map(repr, choices))}"
 
 
+SPLITS = ("source_train", "source_val", "target_train", "target_val", "target_test")
 _POSITIVE = (lambda v: v > 0, "> 0")
 _AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
@@ -188,10 +189,10 @@ RANGES = {
     # The embedded generator draws scenes of at least 16 px a side; what the network and the
     # discriminators need at the configured sizes is checked before training (stages).
     "data.height": (lambda v: v >= 16, ">= 16"), "data.width": (lambda v: v >= 16, ">= 16"),
-    "data.sizes": (lambda v: all(k in ("source_train", "source_val", "target_train",
-                                       "target_val", "target_test") and type(n) is int
-                                 and n >= 1 for k, n in v.items()),
-                   "split name -> number of images >= 1"),
+    "data.sizes": (lambda v: (not v or set(v) == set(SPLITS)) and all(
+                       type(n) is int and n >= 1 for n in v.values()),
+                   f"a number of images >= 1 for each of {', '.join(SPLITS)} (all five; {{}} "
+                   f"for the real datasets, whose folders decide)"),
     "data.weak_label_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "data.val_count": _AT_LEAST_1,
     "data.class_protocol": _one_of(19, 16, 13),

@@ -59,7 +59,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"DEVICE={name!r} but no CUDA GPU is available; use 'auto' or 'cpu'")
+        raise ValueError(f"device {name!r}: no CUDA GPU is available; use 'auto' or 'cpu'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: no Apple GPU (MPS) is available; use 'auto' or "
+                         f"'cpu'")
     return torch.device(name)
 
 

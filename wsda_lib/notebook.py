@@ -180,7 +180,7 @@ def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
             need(type(given[name]) is int and given[name] >= low, name,
                  f"a whole number >= {low}")
     need(isinstance(given["DEVICE"], str) and DEVICE_NAMES.match(given["DEVICE"]), "DEVICE",
-         "'auto', 'cpu' or 'cuda[:N]'")
+         "'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
     need(isinstance(given["RUN_DIR"], str | Path), "RUN_DIR", "a folder path")
     need(given["FIGURES_DIR"] is None or isinstance(given["FIGURES_DIR"], str | Path),
          "FIGURES_DIR", "None (build/figures/<PRESET>/) or a folder path")
