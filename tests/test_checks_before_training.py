@@ -24,9 +24,11 @@ TINY = ["model.backbone='slim'", "model.base_width=4", "model.aspp_rates=(1, 2)"
 
 def _train_real(tmp_path, stage="source_only", extra=()):
     src, tgt = tmp_path / "gta5", tmp_path / "cityscapes"
+    changed = {e.split("=")[0] for e in extra}
+    tiny = [t for t in TINY if t.split("=")[0] not in changed]  # each field once
     return main(["train", "--preset", "paper_gta5", "--stage", stage, "--source-root",
                  str(src), "--target-root", str(tgt), "--run-dir", str(tmp_path / "runs"),
-                 "--device", "cpu", "--set", *TINY, *extra])
+                 "--device", "cpu", "--set", *tiny, *extra])
 
 
 def _nothing_trained(run_dir):
@@ -231,6 +233,8 @@ def test_what_a_run_would_silently_ignore_or_misread_is_refused(tmp_path, capsys
     (["reproduce", "--preset", "smoke", "--seed", "-1"], "--seed must be >= 0, got -1"),
     (["train", "--preset", "smoke", "--set", "data.sizes={'source_train': 8}"],
      "data.sizes={'source_train': 8}: expected a number of images >= 1 for each of"),
+    (["train", "--preset", "smoke", "--set", "train.lr=0.1", "train.lr=0.01"],
+     "--set train.lr: given twice"),
 ])
 def test_seeds_devices_and_sizes_are_refused_before_any_data_or_notebook(tmp_path, capsys,
                                                                           argv, says):

@@ -160,6 +160,8 @@ def _parse_overrides(pairs) -> dict:
         if "=" not in pair:
             raise ValueError(f"--set {pair!r}: expected FIELD=VALUE, e.g. train.iterations=500")
         key, value = pair.split("=", 1)
+        if key in changes:  # one of the two would be silently dropped
+            raise ValueError(f"--set {key}: given twice; give each field once")
         try:
             changes[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
