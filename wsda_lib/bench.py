@@ -90,7 +90,7 @@ def commit() -> str | None:
     return head + ("+changes" if changed.strip() else "")
 
 
-def _peak_rss_gib() -> float:
+def peak_rss_gib() -> float:
     """Peak RSS of this process and of its largest finished child (the notebook kernels)."""
     kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -382,7 +382,7 @@ def main(argv=None) -> int:
             result["series"][key] = more_seeds(one, name, seeds) if one \
                 else series_time(name, seeds, work, warm)
         if not args.quick:
-            result["peak_rss_gib"] = round(_peak_rss_gib(), 3)
+            result["peak_rss_gib"] = round(peak_rss_gib(), 3)
             s = result["series"]["default_3_seeds"]
             result["profile"] = profile(Path(s["run_dir"]), s["series_seconds"],
                                         len(s["notebooks_seconds"]), startup)

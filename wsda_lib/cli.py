@@ -178,9 +178,7 @@ def _train(args) -> int:
         raise ValueError(f"--set {', '.join(clash)}: stage {args.stage!r} sets this itself "
                          f"(it is what the stage is); choose another --stage instead")
     cfg = override(preset(args.preset), **changes, **roots)
-    resolve_device(args.device)  # a misspelt --device, before any data is made
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    _check_seed_and_device(args)  # before any data is made
     for name in chain(args.stage):  # every stage's config can train, before any data is made
         stage_config(name, cfg)
     check_chain_uses(args.stage, cfg)
@@ -273,12 +271,17 @@ def _official_eval(args) -> int:
     return 0
 
 
+def _check_seed_and_device(args) -> None:
+    """--seed and --device of `train` and `reproduce`, refused (ValueError) before any work."""
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    resolve_device(args.device)
+
+
 def _reproduce(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    resolve_device(args.device)  # before notebook 00, not in it
+    _check_seed_and_device(args)  # before notebook 00, not in it
     reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
               device=args.device, cell_timeout=args.cell_timeout)
     return 0

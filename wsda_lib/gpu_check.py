@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .atomic import write_json
-from .bench import _peak_rss_gib, commit, machine
+from .bench import commit, machine, peak_rss_gib
 from .config import override, preset
 from .data.classes import protocol
 from .data.splits import InMemorySplit, Split
@@ -329,7 +329,7 @@ def run(out: Path | None = None, steps: int | None = None, warmup: int | None = 
     for name in ("evaluation", "evaluation_full_input"):
         result["parts"][name] = _guarded(partial(evaluation_part, model, splits[name], device))
         write_json(out, result)
-    result["peak_rss_gib"] = round(_peak_rss_gib(), 3)
+    result["peak_rss_gib"] = round(peak_rss_gib(), 3)
     result["ok"] = all("error" not in part for part in result["parts"].values())
     write_json(out, result)
     return result
