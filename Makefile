@@ -6,7 +6,7 @@ PRESET ?= default
 SEED   ?= 0
 SEEDS  ?= 3
 
-.PHONY: reproduce smoke study test lab lint bench gpu-check venv clean
+.PHONY: reproduce smoke study calibrate test lab lint bench gpu-check venv clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not 
 # an hour on two cores, not part of `make reproduce`. Writes figures/study.json.
 study: venv
 	$(PY) -m wsda_lib.cli study --preset $(PRESET)
+
+# The embedded benchmark's calibration to the real shift (seed 0, source-only and oracle on
+# target val only; docs/method.md §14): about 20 minutes on two cores. Writes
+# figures/benchmark_calibration.json.
+calibrate: venv
+	$(PY) -m wsda_lib.cli calibrate --preset $(PRESET)
 
 test: venv
 	$(PY) -m pytest

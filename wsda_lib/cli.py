@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     _reproduce_parser(sub)
     _train_parser(sub)
     _study_parser(sub)
+    _calibrate_parser(sub)
     _evaluate_parser(sub)
     _data_parser(sub)
     from . import gpu_check  # `wsda gpu-check`: its arguments live beside the check
@@ -97,6 +98,18 @@ def _study_parser(sub) -> None:
                     help="cached data and trained runs (default: runs/)")
     st.add_argument("--out", type=Path, default=None, help="where study.json and its figures "
                     "go (default: figures/ for the default preset, build/study/PRESET/ else)")
+
+
+def _calibrate_parser(sub) -> None:
+    c = sub.add_parser("calibrate", help="measure the embedded benchmark's variants against "
+                       "the paper's source-only row; writes figures/benchmark_calibration.json")
+    c.add_argument("--preset", choices=("smoke", "default", "full"), default="default")
+    c.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
+    c.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="cached data and trained runs (default: runs/)")
+    c.add_argument("--out", type=Path, default=None, help="where benchmark_calibration.json "
+                   "goes (default: figures/ for the default preset, build/calibration/PRESET/ "
+                   "else)")
 
 
 def _evaluate_parser(sub) -> None:
@@ -258,6 +271,16 @@ def _study(args) -> int:
     return study.main(args.preset, args.run_dir, out, args.device)
 
 
+def _calibrate(args) -> int:
+    from . import calibration
+
+    out = args.out or (Path("figures") if args.preset == "default"
+                       else Path("build/calibration") / args.preset)
+    runs.check_writable(args.run_dir)
+    resolve_device(args.device)
+    return calibration.main(args.preset, args.run_dir, out, args.device)
+
+
 def _gpu_check(args) -> int:
     from . import gpu_check
 
@@ -287,7 +310,8 @@ def _reproduce(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study, "data": _data_check,
+COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study,
+            "calibrate": _calibrate, "data": _data_check,
             "gpu-check": _gpu_check, "official-eval": _official_eval, "reproduce": _reproduce}
 # What a command reports as its one-line error (exit 2; 1 for a notebook that failed): input
 # refused by a check (ValueError, DatasetError among them; KeyError for a config field),

@@ -37,6 +37,7 @@ from .config import (
     to_dict,
 )
 from .data import SPLIT_NAMES
+from .data import synthetic
 from .data.checks import check_split_files
 from .data.files import image_size
 from .data.splits import InMemorySplit, LabelFiles, WithItems
@@ -279,14 +280,18 @@ def pseudo_weak_quality(model, split, cfg: Config, device) -> tuple[np.ndarray, 
     return labels, {k: v[0] for k, v in quality.items()}
 
 
-def run_config(name: str, cfg: Config, seed: int) -> dict:
+def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
     """What keys stage `name`'s run directory: the stage, the seed, its resolved config
     as config.key_config gives it (without the adaptation section for a supervised stage,
-    which does not read it) and, under torchrun, the number of processes, which multiplies
-    the effective batch."""
+    which does not read it), on the embedded benchmark the fingerprint of its generator and
+    parameters (of `benchmark`, a loaded one, or else of the calibrated benchmark), and,
+    under torchrun, the number of processes, which multiplies the effective batch."""
     config = {"stage": name, "seed": seed, **key_config(stage_config(name, cfg))}
     if stage(name).start_from is None:
         del config["adapt"]
+    if cfg.data.dataset == "embedded":  # runs on older images of the benchmark are not reused
+        config["benchmark"] = (getattr(benchmark, "fingerprint", None)
+                               or synthetic.fingerprint(synthetic.DOMAINS))
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had
         config["world_size"] = distributed.world_size()
     return config
@@ -417,7 +422,7 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
     """Load or train stage `name` from the base config `cfg` (a preset, perhaps overridden)
     for `seed`; its starting stage is loaded or trained first."""
     st, stage_cfg = stage(name), stage_config(name, cfg)
-    if not runs.run_dir(run_root, name, run_config(name, cfg, seed)).joinpath(
+    if not runs.run_dir(run_root, name, run_config(name, cfg, seed, benchmark)).joinpath(
             "config.json").is_file():
         check_before_training(name, cfg, benchmark, run_root)
     set_seed(seed)  # the initial weights depend on the seed alone, not on what ran before
@@ -452,7 +457,7 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
         return {"model": model.state_dict(), "model_config": to_dict(stage_cfg.model),
                 "config": to_dict(stage_cfg)}, metrics
 
-    run = runs.load_or_train(run_root, name, run_config(name, cfg, seed), train,
+    run = runs.load_or_train(run_root, name, run_config(name, cfg, seed, benchmark), train,
                              stage_cfg.train.checkpoint_every)
     if run.loaded:
         load_weights(model, run.state, run.dir / "checkpoint.pt", stage_cfg.model)

@@ -19,8 +19,8 @@ from .splits import Benchmark, InMemorySplit
 from .weak_labels import class_pixel_counts, typical_areas
 
 
-def _cache_dir(root: Path, data_cfg) -> Path:
-    spec = {"version": synthetic.GENERATOR_VERSION, "height": data_cfg.height,
+def _cache_dir(root: Path, data_cfg, doms) -> Path:
+    spec = {"version": synthetic.fingerprint(doms), "height": data_cfg.height,
             "width": data_cfg.width, "seed": data_cfg.seed, "sizes": dict(data_cfg.sizes)}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return root / f"embedded-{key}"
@@ -41,8 +41,10 @@ def _load_npz(path: Path):
                          f"delete it and it will be generated again") from e
 
 
-def load_embedded(data_cfg, cache_root: str | Path, verbose: bool = True) -> Benchmark:
-    """Generate (first time) or load (afterwards) every split of the embedded benchmark.
+def load_embedded(data_cfg, cache_root: str | Path, verbose: bool = True,
+                  variant: str = synthetic.CALIBRATED) -> Benchmark:
+    """Generate (first time) or load (afterwards) every split of the embedded benchmark, or
+    of another of its calibration variants (synthetic.VARIANTS; the calibration reads them).
     Use `wsda_lib.data.load`, which also opens the real datasets."""
     if data_cfg.dataset != "embedded":
         raise ValueError(f"data.dataset={data_cfg.dataset!r}: only 'embedded' is available")
@@ -50,7 +52,8 @@ def load_embedded(data_cfg, cache_root: str | Path, verbose: bool = True) -> Ben
     if unknown:
         raise ValueError(f"data.sizes names unknown splits {sorted(unknown)}; "
                          f"expected {sorted(synthetic.SPLITS)}")
-    directory = _cache_dir(Path(cache_root), data_cfg)
+    doms = synthetic.domains(variant)
+    directory = _cache_dir(Path(cache_root), data_cfg, doms)
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for split, n in data_cfg.sizes.items():
@@ -59,7 +62,7 @@ def load_embedded(data_cfg, cache_root: str | Path, verbose: bool = True) -> Ben
             if verbose:
                 print(f"generating {split}: {n} images -> {path}")
             images, labels = synthetic.generate_split(split, n, data_cfg.seed,
-                                                      data_cfg.height, data_cfg.width)
+                                                      data_cfg.height, data_cfg.width, doms)
             _save_npz(path, images=images, labels=labels)
         arrays[split] = _load_npz(path)
     source_labels = arrays["source_train"][1]
@@ -67,7 +70,7 @@ def load_embedded(data_cfg, cache_root: str | Path, verbose: bool = True) -> Ben
                             source_labels[0].size)
     splits = {s: InMemorySplit(s, im, lb, EMBEDDED, typical, data_cfg.weak_label_fraction)
               for s, (im, lb) in arrays.items()}
-    return Benchmark(splits, EMBEDDED, typical, directory)
+    return Benchmark(splits, EMBEDDED, typical, directory, synthetic.fingerprint(doms))
 
 
 def datasheet(benchmark: Benchmark) -> dict:

@@ -184,6 +184,7 @@ class Benchmark:
     class_set: ClassSet
     typical_area: np.ndarray
     cache_dir: Path
+    fingerprint: str | None = None  # the embedded benchmark's (synthetic.fingerprint)
 
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:

@@ -27,6 +27,9 @@ Everything is deterministic: image i of a split is drawn from its own generator 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +37,9 @@ import numpy as np
 from ..config import check_range
 from .classes import EMBEDDED
 
-GENERATOR_VERSION = 1  # bump when the images a seed produces change; it keys the disk cache
+# Bump when the painters change the images that given parameters produce. It keys the disk
+# cache and the runs, with a fingerprint of the domains' parameters (`fingerprint`).
+GENERATOR_VERSION = 2
 
 ROAD, SIDEWALK, BUILDING, FENCE, POLE, VEGETATION, TERRAIN, SKY, PERSON, CAR = range(10)
 assert EMBEDDED.names[CAR] == "car" and EMBEDDED.names[ROAD] == "road"
@@ -53,6 +58,10 @@ class SceneStatistics:
     building_height: tuple[float, float]  # facade height above the horizon, fraction of height
     building_gap: float                   # chance that a facade slot is left open
     road_half_width: tuple[float, float]  # half-width of the road at the bottom, fraction of W
+    # outer sidewalk edge, as a multiple of the road's half-width (when sidewalks are present)
+    sidewalk_factor: tuple[float, float] = (1.25, 1.6)
+    pole_width: float = 1.0               # multiplies a pole's width (and its sign's size)
+    person_height: float = 1.0            # multiplies a pedestrian's height (and width)
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ class Domain:
     rendering: Rendering
 
 
-SOURCE = Domain(
+V1_SOURCE = Domain(
     "source",
     SceneStatistics(
         presence={"sidewalk": 0.95, "building": 0.95, "fence": 0.6, "pole": 0.85,
@@ -99,7 +108,7 @@ SOURCE = Domain(
     ),
 )
 
-TARGET = Domain(
+V1_TARGET = Domain(
     "target",
     SceneStatistics(
         presence={"sidewalk": 0.8, "building": 0.7, "fence": 0.45, "pole": 0.65,
@@ -119,7 +128,112 @@ TARGET = Domain(
     ),
 )
 
-DOMAINS = {"source": SOURCE, "target": TARGET}
+
+# The calibration of the shift (wsda_lib/calibration.py, docs/method.md §14). Each variant is
+# the first benchmark (V1_*) with dotted fields changed, "target.rendering.palette.road" or
+# "source.scene.pole_width"; the variants were tried in this order, and the record of each
+# one's source-only and oracle endpoints is figures/benchmark_calibration.json. The benchmark
+# is the variant CALIBRATED.
+_T = "target.rendering."
+_V2_PALETTE = {  # the target's colours keep the source's hues, greyer and darker
+    _T + "palette": {"road": (0.40, 0.39, 0.41), "sidewalk": (0.62, 0.54, 0.58),
+                     "building": (0.58, 0.45, 0.38), "fence": (0.60, 0.56, 0.40),
+                     "pole": (0.66, 0.62, 0.32), "vegetation": (0.22, 0.50, 0.18),
+                     "terrain": (0.45, 0.58, 0.28), "sky": (0.52, 0.66, 0.88)}}
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "v1": ("the first benchmark, tuned until alignment closed the gap", {}),
+    "v2": ("target colours keep the source's hues, greyer and darker: most of v1's target "
+           "pixels look like the source's only grey class, road", _V2_PALETTE),
+    "v3": ("v2 with v1's saturation and exposure ranges narrowed", {
+        **_V2_PALETTE, _T + "saturation": (0.75, 0.95), _T + "exposure": (0.85, 1.15)}),
+    "v4": ("v3 with terrain's colour near vegetation's, sidewalk's near road's", {
+        **_V2_PALETTE, _T + "saturation": (0.75, 0.95), _T + "exposure": (0.85, 1.15),
+        _T + "palette.terrain": (0.32, 0.50, 0.22), _T + "palette.sidewalk": (0.50, 0.46, 0.48)}),
+    "v5": ("v3 with the saturation gap to the source halved", {
+        **_V2_PALETTE, _T + "saturation": (0.9, 1.1), _T + "exposure": (0.85, 1.15)}),
+    "v6": ("v5 with v1's grey fence and narrower sidewalks (thin classes stay hard)", {
+        **_V2_PALETTE, _T + "saturation": (0.9, 1.1), _T + "exposure": (0.85, 1.15),
+        _T + "palette.fence": (0.46, 0.43, 0.38),
+        "target.scene.sidewalk_factor": (1.1, 1.35)}),
+    "v7": ("v6 with less blur", {
+        **_V2_PALETTE, _T + "saturation": (0.9, 1.1), _T + "exposure": (0.85, 1.15),
+        _T + "palette.fence": (0.46, 0.43, 0.38), _T + "blur_sigma": (0.2, 0.6),
+        "target.scene.sidewalk_factor": (1.1, 1.35)}),
+}
+_V6 = VARIANTS["v6"][1]
+VARIANTS.update({
+    "v8": ("v6 with weaker texture contrast and sensor noise: v6's textured target ground "
+           "is taken for people", {**_V6, _T + "texture_contrast": 0.2,
+                                   _T + "noise_std": (0.01, 0.03)}),
+    "v9": ("v6 with the source's texture contrast", {**_V6, _T + "texture_contrast": 0.12}),
+})
+_V8 = VARIANTS["v8"][1]
+_S = "target.scene."
+_CITY_LAYOUT = {  # class areas nearer Cityscapes': more road and building, less terrain and sky
+    _S + "presence": {"sidewalk": 0.8, "building": 0.9, "fence": 0.45, "pole": 0.65,
+                      "vegetation": 0.85, "terrain": 0.35, "person": 0.75, "car": 0.6},
+    _S + "building_height": (0.25, 0.5), _S + "building_gap": 0.15,
+    _S + "road_half_width": (0.35, 0.5)}
+VARIANTS.update({
+    "v10": ("v8 with class areas nearer Cityscapes': v8's target is 17 % terrain and 23 % "
+            "sky, 17 % road and 8.5 % building", {**_V8, **_CITY_LAYOUT}),
+})
+_V10 = VARIANTS["v10"][1]
+VARIANTS.update({
+    "v11": ("v10 with terrain greener (nearer vegetation) and sidewalk nearer road, the "
+            "look-alikes of Cityscapes", {**_V10, _T + "palette.terrain": (0.38, 0.52, 0.25),
+                                          _T + "palette.sidewalk": (0.55, 0.49, 0.52)}),
+    "v12": ("v11 with larger pedestrians", {**_V10, _T + "palette.terrain": (0.38, 0.52, 0.25),
+                                            _T + "palette.sidewalk": (0.55, 0.49, 0.52),
+                                            _S + "person_height": 1.4}),
+})
+_V11 = VARIANTS["v11"][1]
+VARIANTS.update({
+    "v13": ("v11 with terrain greener still", {**_V11, _T + "palette.terrain": (0.32, 0.48, 0.22)}),
+    "v14": ("v13 with less sensor noise", {**_V11, _T + "palette.terrain": (0.32, 0.48, 0.22),
+                                                 _T + "noise_std": (0.005, 0.02)}),
+})
+
+# The first variant that meets every target of the calibration (calibration.TARGETS).
+CALIBRATED = "v11"
+
+
+def _changed(domain: Domain, path: list[str], value) -> Domain:
+    """`domain` with the field at `path` (["rendering", "palette", "road"]) set to `value`."""
+    head, *rest = path
+    if isinstance(domain, dict):
+        if head not in domain:
+            raise KeyError(f"no entry {head!r}; expected one of {sorted(domain)}")
+        return {**domain, head: _changed(domain[head], rest, value) if rest else value}
+    if head not in {f.name for f in dataclasses.fields(domain)}:
+        raise KeyError(f"{type(domain).__name__} has no field {head!r}")
+    new = _changed(getattr(domain, head), rest, value) if rest else value
+    return dataclasses.replace(domain, **{head: new})
+
+
+def domains(variant: str = CALIBRATED) -> dict[str, Domain]:
+    """The two domains of a calibration variant (VARIANTS), by name: {"source", "target"}.
+    Raises KeyError naming an unknown variant or field."""
+    if variant not in VARIANTS:
+        raise KeyError(f"unknown benchmark variant {variant!r}; expected one of "
+                       f"{list(VARIANTS)}")
+    out = {"source": V1_SOURCE, "target": V1_TARGET}
+    for dotted, value in VARIANTS[variant][1].items():
+        name, *path = dotted.split(".")
+        out[name] = _changed(out[name], path, value)
+    return out
+
+
+def fingerprint(doms: dict[str, Domain]) -> str:
+    """A short hash of both domains' parameters and GENERATOR_VERSION: what keys the cached
+    images and the runs trained on them."""
+    spec = {"version": GENERATOR_VERSION,
+            **{k: dataclasses.asdict(d) for k, d in sorted(doms.items())}}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+DOMAINS = domains()
+SOURCE, TARGET = DOMAINS["source"], DOMAINS["target"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +379,8 @@ def _lay_out_ground(scene: _Scene, horizon: int) -> _Ground:
     x_vanish = W * rng.uniform(0.4, 0.6)
     x_bottom = W * rng.uniform(0.4, 0.6)
     road_half = W * rng.uniform(*scene.domain.scene.road_half_width)
-    sidewalk_factor = rng.uniform(1.25, 1.6) if scene.present["sidewalk"] else 1.0
+    sidewalk_factor = (rng.uniform(*scene.domain.scene.sidewalk_factor)
+                       if scene.present["sidewalk"] else 1.0)
     return _Ground(scene.shape[0], horizon, x_vanish, x_bottom, road_half, sidewalk_factor)
 
 
@@ -341,12 +456,12 @@ def _paint_pole(scene: _Scene, ground: _Ground, depth: float, side: int, obj_tex
     rng, cv, rd, H = scene.rng, scene.canvas, scene.domain.rendering, scene.shape[0]
     yy, xx, yb = cv.yy, cv.xx, ground.row(depth)
     xk = ground.kerb_x(depth, side)
-    half_w = 1.2 + 1.5 * depth
+    half_w = (1.2 + 1.5 * depth) * scene.domain.scene.pole_width
     top = yb - int(H * (0.35 + 0.45 * depth))
     m = (np.abs(xx - xk) < half_w) & (yy >= top) & (yy <= yb)
     sign = rng.random() < 0.5
     if sign:
-        s = 2 + 4 * depth
+        s = (2 + 4 * depth) * scene.domain.scene.pole_width
         m |= (np.abs(xx - xk - side * s) < s) & (yy >= top) & (yy < top + 1.5 * s)
     cv.paint(m, POLE, _perturb(rng, rd.palette["pole"], rd.colour_jitter)
              * (1 + rd.texture_contrast * obj_tex))
@@ -357,7 +472,7 @@ def _paint_person(scene: _Scene, ground: _Ground, depth: float, side: int, obj_t
     rng, cv, rd = scene.rng, scene.canvas, scene.domain.rendering
     (H, W), yy, xx, yb = scene.shape, cv.yy, cv.xx, ground.row(depth)
     xk = ground.kerb_x(depth, side) - side * rng.uniform(0, 0.3) * W * depth
-    ph = 8 + 0.4 * H * depth
+    ph = (8 + 0.4 * H * depth) * scene.domain.scene.person_height
     pw = 0.32 * ph
     shirt = _perturb(rng, rng.uniform(0.1, 0.9, 3), 0.0)
     trousers = _perturb(rng, rng.uniform(0.05, 0.5, 3), 0.0)
@@ -486,14 +601,17 @@ def generate_image(domain: str | Domain, seed: int, split_id: int, index: int,
     return _render(rng, cv, dom.rendering), cv.label
 
 
-def generate_split(split: str, n: int, seed: int, height: int = 64, width: int = 128):
-    """Images (N, H, W, 3) uint8 and labels (N, H, W) uint8 of a split of the benchmark."""
+def generate_split(split: str, n: int, seed: int, height: int = 64, width: int = 128,
+                   doms: dict[str, Domain] | None = None):
+    """Images (N, H, W, 3) uint8 and labels (N, H, W) uint8 of a split of the benchmark;
+    `doms` ({"source", "target"}, see `domains`) defaults to the calibrated benchmark."""
     if split not in SPLITS:
         raise KeyError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     if n < 0:
         raise ValueError(f"generate_split: need n >= 0 images, got n={n}")
     check_range("data.height", height), check_range("data.width", width)
     domain, split_id = SPLITS[split]
+    domain = (doms or DOMAINS)[domain]
     textures = _Textures.make(height, width)
     images = np.empty((n, height, width, 3), np.uint8)
     labels = np.empty((n, height, width), np.uint8)
