@@ -6,7 +6,7 @@ PRESET ?= default
 SEED   ?= 0
 SEEDS  ?= 3
 
-.PHONY: reproduce smoke study calibrate test lab lint bench gpu-check venv clean
+.PHONY: reproduce smoke study calibrate ablation test lab lint bench gpu-check venv clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ study: venv
 # figures/benchmark_calibration.json.
 calibrate: venv
 	$(PY) -m wsda_lib.cli calibrate --preset $(PRESET)
+
+# The controls behind the series' claims (docs/method.md §15), over seeds 0..SEEDS-1, judged
+# on target test; reads the series' cached stages from runs/. Writes figures/ablation.json.
+ablation: venv
+	$(PY) -m wsda_lib.cli ablation --preset $(PRESET) --seeds $(SEEDS)
 
 test: venv
 	$(PY) -m pytest

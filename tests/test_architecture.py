@@ -21,7 +21,8 @@ LAYERS = [
     {"runs"},
     {"analysis", "plots", "widgets", "results"},
     {"stages"},
-    {"notebook", "cli", "reproduce", "bench", "export", "study", "gpu_check", "__init__"},
+    {"notebook", "cli", "reproduce", "bench", "export", "study", "calibration", "ablation",
+     "gpu_check", "__init__"},
 ]
 
 

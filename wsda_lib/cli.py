@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _study_parser(sub)
     _calibrate_parser(sub)
+    _ablation_parser(sub)
     _evaluate_parser(sub)
     _data_parser(sub)
     from . import gpu_check  # `wsda gpu-check`: its arguments live beside the check
@@ -110,6 +111,18 @@ def _calibrate_parser(sub) -> None:
     c.add_argument("--out", type=Path, default=None, help="where benchmark_calibration.json "
                    "goes (default: figures/ for the default preset, build/calibration/PRESET/ "
                    "else)")
+
+
+def _ablation_parser(sub) -> None:
+    a = sub.add_parser("ablation", help="the controls behind the series' claims, each judged "
+                       "by the paired t-test on target test; writes figures/ablation.json")
+    a.add_argument("--preset", choices=("smoke", "default", "full"), default="default")
+    a.add_argument("--seeds", type=int, default=3, help="seeds 0..SEEDS-1 (default 3)")
+    a.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
+    a.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="cached data and trained runs, shared with the series (default: runs/)")
+    a.add_argument("--out", type=Path, default=None, help="where ablation.json goes (default: "
+                   "figures/ for the default preset, build/ablation/PRESET/ else)")
 
 
 def _evaluate_parser(sub) -> None:
@@ -281,6 +294,19 @@ def _calibrate(args) -> int:
     return calibration.main(args.preset, args.run_dir, out, args.device)
 
 
+def _ablation(args) -> int:
+    from . import ablation
+
+    if args.seeds < 2:
+        raise ValueError(f"--seeds must be >= 2: a verdict is a paired test over seeds, got "
+                         f"{args.seeds}")
+    out = args.out or (Path("figures") if args.preset == "default"
+                       else Path("build/ablation") / args.preset)
+    runs.check_writable(args.run_dir)
+    resolve_device(args.device)
+    return ablation.main(args.preset, args.seeds, args.run_dir, out, args.device)
+
+
 def _gpu_check(args) -> int:
     from . import gpu_check
 
@@ -311,7 +337,7 @@ def _reproduce(args) -> int:
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study,
-            "calibrate": _calibrate, "data": _data_check,
+            "calibrate": _calibrate, "ablation": _ablation, "data": _data_check,
             "gpu-check": _gpu_check, "official-eval": _official_eval, "reproduce": _reproduce}
 # What a command reports as its one-line error (exit 2; 1 for a notebook that failed): input
 # refused by a check (ValueError, DatasetError among them; KeyError for a config field),

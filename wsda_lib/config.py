@@ -154,6 +154,10 @@ class AdaptConfig:
     category_disc_hidden: int | None = None  # hidden width of D_c; None = feature dim D
     fda_beta: float = 0.05             # FDA window: 0.05 * 64 px = a 7x7 block of frequencies
     fda_prob: float = 0.5              # share of source images restyled ("beside the originals")
+    # How those images are restyled: "fda", towards the target (the FDA stand-in, or the
+    # translated images when given), or "colour", a CONTROL: a random colour jitter of each
+    # image, scaled to change it as much as FDA would (mean absolute change), towards nothing.
+    restyle: str = "fda"
     # A folder of source images translated offline (e.g. by CycleGAN), one PNG per source
     # image named like it; when set, pixel adaptation uses it instead of the FDA stand-in.
     translated_source_dir: str | None = None
@@ -224,6 +228,7 @@ RANGES = {
     "adapt.category_disc_hidden": _AT_LEAST_1,
     "adapt.fda_beta": (lambda v: 0 < v <= 0.5, "in (0, 0.5]"),
     "adapt.fda_prob": _SHARE, "adapt.st_quantile": _SHARE,
+    "adapt.restyle": _one_of("fda", "colour"),
     "adapt.st_cap": (lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 
@@ -358,20 +363,24 @@ def _preset(name: str) -> Config:
 # What a run's key leaves out of its config: fields that do not change the result, and
 # fields whose default is what every run trained before they existed did (so those runs
 # keep their keys).
-NOT_KEYED = ("checkpoint_every",)
-KEYED_UNLESS_DEFAULT = {"precision": "fp32", "channels_last": False}
+NOT_KEYED = ("train.checkpoint_every",)
+KEYED_UNLESS_DEFAULT = {"train.precision": "fp32", "train.channels_last": False,
+                        "adapt.restyle": "fda"}
 
 
 def key_config(cfg) -> dict:
-    """to_dict(cfg) as the keys of runs and pseudo labels see it: without
-    train.checkpoint_every (a resumed run ends as an uninterrupted one), and without
-    train.precision and train.channels_last while they are at their defaults."""
+    """to_dict(cfg) as the keys of runs and pseudo labels see it: without NOT_KEYED
+    (train.checkpoint_every: a resumed run ends as an uninterrupted one), and without the
+    fields of KEYED_UNLESS_DEFAULT while they are at their defaults, so that a field added
+    later leaves the keys of runs trained before it unchanged."""
     config = to_dict(cfg)
-    for name in NOT_KEYED:
-        del config["train"][name]
-    for name, default in KEYED_UNLESS_DEFAULT.items():
-        if config["train"][name] == default:
-            del config["train"][name]
+    for dotted in NOT_KEYED:
+        section, name = dotted.split(".")
+        del config[section][name]
+    for dotted, default in KEYED_UNLESS_DEFAULT.items():
+        section, name = dotted.split(".")
+        if config[section][name] == default:
+            del config[section][name]
     return config
 
 

@@ -429,7 +429,7 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
         src, tgt = next(source_stream), next(target_stream)
         if a.pixel_adaptation:
             src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
-                                          fda_generator, src.get("translated"))
+                                          fda_generator, src.get("translated"), a.restyle)
         clock("forward")
         # The generator's backward pass needs the discriminators' input gradients only, not
         # their weight gradients (the discriminator step sets those to None first).

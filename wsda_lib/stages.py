@@ -36,8 +36,7 @@ from .config import (
     override,
     to_dict,
 )
-from .data import SPLIT_NAMES
-from .data import synthetic
+from .data import SPLIT_NAMES, synthetic
 from .data.checks import check_split_files
 from .data.files import image_size
 from .data.splits import InMemorySplit, LabelFiles, WithItems
@@ -98,6 +97,18 @@ STAGES = {
     "wda_point": Stage("WDA: one point per class", "source_only",
                        {**_adapt("point", True, True, True), **PAPER_POOLING}),
     "oracle": Stage("oracle (target labels)", overrides={"train.split": "target_train"}),
+    # Controls (`make ablation`, ablation.py): each rules out the obvious other explanation
+    # of one step's effect.
+    "uda_pixel_continued": Stage("control: UDA + pixel, 1000 more steps without self-training",
+                                 "uda_pixel", _adapt("pseudo", True, True, True)),
+    "uda_weak_all_present": Stage("control: L_c with every class labelled present",
+                                  "source_only", {**_adapt("pseudo", True, False, False),
+                                                  "adapt.pseudo_threshold": 1e-9}),
+    "wda_category": Stage("WDA: image labels + L_c + category-wise alignment", "source_only",
+                          {**_adapt("image", True, True, False), **PAPER_POOLING}),
+    "uda_colour": Stage("control: UDA + random colour augmentation of FDA's strength",
+                        "source_only", {**_adapt("pseudo", True, True, True),
+                                        "adapt.restyle": "colour"}),
 }
 
 

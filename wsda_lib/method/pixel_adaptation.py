@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from ..config import check_range
+
+# The random colour jitter of the "colour" control, before it is scaled to FDA's strength:
+# brightness, contrast and saturation factors in [1 - x, 1 + x], a hue shift in [-h, h].
+JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
 
 
 def fourier_amplitude_swap(source: torch.Tensor, target: torch.Tensor, beta: float = 0.05):
@@ -40,8 +45,32 @@ def fourier_amplitude_swap(source: torch.Tensor, target: torch.Tensor, beta: flo
     return torch.fft.ifft2(mixed).real.clamp(0, 1)
 
 
+def colour_jitter_like(source: torch.Tensor, restyled: torch.Tensor,
+                       generator: torch.Generator) -> torch.Tensor:
+    """The control for restyling: each source image jittered in colour at random (torchvision's
+    brightness, contrast, saturation and hue adjustments, factors from JITTER drawn with
+    `generator`: four draws per image), its change then scaled so that its mean absolute
+    change equals that of `restyled`, the same image restyled towards the target (before
+    the clamp to [0, 1], which can only shrink it). Same
+    strength, no direction. source, restyled (B, 3, H, W) in [0, 1]; returns (B, 3, H, W)
+    clamped to [0, 1]."""
+    out = torch.empty_like(source)
+    for i, image in enumerate(source):
+        u = torch.rand(4, generator=generator).tolist()
+        j = JITTER
+        x = TF.adjust_brightness(image, 1 + j["brightness"] * (2 * u[0] - 1))
+        x = TF.adjust_contrast(x, 1 + j["contrast"] * (2 * u[1] - 1))
+        x = TF.adjust_saturation(x, 1 + j["saturation"] * (2 * u[2] - 1))
+        x = TF.adjust_hue(x, j["hue"] * (2 * u[3] - 1))
+        change = x - image
+        scale = (restyled[i] - image).abs().mean() / change.abs().mean().clamp_min(1e-8)
+        out[i] = (image + scale * change).clamp(0, 1)
+    return out
+
+
 def restyle_source(source: torch.Tensor, target: torch.Tensor, prob: float, beta: float,
-                   generator: torch.Generator, translated: torch.Tensor | None = None):
+                   generator: torch.Generator, translated: torch.Tensor | None = None,
+                   mode: str = "fda"):
     """Pixel adaptation of one source batch: each image is replaced, with probability `prob`,
     by its restyled version, beside the originals (docs/method.md §7).
 
@@ -49,15 +78,21 @@ def restyle_source(source: torch.Tensor, target: torch.Tensor, prob: float, beta
     `translated` (B, 3, H, W), images translated offline (CycleGAN in the paper), when given,
     and otherwise the FDA stand-in against this batch's target images (resized to H×W when
     the domains' sizes differ). One draw of `generator` per image decides, whichever is used.
+    mode "colour" (adapt.restyle) replaces the chosen images by `colour_jitter_like` of their
+    restyled versions instead: the control with the same strength and no target direction.
     Returns (B, 3, H, W).
     """
-    check_range("adapt.fda_prob", prob)
+    check_range("adapt.fda_prob", prob), check_range("adapt.restyle", mode)
     restyle = torch.rand(len(source), generator=generator) < prob
-    if translated is not None:
+    if translated is not None and mode == "fda":
         return torch.where(restyle.to(source.device).view(-1, 1, 1, 1), translated, source)
     chosen = restyle.nonzero().flatten().to(source.device)
     if len(chosen) == 0:
         return source
+    if translated is not None:
+        out = source.clone()
+        out[chosen] = colour_jitter_like(source[chosen], translated[chosen], generator)
+        return out
     # The FDA stand-in only for the images drawn (each image's spectrum is its own).
     target = target[chosen]
     if target.shape[-2:] != source.shape[-2:]:  # paper scale: 1280x720 vs 1024x512
@@ -65,4 +100,6 @@ def restyle_source(source: torch.Tensor, target: torch.Tensor, prob: float, beta
                                align_corners=False)
     out = source.clone()
     out[chosen] = fourier_amplitude_swap(source[chosen], target, beta)
+    if mode == "colour":
+        out[chosen] = colour_jitter_like(source[chosen], out[chosen], generator)
     return out
