@@ -106,8 +106,9 @@ def test_the_trade_sums_times_and_judges_paired_seeds(monkeypatch, tmp_path):
     assert fast["training_seconds"] == 6 * 3 * 16.0
     assert full["target_test_miou"]["uda_weak"] == [34.0, 1.0]   # 33, 34, 35
     assert half["target_test_miou"]["uda_weak"] == [32.0, 1.0]
-    # a constant +2 over every seed: standard error 0, gain 2 > 0.5
-    assert full["verdicts_target_val"]["uda_weak vs adaptsegnet"] == "helps +2.0 ± 0.0 over 3 seeds"
+    # a constant +2 over every seed: no spread, so the interval is the gain itself
+    assert full["comparisons_target_val"]["uda_weak vs adaptsegnet"] == (
+        "helps +2.00, 95% CI [+2.00, +2.00], p = 0.000, paired t-test over 3 seeds")
 
 
 def test_more_seeds_reuses_notebooks_00_04_and_reruns_05(monkeypatch, tmp_path):
@@ -154,5 +155,8 @@ def test_the_readmes_schedule_trade_is_trade_json():
         assert f"| {schedule['training_seconds']:.0f} s |" in readme
         for mean, std in schedule["target_test_miou"].values():
             assert f"{mean:.1f} ± {std:.1f}" in readme
-        for verdict in schedule["verdicts_target_val"].values():
+        # written by the rule of its day: "verdicts_target_val" before the paired t-test
+        key = "comparisons_target_val" if "comparisons_target_val" in schedule else \
+            "verdicts_target_val"
+        for verdict in schedule[key].values():
             assert verdict in readme

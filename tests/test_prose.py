@@ -63,6 +63,7 @@ def test_a_setting_the_text_states_is_the_configs(notebook, words, value):
 @pytest.mark.parametrize("notebook", ["02", "05"])
 def test_the_verdict_rule_the_text_states_is_the_codes(notebook):
     text = " ".join(_markdown(notebook).split())
-    assert "twice the standard error of the per-seed gains and 0.5 mIoU" in text
-    assert "beyond 0.5 mIoU" in text
-    assert inspect.signature(verdict).parameters["tolerance"].default == 0.5
+    assert "paired t-test" in text and "95% confidence interval" in text
+    assert "results.paired_test" in text
+    assert inspect.signature(verdict).parameters["level"].default == 0.95
+    assert inspect.signature(verdict).parameters["split"].default is inspect.Parameter.empty

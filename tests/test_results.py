@@ -2,17 +2,25 @@
 and the JSON follows its schema."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from wsda_lib.results import (
+    COMPARISONS,
+    detectable_gain,
     gap_closed,
     judge,
     mean_std,
+    paired_power,
+    paired_test,
+    power_note,
     render_markdown,
+    seeds_needed,
     validate,
     verdict,
+    verdict_records,
     verdicts,
 )
 
@@ -25,12 +33,16 @@ def test_gap_closed_and_mean_std_by_hand():
     assert mean_std([5.0]) == (5.0, 0.0)
 
 
-def test_verdict_says_plainly_when_a_stage_does_not_help():
-    assert verdict("X", 30, "Y", 32).startswith("X: does not help on this benchmark — 30.0")
-    assert verdict("X", 33, "Y", 32).startswith("X: helps")
-    assert verdict("X", 15.63, "Y", 15.58) == ("X: no clear difference — 15.6 mIoU against 15.6 "
-                                               "for Y, on target val (+0.0, one seed: within "
-                                               "±0.5).")
+def test_verdict_says_plainly_when_a_stage_hurts_and_gives_none_for_one_seed():
+    assert verdict("X", [29.0, 28.5, 28.0], "Y", [30.0, 30.0, 30.0],
+                   split="target test").startswith("X: hurts — 28.5 mIoU against 30.0")
+    assert verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0],
+                   split="target test").startswith("X: helps")
+    assert verdict("X", 15.63, "Y", 15.58, split="target val") == (
+        "X: 15.6 mIoU against 15.6 for Y, on target val (+0.05 on one seed; no verdict from "
+        "one seed).")
+    with pytest.raises(TypeError):  # every caller names the split its numbers come from
+        verdict("X", [1.0, 2.0], "Y", [1.0, 1.0])
 
 
 @pytest.mark.skipif(not (FIGURES / "results.json").exists(), reason="no committed results yet")
@@ -47,23 +59,59 @@ def test_the_readme_reports_the_committed_results_and_their_verdicts():
     results = json.loads((FIGURES / "results.json").read_text())
     readme = (FIGURES.parent / "README.md").read_text()
     table = [line for line in render_markdown(results).splitlines() if line.startswith("|")]
-    assert all(line in readme for line in table)
-    for line in verdicts(results):
-        assert line in " ".join(readme.split()), line
+    assert all(line in readme for line in table)  # the verdicts' table among them
+    assert power_note(results) in readme
+    # every verdict the README states is the rule's on target test
+    stated = re.findall(r"^\| ([^|]+) \| [^|]+ \| [^|]+ \| [^|]+ \| [^|]+ \| "
+                        r"(helps|hurts|no clear difference) \|$", readme, re.M)
+    rule = {v["what"]: v["verdict"] for v in verdict_records(results)}
+    assert dict(stated) == rule and all(v["split"] == "target_test"
+                                        for v in results["verdicts"])
+    assert [line.split(" — ")[0] for line in verdicts(results)] == [
+        f"{what}: {kind}" for what, kind in rule.items()]
 
 
-def test_judge_by_hand():
-    assert judge([31.0, 32.0, 33.0], [30.0, 30.5, 31.0]) == ("helps", "+1.5 ± 0.3 over 3 seeds")
-    # a steady gain below the 0.5 mIoU floor is no clear difference, however small its error
-    assert judge([30.3, 30.3], [30.0, 30.0])[0] == "no clear difference"
-    assert judge([29.0, 28.0, 27.0], [30.0, 30.5, 31.0])[0] == "does not help"
+def test_paired_test_by_hand():
+    # gains 1, 1.5, 2: mean 1.5, sd 0.5, standard error 0.5 / sqrt(3) = 0.2887, t = 5.196 on
+    # 2 degrees of freedom; two-sided p = 1 - t / sqrt(2 + t^2) = 0.0351; the 95% interval is
+    # 1.5 ± 4.303 * 0.2887 = [0.258, 2.742]
+    t = paired_test([31.0, 32.0, 33.0], [30.0, 30.5, 31.0])
+    assert t["verdict"] == "helps" and t["n"] == 3 and t["gain"] == pytest.approx(1.5)
+    assert t["p"] == pytest.approx(1 - 5.196152 / (2 + 27) ** 0.5, abs=1e-5)
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((0.2579, 2.7421), abs=1e-4)
+    assert judge([31.0, 32.0, 33.0], [30.0, 30.5, 31.0]) == (
+        "helps", "+1.50, 95% CI [+0.26, +2.74], p = 0.035, paired t-test over 3 seeds")
+    # a mean gain whose interval holds 0 is no clear difference, however large the mean
+    assert paired_test([33.0, 30.0, 36.0], [30.0, 30.0, 30.0])["verdict"] == "no clear difference"
+    assert paired_test([29.0, 28.5, 28.0], [30.0, 30.0, 30.0])["verdict"] == "hurts"  # -1.5 ± 1.24
+    # equal gains have no spread: the interval is the gain itself
+    assert paired_test([30.3, 30.3], [30.0, 30.0])["ci_low"] == pytest.approx(0.3)
+    assert paired_test([30.0], [29.0])["verdict"] == "one seed: no test"
     with pytest.raises(ValueError, match="one per seed"):
         judge([1.0, 2.0], [1.0])
 
 
+def test_the_power_calculation_by_hand():
+    # With sd 1 and 7 seeds a gain of 1.3 has noncentrality 1.3 * sqrt(7) = 3.44 against a
+    # critical t of 2.447 on 6 degrees of freedom: power just over 0.8; 6 seeds fall short.
+    assert paired_power(7, 1.0, 1.3) == pytest.approx(0.82, abs=0.01)
+    assert paired_power(6, 1.0, 1.3) < 0.8
+    # two seeds leave one degree of freedom (critical t 12.7): even a gain of 10 sd needs 3
+    assert seeds_needed(1.0) == 7 and seeds_needed(1.0, gain=10.0) == 3
+    assert paired_power(7, 1.0, detectable_gain(7, 1.0)) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="n=1"):
+        detectable_gain(1, 1.0)
+    one_seed = {"seeds": [0], "stages": [{"stage": s, "miou_per_seed": [30.0]}
+                                         for _, a, b in COMPARISONS for s in (a, b)]}
+    assert "one seed has no spread" in power_note(one_seed)
+    flat = {"seeds": [0, 1], "stages": [{"stage": s, "miou_per_seed": [30.0, 31.0]}
+                                        for _, a, b in COMPARISONS for s in (a, b)]}
+    assert "did not vary" in power_note(flat)
+
+
 def test_validate_names_what_is_wrong():
     good = {"preset": "smoke", "commit": "x", "date": "d", "machine": "m", "seeds": [0],
-            "classes": ["a"], "stages": []}
+            "classes": ["a"], "stages": [], "verdicts": []}
     with pytest.raises(ValueError, match="stages"):
         validate(good)
     with pytest.raises(ValueError, match="missing key 'machine'"):

@@ -251,7 +251,8 @@ def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
     each: its overrides, iterations, the training seconds the runs recorded (their loops'
     clocks, evaluation along the way included; a run loaded from the cache keeps the
     seconds of the code that trained it), target test mIoU mean ± std per stage, and the
-    verdicts of TRADE_VERDICTS on target val (results.judge: paired over seeds)."""
+    comparisons of TRADE_VERDICTS on target val, where a schedule is chosen (the rule of
+    results.paired_test, on target val), with the per-seed target val mIoU behind them."""
     from .results import judge, mean_std
     from .stages import run_stage
 
@@ -273,8 +274,9 @@ def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
             "iterations": {"supervised": cfg.train.iterations, "adaptation": cfg.adapt.iterations},
             "training_seconds": round(seconds, 1),
             "target_test_miou": {k: [round(x, 1) for x in mean_std(v)] for k, v in test.items()},
-            "verdicts_target_val": {f"{a} vs {b}": " ".join(judge(val[a], val[b]))
-                                    for a, b in TRADE_VERDICTS}}
+            "target_val_miou_per_seed": {k: [round(x, 2) for x in v] for k, v in val.items()},
+            "comparisons_target_val": {f"{a} vs {b}": " ".join(judge(val[a], val[b]))
+                                       for a, b in TRADE_VERDICTS}}
     return {"seeds": list(seeds), "stages": list(TRADE_STAGES), "variants": out}
 
 

@@ -1,5 +1,5 @@
 """Tables of stage results: mIoU, the share of the source -> oracle gap a stage closes, and a
-plain verdict on whether a stage helped."""
+verdict on whether a stage helped: a paired t-test over seeds on target test (`paired_test`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import optimize, stats
 
 
 def gap_closed(miou: float, source_only: float, oracle: float) -> float:
@@ -37,16 +38,31 @@ def stage_table(results: dict, titles: dict, split: str = "target_test"):
     return pd.DataFrame(rows).set_index("stage").round(1)
 
 
-def judge(stage, baseline, tolerance: float = 0.5) -> tuple[str, str]:
-    """The verdict rule: "helps", "no clear difference" or "does not help", and the numbers
-    behind it. stage, baseline: one mIoU per seed, paired by seed (or a single number).
-    Several seeds: a mean gain must exceed twice its standard error and `tolerance` mIoU;
-    one seed has no spread to measure, so a difference counts only beyond `tolerance`.
+# The one verdict rule: a paired, two-sided t-test over the seeds on target test
+# (scipy.stats.ttest_rel) at this confidence level. Target val is for choosing and for
+# learning curves only.
+LEVEL = 0.95
+TEST = "paired t-test over seeds (scipy.stats.ttest_rel), two-sided"
+# The smallest gain a verdict should detect: the paper's smallest step (L_c with category-wise
+# alignment, 44.2 -> 45.5 mIoU), and the power it should have (`seeds_needed`).
+PAPER_SIZED_GAIN = 1.3
+POWER = 0.8
 
-    >>> judge([31.0, 32.0, 33.0], [30.0, 30.5, 31.0])   # gains 1, 1.5, 2
-    ('helps', '+1.5 ± 0.3 over 3 seeds')
-    >>> judge(30.2, 30.0)
-    ('no clear difference', '+0.2, one seed: within ±0.5')
+
+def paired_test(stage, baseline, level: float = LEVEL) -> dict:
+    """The verdict rule. stage, baseline: one mIoU (%) per seed, paired by seed. Returns the
+    test's name, the number of seeds n, the mean paired gain, its `level` confidence interval
+    (ci_low, ci_high), the two-sided p and the verdict that follows from the interval:
+    "helps" (interval above 0), "hurts" (below 0) or "no clear difference" (it holds 0).
+    One seed has no spread, so no test: the verdict is "one seed: no test". Seeds whose
+    gains are all equal have no spread either: the interval is that gain. Raises ValueError
+    unless both have one value per seed.
+
+    >>> t = paired_test([31.0, 32.0, 33.0], [30.0, 30.5, 31.0])   # gains 1, 1.5, 2
+    >>> t["verdict"], round(t["gain"], 2), round(t["ci_low"], 2), round(t["ci_high"], 2)
+    ('helps', 1.5, 0.26, 2.74)
+    >>> round(t["p"], 4)
+    0.0351
     """
     a = np.atleast_1d(np.asarray(stage, float))
     b = np.atleast_1d(np.asarray(baseline, float))
@@ -55,36 +71,123 @@ def judge(stage, baseline, tolerance: float = 0.5) -> tuple[str, str]:
                          f"one per seed for both")
     d = a - b
     n, gain = len(d), float(d.mean())
-    shown = round(a.mean(), 1) - round(b.mean(), 1) + 0.0  # as a reader computes it; no -0.0
-    if n > 1:
-        se = float(d.std(ddof=1) / np.sqrt(n))
-        margin, detail = max(2 * se, tolerance), f"{shown:+.1f} ± {se:.1f} over {n} seeds"
+    out = {"test": TEST, "level": level, "n": n, "gain": gain}
+    if n < 2:
+        return {**out, "ci_low": None, "ci_high": None, "p": None,
+                "verdict": "one seed: no test"}
+    if np.all(d == d[0]):
+        low = high = gain
+        p = 1.0 if gain == 0 else 0.0
     else:
-        margin, detail = tolerance, f"{shown:+.1f}"
-    if gain > margin:
-        return "helps", detail
-    if gain < -margin:
-        return "does not help", detail
-    return "no clear difference", detail if n > 1 else f"{detail}, one seed: within ±{tolerance}"
+        result = stats.ttest_rel(a, b)
+        ci = result.confidence_interval(level)
+        low, high, p = float(ci.low), float(ci.high), float(result.pvalue)
+    kind = "helps" if low > 0 else "hurts" if high < 0 else "no clear difference"
+    return {**out, "ci_low": low, "ci_high": high, "p": p, "verdict": kind}
 
 
-def verdict(what: str, stage, baseline: str, baseline_miou, split: str = "target val",
-            tolerance: float = 0.5) -> str:
-    """One plain sentence: did `what` help over `baseline` on `split`? (the rule: `judge`).
-    Every notebook prints its verdicts with it.
+def judge(stage, baseline, level: float = LEVEL) -> tuple[str, str]:
+    """The verdict of `paired_test` and the numbers behind it, as one string.
 
-    >>> verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0])
-    'X: helps — 32.0 mIoU against 30.5 for Y, on target val (+1.5 ± 0.3 over 3 seeds).'
+    >>> judge([31.0, 32.0, 33.0], [30.0, 30.5, 31.0])
+    ('helps', '+1.50, 95% CI [+0.26, +2.74], p = 0.035, paired t-test over 3 seeds')
+    >>> judge(30.2, 30.0)
+    ('one seed: no test', '+0.20 on one seed')
     """
-    kind, detail = judge(stage, baseline_miou, tolerance)
-    phrase = {"helps": "helps", "does not help": "does not help on this benchmark",
-              "no clear difference": "no clear difference"}[kind]
-    return (f"{what}: {phrase} — {np.mean(stage):.1f} mIoU against "
-            f"{np.mean(baseline_miou):.1f} for {baseline}, on {split} ({detail}).")
+    t = paired_test(stage, baseline, level)
+    if t["n"] < 2:
+        return t["verdict"], f"{t['gain']:+.2f} on one seed"
+    return t["verdict"], (f"{t['gain']:+.2f}, {100 * level:.0f}% CI [{t['ci_low']:+.2f}, "
+                          f"{t['ci_high']:+.2f}], p = {t['p']:.3f}, paired t-test over "
+                          f"{t['n']} seeds")
 
 
-def stage_mious(results: dict, name: str, key: str = "target_val_miou_per_seed") -> list:
-    """One stage's per-seed mIoU from results.json (target val by default)."""
+def verdict(what: str, stage, baseline: str, baseline_miou, *, split: str,
+            level: float = LEVEL) -> str:
+    """One plain sentence: did `what` help over `baseline`, by the rule (`paired_test`) on
+    `split`'s per-seed mIoU (named by the caller: "target test" for verdicts)? A single
+    seed gets a comparison, never a verdict.
+
+    >>> print(verdict("X", [31.0, 32.0, 33.0], "Y", [30.0, 30.5, 31.0],
+    ...               split="target test"))  # doctest: +ELLIPSIS
+    X: helps — 32.0 mIoU against 30.5 for Y, on target test (+1.50, 95% CI [+0.26, +2.74], ...
+    >>> verdict("X", 30.2, "Y", 30.0, split="target val").split(" for Y, ")[1]
+    'on target val (+0.20 on one seed; no verdict from one seed).'
+    """
+    kind, detail = judge(stage, baseline_miou, level)
+    head = (f"{np.mean(stage):.1f} mIoU against {np.mean(baseline_miou):.1f} for {baseline}, "
+            f"on {split}")
+    if kind == "one seed: no test":
+        return f"{what}: {head} ({detail}; no verdict from one seed)."
+    return f"{what}: {kind} — {head} ({detail})."
+
+
+def seeds_needed(sd_difference: float, gain: float = PAPER_SIZED_GAIN, level: float = LEVEL,
+                 power: float = POWER, most: int = 50) -> int | None:
+    """The fewest seeds with which the rule's paired t-test detects a true mean gain `gain`
+    (mIoU) with probability `power`, when per-seed gains spread with standard deviation
+    `sd_difference`: the power of the two-sided test from the noncentral t distribution
+    (scipy.stats.nct). None if more than `most` would be needed.
+
+    >>> seeds_needed(1.0), seeds_needed(0.5), seeds_needed(2.0)
+    (7, 4, 21)
+    """
+    for n in range(2, most + 1):
+        if paired_power(n, sd_difference, gain, level) >= power:
+            return n
+    return None
+
+
+def paired_power(n: int, sd_difference: float, gain: float = PAPER_SIZED_GAIN,
+               level: float = LEVEL) -> float:
+    """Probability that the rule's two-sided paired t-test over `n` seeds finds a true mean
+    gain `gain` (mIoU) when per-seed gains have standard deviation `sd_difference`."""
+    df, t_crit = n - 1, stats.t.ppf(1 - (1 - level) / 2, n - 1)
+    shift = gain / (sd_difference / np.sqrt(n))
+    power = stats.nct.sf(t_crit, df, shift) + stats.nct.cdf(-t_crit, df, shift)
+    return float(np.nan_to_num(power, nan=1.0))  # nct gives NaN far out in the tail
+
+
+def detectable_gain(n: int, sd_difference: float, level: float = LEVEL,
+                    power: float = POWER) -> float:
+    """The smallest true mean gain (mIoU) that the rule's paired t-test over `n` seeds finds
+    with probability `power`, when per-seed gains have standard deviation `sd_difference`.
+
+    >>> round(detectable_gain(7, 1.0), 2)
+    1.27
+    """
+    if not sd_difference > 0 or n < 2:
+        raise ValueError(f"detectable_gain needs n >= 2 seeds and a spread > 0, got n={n}, "
+                         f"sd_difference={sd_difference}")
+    return float(optimize.brentq(lambda g: paired_power(n, sd_difference, g, level) - power,
+                                 1e-6, 100 * sd_difference))
+
+
+def power_note(results: dict) -> str:
+    """What the seeds of results.json can detect: the median standard deviation of the paired
+    per-seed gains over COMPARISONS, the gain detected with POWER at this many seeds, and the
+    seeds a PAPER_SIZED_GAIN needs (`seeds_needed`). One sentence, as the README states it."""
+    n = len(results["seeds"])
+    if n < 2:
+        return ("Power: one seed has no spread to measure, so no step gets a verdict; run two "
+                "or more seeds.")
+    sds = [float(np.std(np.subtract(stage_mious(results, a), stage_mious(results, b)), ddof=1))
+           for _, a, b in COMPARISONS]
+    sd = float(np.median(sds))
+    if not sd > 0:
+        return (f"Power: the paired gains of the {len(sds)} steps did not vary over the {n} "
+                f"seeds (median standard deviation 0), so there is no spread to size a test by.")
+    need = seeds_needed(sd)
+    return (f"Power: the paired gains of the {len(sds)} steps spread with a median standard "
+            f"deviation of {sd:.2f} mIoU over seeds, so {n} seeds detect a true gain of "
+            f"{detectable_gain(n, sd):.1f} mIoU with {100 * POWER:.0f}% power, and a "
+            f"paper-sized gain ({PAPER_SIZED_GAIN} mIoU, the paper's smallest step) needs "
+            f"{need if need else 'more than 50'} seeds (`wsda_lib.results.seeds_needed`).")
+
+
+def stage_mious(results: dict, name: str, key: str = "miou_per_seed") -> list:
+    """One stage's per-seed mIoU from results.json (target test by default; the key
+    "target_val_miou_per_seed" gives target val)."""
     stage = next(s for s in results["stages"] if s["stage"] == name)
     if key not in stage:
         raise ValueError(f"results.json has no {key!r} for stage {name!r}: it was written by an "
@@ -108,13 +211,21 @@ def tally(results: dict) -> dict[str, int]:
     """How many COMPARISONS each verdict ("helps", ...) gets in results.json."""
     kinds = [judge(stage_mious(results, a), stage_mious(results, b))[0]
              for _, a, b in COMPARISONS]
-    return {k: kinds.count(k) for k in ("helps", "no clear difference", "does not help")}
+    return {k: kinds.count(k) for k in ("helps", "no clear difference", "hurts")}
 
 
 def verdicts(results: dict) -> list[str]:
-    """The verdict of every COMPARISONS row from results.json, on target val per seed."""
+    """The verdict of every COMPARISONS row from results.json, on target test per seed."""
     titles = {s["stage"]: s["title"] for s in results["stages"]}
-    return [verdict(what, stage_mious(results, a), titles[b], stage_mious(results, b))
+    return [verdict(what, stage_mious(results, a), titles[b], stage_mious(results, b),
+                    split="target test") for what, a, b in COMPARISONS]
+
+
+def verdict_records(results: dict) -> list[dict]:
+    """Every COMPARISONS row's test (`paired_test` on target test), with its stage and
+    baseline, as results.json keeps them."""
+    return [{"what": what, "stage": a, "baseline": b, "split": "target_test",
+             **paired_test(stage_mious(results, a), stage_mious(results, b))}
             for what, a, b in COMPARISONS]
 
 
@@ -174,8 +285,9 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
             100 * gap_closed(paper, paper_src, paper_orc),
             **_pseudo_weak(by_seed, seeds),
         })
-    return {**meta, "seeds": seeds, "split": "target_test", "classes": list(class_names),
-            "stages": stages}
+    out = {**meta, "seeds": seeds, "split": "target_test", "classes": list(class_names),
+           "stages": stages}
+    return {**out, "verdicts": verdict_records(out)}
 
 
 def study_table(study: dict) -> pd.DataFrame:
@@ -252,6 +364,17 @@ def render_markdown(results: dict) -> str:
                          f"{w['pseudo_weak_precision_end']['mean']:.1f} | "
                          f"{w['pseudo_weak_recall_start']['mean']:.1f} -> "
                          f"{w['pseudo_weak_recall_end']['mean']:.1f} |")
+    lines += ["", f"Verdicts: {TEST}, on target test, {100 * LEVEL:.0f}% confidence interval "
+              f"of the mean paired gain (mIoU); \"helps\" or \"hurts\" when the interval "
+              f"excludes 0.", "",
+              "| step | against | mean gain | interval | p | verdict |",
+              "|---|---|---|---|---|---|"]
+    titles = {s["stage"]: s["title"] for s in results["stages"]}
+    for v in results["verdicts"]:
+        interval = ("—" if v["ci_low"] is None else
+                    f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]")
+        lines.append(f"| {v['what']} | {titles[v['baseline']]} | {v['gain']:+.2f} | "
+                     f"{interval} | {_fmt(v['p'], '.3f')} | {v['verdict']} |")
     lines += ["", f"Measured {results['date']} on {results['machine']} "
               f"(commit {results['commit']}).", ""]
     return "\n".join(lines)
@@ -277,7 +400,8 @@ def validate(results: dict) -> None:
         if not ok:
             raise ValueError(f"results.json: {what}")
 
-    for key in ("preset", "commit", "date", "machine", "seeds", "classes", "stages"):
+    for key in ("preset", "commit", "date", "machine", "seeds", "classes", "stages",
+                "verdicts"):
         check(key in results, f"missing key {key!r}")
     check([s.get("stage") for s in results["stages"]] == list(ABLATION),
           f"stages must be {list(ABLATION)} in order")
@@ -297,5 +421,7 @@ def validate(results: dict) -> None:
     for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
         check("pseudo_weak_labels" in by[name], f"{name}: the precision and recall of its "
               f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 05 again")
+    check(results["verdicts"] == verdict_records(results), "verdicts are not the rule's "
+          "(paired_test on each stage's target test mIoU per seed); run notebook 05 again")
     check(abs(by["source_only"]["gap_closed_mean"]) < 1e-6, "source-only must close 0% gap")
     check(abs(by["oracle"]["gap_closed_mean"] - 100) < 1e-6, "oracle must close 100% gap")
