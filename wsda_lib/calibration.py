@@ -25,6 +25,7 @@ from .atomic import write_json
 from .config import preset
 from .data import synthetic
 from .data.benchmark import load_embedded
+from .data.classes import EMBEDDED
 from .engine import resolve_device
 from .stages import evaluate_splits, run_stage, stage_config
 
@@ -106,6 +107,42 @@ def variant_endpoints(variant: str, cfg, run_dir: Path, device, progress: bool =
                                                    device, ("target_val",))["target_val"]["miou"]
     out["meets"] = meets_targets(out)
     return out
+
+
+def summary(record: dict) -> str:
+    """The calibration's result in one sentence, as the README states it."""
+    rows = {v["variant"]: v for v in record["variants"]}
+    first, chosen = record["variants"][0], rows[record["calibrated"]]
+
+    def ends(v):
+        s = v["source_only"]
+        return (f"ρ = {s['spearman_rho']:.2f}, source-only mIoU {s['miou']:.1f}, lowest class "
+                f"{s['min_class']} {s['min_class_iou']:.1f}, oracle {v['oracle_miou']:.1f}")
+
+    return (f"Calibration (`figures/benchmark_calibration.json`, seed {record['seed']}, target "
+            f"val): the benchmark is variant {chosen['variant']}, the first of the "
+            f"{len(rows)} tried to meet every target: {ends(chosen)} (the paper's ten classes: "
+            f"{record['paper_ten_class_miou']:.1f}); the first benchmark ({first['variant']}) had "
+            f"{ends(first)}.")
+
+
+def render_markdown(record: dict) -> str:
+    """Per-class source-only IoU on target val: the paper's row, the first variant's and the
+    calibrated one's, as a Markdown table."""
+    rows = {v["variant"]: v for v in record["variants"]}
+    first, chosen = record["variants"][0], rows[record["calibrated"]]
+    names = list(EMBEDDED.names)  # the order of target_val_iou
+    lines = ["| source-only IoU (%) | " + " | ".join(names) + " | mIoU | ρ |",
+             "|---" * (len(names) + 3) + "|",
+             "| paper (GTA5 → Cityscapes) | " + " | ".join(
+                 f"{record['paper_source_only'][n]:.1f}" for n in names)
+             + f" | {record['paper_ten_class_miou']:.1f} | 1 |"]
+    for v in (first, chosen):
+        s = v["source_only"]
+        lines.append(f"| {v['variant']} (target val) | "
+                     + " | ".join(f"{x:.1f}" for x in s["target_val_iou"])
+                     + f" | {s['miou']:.1f} | {s['spearman_rho']:.2f} |")
+    return "\n".join(lines)
 
 
 def run_calibration(preset_name: str = "default", run_dir: Path = Path("runs"),
