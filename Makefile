@@ -33,7 +33,8 @@ study: venv
 	$(PY) -m wsda_lib.cli study --preset $(PRESET)
 
 # The embedded benchmark's calibration to the real shift (seed 0, source-only and oracle on
-# target val only; docs/method.md §14): about 20 minutes on two cores. Writes
+# target val only; docs/method.md §14): one source-only model, two oracles and each variant's
+# images, 65 minutes on two cores shared with other work. Writes
 # figures/benchmark_calibration.json.
 calibrate: venv
 	$(PY) -m wsda_lib.cli calibrate --preset $(PRESET)

@@ -37,6 +37,8 @@ NOT_RUN = {
     ".venv/bin/python -m wsda_lib.bench --quick --out DIR": "a few minutes; tests/test_bench.py",
     ".venv/bin/python -m wsda_lib.bench --trade RUN_DIR": "an hour of training",
     "make study": "an hour; tests/test_weak_label_study.py runs the study on tiny runs",
+    "make calibrate": "about an hour; `wsda calibrate --preset smoke` (below) runs its code",
+    "make ablation": "half an hour after the series; `wsda ablation --preset smoke` (below)",
     "make lab": "starts a JupyterLab server for a person",
     "make gpu-check": "needs a GPU; `wsda gpu-check --tiny` (below) runs its code path",
     "conda env create -f environment.yml": "conda is not on CI; tests/test_project.py checks "
@@ -187,6 +189,19 @@ def test_wsda_gpu_check_tiny(copy):
     assert record["tiny"] is True and not (copy / "bench/gpu.json").exists()
 
 
+def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
+    done = run(copy, ".venv/bin/wsda calibrate --preset smoke")
+    record = json.loads((copy / "build/calibration/smoke/benchmark_calibration.json").read_text())
+    assert [v["variant"] for v in record["variants"]][0] == "v1" and "calibrate: v1: rho" in \
+        done.stdout
+    done = run(copy, ".venv/bin/wsda ablation --preset smoke --seeds 3")
+    record = json.loads((copy / "build/ablation/smoke/ablation.json").read_text())
+    assert record["seeds"] == [0, 1, 2] and len(record["controls"]) == 5
+    # the stages `make smoke` trained are read, only the controls are trained
+    assert "stage uda_pixel" not in done.stdout and all(
+        r["verdict"] in ("helps", "hurts", "no clear difference") for r in record["controls"])
+
+
 def test_make_clean(copy):
     run(copy, "make clean")
     assert not (copy / "runs").exists() and not (copy / "build").exists()
@@ -207,5 +222,8 @@ RUN_HERE = {
     ".venv/bin/wsda official-eval --gt /data/cityscapes --predictions DIR":
         test_wsda_official_eval,
     ".venv/bin/wsda gpu-check --tiny": test_wsda_gpu_check_tiny,
+    ".venv/bin/wsda calibrate --preset smoke": test_wsda_calibrate_and_ablation_in_the_smoke_preset,
+    ".venv/bin/wsda ablation --preset smoke --seeds 3":
+        test_wsda_calibrate_and_ablation_in_the_smoke_preset,
     "make clean": test_make_clean,
 }
