@@ -106,13 +106,22 @@ def test_freezing_the_discriminators_in_the_generator_step_changes_no_weight(smo
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _without_benchmark(config: dict) -> dict:
+    """A run's key config without the benchmark's fingerprint, which joined the keys when the
+    benchmark was calibrated (runs on other images must train again)."""
+    return {k: v for k, v in config.items() if k != "benchmark"}
+
+
 def test_runs_trained_before_the_numerics_options_keep_their_keys():
-    # the keys 019e931 (before train.precision and train.channels_last) gave these runs
-    assert runs.config_key(run_config("source_only", preset("smoke"), 0)) == "cfadaa5e751d"
-    assert runs.config_key(run_config("uda_pixel", preset("default"), 1)) == "8860342ae809"
+    # the keys 019e931 (before train.precision, train.channels_last and adapt.restyle, which
+    # leave keys alone at their defaults) gave these runs, on the images they were trained on
+    key = lambda *a: runs.config_key(_without_benchmark(run_config(*a)))  # noqa: E731
+    assert key("source_only", preset("smoke"), 0) == "cfadaa5e751d"
+    assert key("uda_pixel", preset("default"), 1) == "8860342ae809"
     fast = override(preset("default"), **{"train.precision": "bf16"})
     assert run_config("uda_pixel", fast, 1)["train"]["precision"] == "bf16"
-    assert runs.config_key(run_config("uda_pixel", fast, 1)) != "8860342ae809"
+    assert runs.config_key(_without_benchmark(run_config("uda_pixel", fast, 1))) != \
+        "8860342ae809"
     layout = override(preset("default"), **{"train.channels_last": True})
     assert run_config("source_only", layout, 0)["train"]["channels_last"] is True
 
