@@ -172,3 +172,14 @@ def test_the_readme_states_the_calibration_the_record_holds():
     readme = (FIGURES.parent / "README.md").read_text()
     assert calibration.summary(record) in readme
     assert calibration.render_markdown(record) in readme
+
+
+def test_a_restyle_that_no_stage_would_apply_is_refused_by_name():
+    from wsda_lib.stages import check_chain_uses
+
+    cfg = override(preset("smoke"), **{"adapt.restyle": "colour"})
+    with pytest.raises(ValueError, match="adapt.restyle='colour': no stage of source_only -> "
+                       "uda_weak uses pixel adaptation"):
+        check_chain_uses("uda_weak", cfg)
+    check_chain_uses("uda_pixel", cfg)      # pixel adaptation: the control's own setting
+    check_chain_uses("uda_colour", preset("smoke"))

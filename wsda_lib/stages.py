@@ -320,10 +320,15 @@ def chain(name: str) -> list[str]:
 def check_chain_uses(name: str, cfg: Config) -> None:
     """Settings that no stage of `name`'s chain reads are refused by name rather than
     silently ignored: adapt.translated_source_dir without a stage that restyles source images
-    (pixel adaptation). Raises ValueError."""
+    (pixel adaptation), and the same for adapt.restyle other than "fda". Raises ValueError."""
     a = cfg.adapt
-    if a.translated_source_dir and not any(stage_config(each, cfg).adapt.pixel_adaptation
-                                           for each in chain(name)):
+    restyles = any(stage_config(each, cfg).adapt.pixel_adaptation for each in chain(name))
+    if stage_config(name, cfg).adapt.restyle != "fda" and not restyles:
+        raise ValueError(f"adapt.restyle={stage_config(name, cfg).adapt.restyle!r}: no stage "
+                         f"of {' -> '.join(chain(name))} uses pixel adaptation, so no image "
+                         f"would be restyled; choose a stage with it (uda_pixel, uda_colour, "
+                         f"...) or leave the field at 'fda'")
+    if a.translated_source_dir and not restyles:
         raise ValueError(f"adapt.translated_source_dir={a.translated_source_dir!r}: no stage "
                          f"of {' -> '.join(chain(name))} uses pixel adaptation, so the "
                          f"translated images would not be read; choose a stage with it "
