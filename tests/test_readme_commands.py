@@ -191,7 +191,7 @@ def test_wsda_gpu_check_tiny(copy):
 
 def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     done = run(copy, ".venv/bin/wsda calibrate --preset smoke")
-    record = json.loads((copy / "build/calibration/smoke/benchmark_calibration.json").read_text())
+    record = json.loads((copy / "build/calibrate/smoke/benchmark_calibration.json").read_text())
     assert [v["variant"] for v in record["variants"]][0] == "v1" and "calibrate: v1: rho" in \
         done.stdout
     done = run(copy, ".venv/bin/wsda ablation --preset smoke --seeds 3")

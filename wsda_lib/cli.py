@@ -90,39 +90,35 @@ def _train_parser(sub) -> None:
     t.add_argument("--target-root", type=Path, help="Cityscapes (paper presets)")
 
 
+def _experiment_parser(sub, name: str, help: str, writes: str, presets=PRESETS):
+    """A command that trains into RUN_DIR and writes its record: --preset, --device,
+    --run-dir, and --out (figures/ for the default preset, build/NAME/PRESET/ else)."""
+    p = sub.add_parser(name, help=f"{help}; writes figures/{writes}")
+    p.add_argument("--preset", choices=presets, default="default")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
+    p.add_argument("--run-dir", type=Path, default=Path("runs"),
+                   help="cached data and trained runs, shared with the series (default: runs/)")
+    p.add_argument("--out", type=Path, default=None, help=f"where {writes} goes (default: "
+                   f"figures/ for the default preset, build/{name}/PRESET/ else)")
+    return p
+
+
 def _study_parser(sub) -> None:
-    st = sub.add_parser("study", help="the weak-label study: why UDA's pseudo-weak labels "
-                        "collapse and which fix helps; writes figures/study.json")
-    st.add_argument("--preset", choices=PRESETS, default="default")
-    st.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
-    st.add_argument("--run-dir", type=Path, default=Path("runs"),
-                    help="cached data and trained runs (default: runs/)")
-    st.add_argument("--out", type=Path, default=None, help="where study.json and its figures "
-                    "go (default: figures/ for the default preset, build/study/PRESET/ else)")
+    _experiment_parser(sub, "study", "the weak-label study: why UDA's pseudo-weak labels "
+                       "collapse and which fix helps", "study.json")
 
 
 def _calibrate_parser(sub) -> None:
-    c = sub.add_parser("calibrate", help="measure the embedded benchmark's variants against "
-                       "the paper's source-only row; writes figures/benchmark_calibration.json")
-    c.add_argument("--preset", choices=("smoke", "default", "full"), default="default")
-    c.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
-    c.add_argument("--run-dir", type=Path, default=Path("runs"),
-                   help="cached data and trained runs (default: runs/)")
-    c.add_argument("--out", type=Path, default=None, help="where benchmark_calibration.json "
-                   "goes (default: figures/ for the default preset, build/calibration/PRESET/ "
-                   "else)")
+    _experiment_parser(sub, "calibrate", "measure the embedded benchmark's variants against "
+                       "the paper's source-only row", "benchmark_calibration.json",
+                       ("smoke", "default", "full"))
 
 
 def _ablation_parser(sub) -> None:
-    a = sub.add_parser("ablation", help="the controls behind the series' claims, each judged "
-                       "by the paired t-test on target test; writes figures/ablation.json")
-    a.add_argument("--preset", choices=("smoke", "default", "full"), default="default")
+    a = _experiment_parser(sub, "ablation", "the controls behind the series' claims, each "
+                           "judged by the paired t-test on target test", "ablation.json",
+                           ("smoke", "default", "full"))
     a.add_argument("--seeds", type=int, default=3, help="seeds 0..SEEDS-1 (default 3)")
-    a.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
-    a.add_argument("--run-dir", type=Path, default=Path("runs"),
-                   help="cached data and trained runs, shared with the series (default: runs/)")
-    a.add_argument("--out", type=Path, default=None, help="where ablation.json goes (default: "
-                   "figures/ for the default preset, build/ablation/PRESET/ else)")
 
 
 def _evaluate_parser(sub) -> None:
@@ -277,20 +273,23 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _study(args) -> int:
-    out = args.out or (Path("figures") if args.preset == "default"
-                       else Path("build/study") / args.preset)
+def _experiment_out(args, name: str) -> Path:
+    """--out, or its default; the run directory is checked writable and --device valid
+    before any work."""
     runs.check_writable(args.run_dir)
-    return study.main(args.preset, args.run_dir, out, args.device)
+    resolve_device(args.device)
+    return args.out or (Path("figures") if args.preset == "default"
+                        else Path("build") / name / args.preset)
+
+
+def _study(args) -> int:
+    return study.main(args.preset, args.run_dir, _experiment_out(args, "study"), args.device)
 
 
 def _calibrate(args) -> int:
     from . import calibration
 
-    out = args.out or (Path("figures") if args.preset == "default"
-                       else Path("build/calibration") / args.preset)
-    runs.check_writable(args.run_dir)
-    resolve_device(args.device)
+    out = _experiment_out(args, "calibrate")
     return calibration.main(args.preset, args.run_dir, out, args.device)
 
 
@@ -300,10 +299,7 @@ def _ablation(args) -> int:
     if args.seeds < 2:
         raise ValueError(f"--seeds must be >= 2: a verdict is a paired test over seeds, got "
                          f"{args.seeds}")
-    out = args.out or (Path("figures") if args.preset == "default"
-                       else Path("build/ablation") / args.preset)
-    runs.check_writable(args.run_dir)
-    resolve_device(args.device)
+    out = _experiment_out(args, "ablation")
     return ablation.main(args.preset, args.seeds, args.run_dir, out, args.device)
 
 
