@@ -220,7 +220,7 @@ def test_05_results_file_validates_and_renders(executed):
     assert sum(text.count(v) for v in VERDICT) == 7 and "of the gap (the paper:" in text
     assert text.count("paired t-test over 2 seeds") == 7 and "on target test (" in text
     assert "Power: the paired gains" in text
-    assert "Of the 7 comparisons above" in text
+    assert "Of the 7 comparisons above" in text and "; 0 have one seed, so no test." in text
 
 
 def test_same_seed_gives_the_same_results_json(executed):

@@ -18,6 +18,7 @@ from wsda_lib.results import (
     power_note,
     render_markdown,
     seeds_needed,
+    tally,
     validate,
     verdict,
     verdict_records,
@@ -43,6 +44,19 @@ def test_verdict_says_plainly_when_a_stage_hurts_and_gives_none_for_one_seed():
         "one seed).")
     with pytest.raises(TypeError):  # every caller names the split its numbers come from
         verdict("X", [1.0, 2.0], "Y", [1.0, 1.0])
+
+
+def test_tally_counts_every_kind_including_one_seed():
+    """Hand-made results where every stage has the same mIoU: over three seeds every gain is
+    0 with no spread ("no clear difference"); cut to one seed, every comparison is counted
+    as "one seed: no test", so the counts still sum to the number of comparisons."""
+    names = {n for _, a, b in COMPARISONS for n in (a, b)}
+    three = {"stages": [{"stage": n, "miou_per_seed": [30.0, 31.0, 32.0]} for n in names]}
+    assert tally(three) == {"helps": 0, "no clear difference": len(COMPARISONS), "hurts": 0,
+                            "one seed: no test": 0}
+    one = {"stages": [{"stage": n, "miou_per_seed": [30.0]} for n in names]}
+    assert tally(one) == {"helps": 0, "no clear difference": 0, "hurts": 0,
+                          "one seed: no test": len(COMPARISONS)}
 
 
 @pytest.mark.skipif(not (FIGURES / "results.json").exists(), reason="no committed results yet")

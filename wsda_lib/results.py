@@ -47,6 +47,8 @@ TEST = "paired t-test over seeds (scipy.stats.ttest_rel), two-sided"
 # alignment, 44.2 -> 45.5 mIoU), and the power it should have (`seeds_needed`).
 PAPER_SIZED_GAIN = 1.3
 POWER = 0.8
+# Every verdict `paired_test` can give, in the order tables list them.
+KINDS = ("helps", "no clear difference", "hurts", "one seed: no test")
 
 
 def paired_test(stage, baseline, level: float = LEVEL) -> dict:
@@ -208,10 +210,12 @@ COMPARISONS = (
 
 
 def tally(results: dict) -> dict[str, int]:
-    """How many COMPARISONS each verdict ("helps", ...) gets in results.json."""
+    """How many COMPARISONS get each verdict of KINDS in results.json (on target test). A
+    single-seed run counts every comparison under "one seed: no test", so the counts always
+    sum to len(COMPARISONS)."""
     kinds = [judge(stage_mious(results, a), stage_mious(results, b))[0]
              for _, a, b in COMPARISONS]
-    return {k: kinds.count(k) for k in ("helps", "no clear difference", "hurts")}
+    return {k: kinds.count(k) for k in KINDS}
 
 
 def verdicts(results: dict) -> list[str]:
