@@ -13,6 +13,7 @@ from wsda_lib.calibration import PAPER_SOURCE_ONLY, TARGETS, meets_targets, shif
 from wsda_lib.config import key_config, override, preset
 from wsda_lib.data import synthetic
 from wsda_lib.method.pixel_adaptation import colour_jitter_like, restyle_source
+from wsda_lib.results import validate
 from wsda_lib.stages import STAGES, run_config, stage_config
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
@@ -150,8 +151,22 @@ def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_pa
 
     monkeypatch.setattr(ablation, "run_stage", fake_run_stage)
     monkeypatch.setattr(ablation, "load", lambda *a, **k: None)
+    # a series' results.json of the same preset and seeds, which takes the control rows
+    series = json.loads((FIGURES / "results.json").read_text()) | {"preset": "smoke"}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text(json.dumps(series))
+    logged = []
     record = ablation.run_ablation("smoke", (0, 1, 2), tmp_path, tmp_path / "out",
-                                   log=lambda *a: None)
+                                   log=logged.append)
+    joined = json.loads((tmp_path / "out" / "results.json").read_text())
+    validate(joined)
+    assert joined["controls"] == record["controls"] and joined["stages"] == series["stages"]
+    assert "| Pseudo-weak labels, against every class labelled present |" in (
+        tmp_path / "out" / "results.md").read_text()
+    # the choice on target val: 31 + 1.2 s against 30.5 + s, gains 0.5, 0.7, 0.9
+    c = record["choice"]
+    assert c["split"] == "target_val" and c["stands"] and c["gain"] == pytest.approx(0.7)
+    assert "it stands." in (tmp_path / "out" / "ablation.md").read_text()
     by = {(r["stage"], r["control"]): r for r in record["controls"]}
     assert by[("uda_self_training", "uda_pixel_continued")]["verdict"] == "hurts"   # -1 each
     assert by[("uda_weak", "uda_weak_all_present")]["verdict"] == "helps"  # +1, +1.2, +1.4
@@ -163,6 +178,11 @@ def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_pa
     assert text == ablation.render_markdown(record) and "| hurts |" in text
     assert json.loads((tmp_path / "out" / "ablation.json").read_text())["seeds"] == [0, 1, 2]
     assert calibration.SEED == 0
+    # other seeds than the series': the rows are not paired with its stages, so not added
+    ablation.run_ablation("smoke", (0, 1), tmp_path, tmp_path / "out", log=logged.append)
+    assert "controls" in json.loads((tmp_path / "out" / "results.json").read_text())
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["controls"] == (
+        record["controls"]) and "seeds [0, 1]: not added" in logged[-1]
 
 
 @pytest.mark.skipif(not (FIGURES / "benchmark_calibration.json").exists(),

@@ -22,22 +22,34 @@ trained are read, not trained again. Writes OUT/ablation.json and OUT/ablation.m
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 from .atomic import write_json
 from .config import preset
 from .data import load
 from .engine import resolve_device
-from .results import LEVEL, TEST, mean_std, paired_test, run_metadata
+from .results import (
+    LEVEL,
+    TEST,
+    attach_controls,
+    controls_markdown,
+    paired_test,
+    run_metadata,
+    validate,
+    write_results,
+)
 from .stages import run_stage, stage
 
 # (what, stage, the control it is judged against)
 CONTROLS = (
+    ("The default's pseudo-weak labels, against the paper's", "uda_weak", "uda_paper_labels"),
     ("Self-training, against 1000 more steps without it", "uda_self_training",
      "uda_pixel_continued"),
     ("Pseudo-weak labels, against every class labelled present", "uda_weak",
      "uda_weak_all_present"),
-    ("The default's pseudo-weak labels, against the paper's", "uda_weak", "uda_paper_labels"),
     ("Category-wise alignment, with WDA image labels", "wda_category", "wda_weak"),
     ("FDA restyling, against random colour augmentation of the same strength", "uda_pixel",
      "uda_colour"),
@@ -68,11 +80,45 @@ def run_ablation(preset_name: str = "default", seeds=(0, 1, 2), run_dir: Path = 
              **paired_test(scores[a]["target_test"], scores[b]["target_test"])}
             for what, a, b in CONTROLS]
     record = {**run_metadata(preset_name, device), "seeds": list(seeds), "test": TEST,
-              "level": LEVEL, "controls": rows}
+              "level": LEVEL, "controls": rows, "choice": choice(scores)}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "ablation.json", record)
     (out / "ablation.md").write_text(render_markdown(record))
+    _into_results(record, out, log)
     return record
+
+
+def _into_results(record: dict, out: Path, log) -> None:
+    """Add the control rows to out/results.json (and results.md) when the series there ran
+    the same preset and seeds, so results.json holds the controls beside the verdicts."""
+    path = out / "results.json"
+    if not path.exists():
+        return
+    results = json.loads(path.read_text())
+    joined = attach_controls(results, record)
+    if joined is results:
+        log(f"ablation: {path} holds preset {results['preset']!r}, seeds {results['seeds']}; "
+            f"these controls are {record['preset']!r}, seeds {record['seeds']}: not added")
+        return
+    validate(joined)
+    write_results(joined, out)
+    log(f"ablation: the controls added to {path}")
+
+
+# The one choice the series makes between stages (docs/method.md §13): the study chose the
+# default's pseudo-weak labels over the paper's on seed 0; it stands over the seeds if its
+# mean target val mIoU is at least the paper recipe's. Target val, as every choice.
+CHOICE = ("uda_weak", "uda_paper_labels")
+
+
+def choice(scores: dict) -> dict:
+    """The study's choice (CHOICE) confirmed over the seeds on target val: both stages'
+    per-seed target val mIoU, the paired test on them (reported, not a verdict) and whether
+    the choice stands (its mean is at least the other's)."""
+    a, b = (scores[name]["target_val"] for name in CHOICE)
+    return {"chosen": CHOICE[0], "against": CHOICE[1], "split": "target_val",
+            "chosen_miou": a, "against_miou": b, "stands": float(np.mean(a)) >= float(np.mean(b)),
+            **paired_test(a, b)}
 
 
 def render_markdown(record: dict) -> str:
@@ -80,16 +126,13 @@ def render_markdown(record: dict) -> str:
     lines = [f"# Controls: {record['preset']} preset, seeds {record['seeds']}", "",
              f"mIoU (%) on target test, mean ± std over seeds; verdict: {record['test']}, "
              f"{100 * record['level']:.0f}% confidence interval of the mean paired gain.", "",
-             "| claim | stage | control | stage mIoU | control mIoU | mean gain | interval | p "
-             "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in record["controls"]:
-        (ma, sa), (mb, sb) = (mean_std(r["stage_miou"]["target_test"]),
-                              mean_std(r["control_miou"]["target_test"]))
-        interval = "—" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-        p = "—" if r["p"] is None else f"{r['p']:.3f}"
-        lines.append(f"| {r['what']} | {r['stage_title']} | {r['control_title']} | "
-                     f"{ma:.1f} ± {sa:.1f} | {mb:.1f} ± {sb:.1f} | {r['gain']:+.2f} | "
-                     f"{interval} | {p} | {r['verdict']} |")
+             *controls_markdown(record["controls"])]
+    c = record.get("choice")
+    if c:
+        lines += ["", f"The choice of {c['chosen']} over {c['against']}, on target val over "
+                  f"the same seeds: {np.mean(c['chosen_miou']):.1f} against "
+                  f"{np.mean(c['against_miou']):.1f} mIoU (paired gain {c['gain']:+.2f}, "
+                  f"p = {c['p']:.3f}): it {'stands' if c['stands'] else 'does not stand'}."]
     lines += ["", f"Measured {record['date']} on {record['machine']} "
               f"(commit {record['commit']}).", ""]
     return "\n".join(lines)

@@ -26,11 +26,18 @@ from IPython.display import display
 
 from . import plots
 from .analysis import attention_maps, attention_on_class, attention_share
-from .atomic import atomic_write, write_json
+from .atomic import write_json
 from .config import PRESETS, Config, preset
 from .data import Benchmark, load
 from .engine import DEVICE_NAMES, resolve_device
-from .results import SHORT_TITLES, render_markdown, run_metadata, stage_table, summarise
+from .results import (
+    SHORT_TITLES,
+    attach_controls,
+    run_metadata,
+    stage_table,
+    summarise,
+    write_results,  # noqa: F401  (notebook 05 calls notebook.write_results)
+)
 from .stages import STAGES, StageResult, run_stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,9 +99,14 @@ class Session:
 
     def summarise(self, per_seed: dict) -> dict:
         """results.json's content from per_seed[stage][seed] = metrics (results.summarise),
-        with this run's preset, commit, date and machine."""
-        return summarise(per_seed, self.titles(per_seed), self.classes,
-                         run_metadata(self.preset, str(self.device)))
+        with this run's preset, commit, date and machine, and the controls of
+        figures_dir/ablation.json when they were measured for the same preset and seeds."""
+        results = summarise(per_seed, self.titles(per_seed), self.classes,
+                            run_metadata(self.preset, str(self.device)))
+        controls = self.figures_dir / "ablation.json"
+        if controls.exists():
+            results = attach_controls(results, json.loads(controls.read_text()))
+        return results
 
     ATTENTION_IMAGES = (0, 1, 2)  # the target val images every notebook shows attention on
 
@@ -226,10 +238,3 @@ def start(namespace: dict, extra: tuple = ()) -> Session:
           f"splits:", {name: len(split) for name, split in bench.splits.items()})
     return Session(p["PRESET"], p["SEED"], cfg, device, bench, run_dir, figures,
                    p["INTERACTIVE"])
-
-
-def write_results(results: dict, figures_dir) -> None:
-    """results.json and its Markdown table results.md, atomically, into figures_dir."""
-    figures_dir = Path(figures_dir)
-    write_json(figures_dir / "results.json", results)
-    atomic_write(figures_dir / "results.md", lambda f: f.write(render_markdown(results).encode()))

@@ -14,6 +14,8 @@ import pandas as pd
 import torch
 from scipy import optimize, stats
 
+from .atomic import atomic_write, write_json
+
 
 def gap_closed(miou: float, source_only: float, oracle: float) -> float:
     """Fraction of the source-only -> oracle gap closed: (mIoU - source) / (oracle - source).
@@ -379,9 +381,44 @@ def render_markdown(results: dict) -> str:
                     f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]")
         lines.append(f"| {v['what']} | {titles[v['baseline']]} | {v['gain']:+.2f} | "
                      f"{interval} | {_fmt(v['p'], '.3f')} | {v['verdict']} |")
+    if results.get("controls"):
+        lines += ["", "Controls (`make ablation`, docs/method.md §15), judged by the same rule:",
+                  "", *controls_markdown(results["controls"])]
     lines += ["", f"Measured {results['date']} on {results['machine']} "
               f"(commit {results['commit']}).", ""]
     return "\n".join(lines)
+
+
+def controls_markdown(rows: list[dict]) -> list[str]:
+    """The control rows of ablation.json (ablation.CONTROLS, each with its `paired_test` on
+    target test) as the lines of one Markdown table: per row both stages' mean ± std over
+    the seeds, the mean paired gain, its interval, p and the verdict."""
+    lines = ["| claim | stage | control | stage mIoU | control mIoU | mean gain | interval | p "
+             "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        (ma, sa), (mb, sb) = (mean_std(r["stage_miou"]["target_test"]),
+                              mean_std(r["control_miou"]["target_test"]))
+        interval = "—" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        lines.append(f"| {r['what']} | {r['stage_title']} | {r['control_title']} | "
+                     f"{ma:.1f} ± {sa:.1f} | {mb:.1f} ± {sb:.1f} | {r['gain']:+.2f} | "
+                     f"{interval} | {_fmt(r['p'], '.3f')} | {r['verdict']} |")
+    return lines
+
+
+def attach_controls(results: dict, record: dict) -> dict:
+    """results.json's content with the control rows of an ablation record (ablation.json)
+    under "controls", when both measured the same preset and seeds; otherwise `results`
+    unchanged, as controls of other seeds are not paired with these stages."""
+    if (record.get("preset"), record.get("seeds")) != (results["preset"], results["seeds"]):
+        return results
+    return {**results, "controls": record["controls"], "controls_commit": record["commit"]}
+
+
+def write_results(results: dict, figures_dir) -> None:
+    """results.json and its Markdown table results.md, atomically, into figures_dir."""
+    figures_dir = Path(figures_dir)
+    write_json(figures_dir / "results.json", results)
+    atomic_write(figures_dir / "results.md", lambda f: f.write(render_markdown(results).encode()))
 
 
 def run_metadata(preset: str, device) -> dict:
@@ -427,5 +464,11 @@ def validate(results: dict) -> None:
               f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 05 again")
     check(results["verdicts"] == verdict_records(results), "verdicts are not the rule's "
           "(paired_test on each stage's target test mIoU per seed); run notebook 05 again")
+    for r in results.get("controls", []):
+        test = paired_test(r["stage_miou"]["target_test"], r["control_miou"]["target_test"])
+        check(len(r["stage_miou"]["target_test"]) == n_seeds and
+              {k: r.get(k) for k in test} == test,
+              f"control {r.get('what')!r}: not the rule's test (paired_test on target test "
+              f"over the seeds {results['seeds']}); run make ablation again")
     check(abs(by["source_only"]["gap_closed_mean"]) < 1e-6, "source-only must close 0% gap")
     check(abs(by["oracle"]["gap_closed_mean"] - 100) < 1e-6, "oracle must close 100% gap")
