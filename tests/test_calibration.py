@@ -3,6 +3,7 @@ they need: known inputs -> known outputs, and the committed record checked again
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from wsda_lib.calibration import PAPER_SOURCE_ONLY, TARGETS, meets_targets, shif
 from wsda_lib.config import key_config, override, preset
 from wsda_lib.data import synthetic
 from wsda_lib.method.pixel_adaptation import colour_jitter_like, restyle_source
-from wsda_lib.results import validate
+from wsda_lib.results import attach_controls, validate, verdict_records
 from wsda_lib.stages import STAGES, run_config, stage_config
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
@@ -75,6 +76,10 @@ def test_runs_on_the_embedded_benchmark_are_keyed_by_its_parameters(monkeypatch)
         synthetic.DOMAINS)
     monkeypatch.setattr(synthetic, "DOMAINS", synthetic.domains("v1"))
     assert runs.config_key(run_config("source_only", cfg, 0)) != key
+    # a loaded benchmark keys by its own fingerprint; one without a fingerprint is refused
+    assert run_config("source_only", cfg, 0, SimpleNamespace(fingerprint="f"))["benchmark"] == "f"
+    with pytest.raises(ValueError, match="no fingerprint"):
+        run_config("source_only", cfg, 0, SimpleNamespace(fingerprint=None))
 
 
 @pytest.mark.skipif(not (FIGURES / "benchmark_calibration.json").exists(),
@@ -131,28 +136,50 @@ def test_each_control_differs_from_its_stage_only_where_it_should():
     assert {k for k in e if e[k] != f[k]} == {"category_alignment"}
     g, h = vars(stage_config("uda_weak_all_present", cfg).adapt), vars(
         stage_config("uda_weak", cfg).adapt)
-    assert {k for k in g if g[k] != h[k]} == {"pseudo_threshold"}
+    assert {k for k in g if g[k] != h[k]} == {"weak_labels"}
     assert {s for _, a, b in ablation.CONTROLS for s in (a, b)} <= set(STAGES)
 
 
-def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_path):
-    class Fake:
-        def __init__(self, miou):
-            self.metrics = {"target_val": {"miou": miou}, "target_test": {"miou": miou}}
+def test_the_all_present_control_labels_every_class_present_whatever_the_scores():
+    """A threshold near 0 would still call a class absent once its logits sink far enough;
+    the control's labels are ones even for logits of -100 (pooled score far below any T)."""
+    from wsda_lib.engine import _target_weak_labels
 
+    a = stage_config("uda_weak_all_present", preset("smoke")).adapt
+    logits = torch.full((2, 10, 4, 8), -100.0)
+    truth = torch.zeros(2, 10)
+    truth[0, 3] = 1
+    labels, log = _target_weak_labels(a, None, logits, {"weak_label": truth})
+    assert torch.equal(labels, torch.ones(2, 10))
+    assert log["pseudo_recall"] == 100 and log["pseudo_precision"] == pytest.approx(5.0)
+
+
+def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_path):
     base = {"uda_self_training": 40.0, "uda_pixel_continued": 41.0, "uda_weak": 31.0,
             "uda_weak_all_present": 30.0, "uda_paper_labels": 30.5, "wda_category": 36.0,
             "wda_weak": 36.0, "uda_pixel": 41.0, "uda_colour": 35.0}
 
-    def fake_run_stage(name, cfg, bench, seed, *args, **kwargs):
+    def test_miou(name, seed):
         # seed-dependent spread; the stage minus its control is fixed by `base`, plus noise
-        return Fake(base[name] + seed + (0.2 * seed if name in ("uda_weak", "wda_category")
-                                         else 0.0))
+        return base[name] + seed + (0.2 * seed if name in ("uda_weak", "wda_category") else 0)
+
+    def fake_run_stage(name, cfg, bench, seed, *args, **kwargs):
+        # on target val the paper's labels score 1 higher than on test: the choice (val)
+        # and the verdict (test) then disagree, so a swapped split shows
+        val = test_miou(name, seed) + (1.0 if name == "uda_paper_labels" else 0.0)
+        return SimpleNamespace(metrics={"target_val": {"miou": val},
+                                        "target_test": {"miou": test_miou(name, seed)}})
 
     monkeypatch.setattr(ablation, "run_stage", fake_run_stage)
     monkeypatch.setattr(ablation, "load", lambda *a, **k: None)
-    # a series' results.json of the same preset and seeds, which takes the control rows
+    # a series' results.json of the same preset and seeds, and of the same runs (its stages
+    # that are also the controls' have the same numbers), which takes the control rows
     series = json.loads((FIGURES / "results.json").read_text()) | {"preset": "smoke"}
+    for s in series["stages"]:
+        if s["stage"] in base:
+            s["miou_per_seed"] = s["target_val_miou_per_seed"] = [
+                test_miou(s["stage"], seed) for seed in (0, 1, 2)]
+    series["verdicts"] = verdict_records(series)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text(json.dumps(series))
     logged = []
@@ -163,10 +190,16 @@ def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_pa
     assert joined["controls"] == record["controls"] and joined["stages"] == series["stages"]
     assert "| Pseudo-weak labels, against every class labelled present |" in (
         tmp_path / "out" / "results.md").read_text()
-    # the choice on target val: 31 + 1.2 s against 30.5 + s, gains 0.5, 0.7, 0.9
+    # the choice, on target val: 31 + 1.2 s against 31.5 + s, gains -0.5, -0.3, -0.1; on
+    # target test the same row's verdict sees gains +0.5, +0.7, +0.9
     c = record["choice"]
-    assert c["split"] == "target_val" and c["stands"] and c["gain"] == pytest.approx(0.7)
-    assert "it stands." in (tmp_path / "out" / "ablation.md").read_text()
+    assert c["split"] == "target_val" and not c["stands"] and c["gain"] == pytest.approx(-0.3)
+    assert "it does not stand." in (tmp_path / "out" / "ablation.md").read_text()
+    paper = next(r for r in record["controls"] if r["control"] == "uda_paper_labels")
+    assert paper["gain"] == pytest.approx(0.7) and paper["split"] == "target_test"
+    # a results.json whose shared stages have other numbers (other runs) takes no controls
+    other = series | {"stages": [s | {"miou_per_seed": [1.0, 2.0, 3.0]} for s in series["stages"]]}
+    assert attach_controls(other, record) is other
     by = {(r["stage"], r["control"]): r for r in record["controls"]}
     assert by[("uda_self_training", "uda_pixel_continued")]["verdict"] == "hurts"   # -1 each
     assert by[("uda_weak", "uda_weak_all_present")]["verdict"] == "helps"  # +1, +1.2, +1.4

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_json
+from .atomic import atomic_write, write_json
 from .config import preset
 from .data import load
 from .engine import resolve_device
@@ -83,7 +83,7 @@ def run_ablation(preset_name: str = "default", seeds=(0, 1, 2), run_dir: Path = 
               "level": LEVEL, "controls": rows, "choice": choice(scores)}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "ablation.json", record)
-    (out / "ablation.md").write_text(render_markdown(record))
+    atomic_write(out / "ablation.md", lambda f: f.write(render_markdown(record).encode()))
     _into_results(record, out, log)
     return record
 

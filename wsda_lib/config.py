@@ -90,7 +90,7 @@ class TrainConfig:
     split: str = "source_train"
 
 
-WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point")
+WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point", "present")
 
 
 @dataclass
@@ -102,7 +102,8 @@ class AdaptConfig:
     # The switches. A term that is off is not computed, and its discriminator not built.
     # Where the target's weak labels come from: "none"; "pseudo" (UDA: the model's own
     # pseudo-weak labels); "image" (WDA: human image labels); "point" (WDA: image labels
-    # and one clicked point per present class, whose cross-entropy adds λ_point·L_point).
+    # and one clicked point per present class, whose cross-entropy adds λ_point·L_point);
+    # "present" (a control, not a method: every class labelled present in every image).
     weak_labels: str = "pseudo"
     output_alignment: bool = True      # λ_adv·L_adv, output space (AdaptSegNet)
     weak_loss: bool = True             # λ_c·L_c, weak-label classification

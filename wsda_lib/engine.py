@@ -462,16 +462,19 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
 
 def _target_weak_labels(a, model, logits_t, tgt) -> tuple[torch.Tensor | None, dict]:
     """The target batch's weak labels (B, C) from the source a.weak_labels names, and, for
-    pseudo-weak labels, what `weak_label_log` measures of them."""
-    if a.weak_labels == "pseudo":
+    pseudo-weak labels and the all-present control, what `weak_label_log` measures of them."""
+    if a.weak_labels in ("pseudo", "present"):
         with torch.no_grad():
-            if a.pseudo_weak_from == "online_eval":  # BatchNorm's running statistics
-                model.eval()
+            if a.weak_labels == "pseudo" and a.pseudo_weak_from == "online_eval":
+                model.eval()  # BatchNorm's running statistics
                 logits_t = model(tgt["image"])[0]
                 model.train()
             p_t = image_class_scores(logits_t.detach(), Pooling.from_config(a))
-        y_t = tgt["pseudo_weak"] if a.pseudo_weak_from == "start" \
-            else (p_t > a.pseudo_threshold).float()
+        if a.weak_labels == "present":  # the control: every class, whatever the scores
+            y_t = torch.ones_like(p_t)
+        else:
+            y_t = tgt["pseudo_weak"] if a.pseudo_weak_from == "start" \
+                else (p_t > a.pseudo_threshold).float()
         return y_t, weak_label_log(p_t, y_t, tgt["weak_label"], logits_t)
     if a.weak_labels in ("image", "point"):
         return tgt["weak_label"], {}

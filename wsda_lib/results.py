@@ -407,11 +407,29 @@ def controls_markdown(rows: list[dict]) -> list[str]:
 
 def attach_controls(results: dict, record: dict) -> dict:
     """results.json's content with the control rows of an ablation record (ablation.json)
-    under "controls", when both measured the same preset and seeds; otherwise `results`
-    unchanged, as controls of other seeds are not paired with these stages."""
+    under "controls", when both measured the same preset and seeds and every stage they
+    share has the same per-seed numbers (the same runs); otherwise `results` unchanged, as
+    such controls are not paired with these stages."""
     if (record.get("preset"), record.get("seeds")) != (results["preset"], results["seeds"]):
         return results
+    if _unpaired_controls(results, record["controls"]):
+        return results
     return {**results, "controls": record["controls"], "controls_commit": record["commit"]}
+
+
+def _unpaired_controls(results: dict, rows: list[dict]) -> list[str]:
+    """The control rows whose stage (or control) is also a stage of the series but with
+    other per-seed numbers: rows measured on other runs (another benchmark, an older
+    series), which are not paired with these stages. As "what: stage"."""
+    series = {s["stage"]: s for s in results["stages"]}
+    bad = []
+    for r in rows:
+        for name, miou in ((r["stage"], r["stage_miou"]), (r["control"], r["control_miou"])):
+            s = series.get(name)
+            if s and (miou["target_test"] != s["miou_per_seed"] or
+                      miou["target_val"] != s.get("target_val_miou_per_seed")):
+                bad.append(f"{r['what']}: {name}")
+    return bad
 
 
 def write_results(results: dict, figures_dir) -> None:
@@ -465,10 +483,13 @@ def validate(results: dict) -> None:
     check(results["verdicts"] == verdict_records(results), "verdicts are not the rule's "
           "(paired_test on each stage's target test mIoU per seed); run notebook 05 again")
     for r in results.get("controls", []):
-        test = paired_test(r["stage_miou"]["target_test"], r["control_miou"]["target_test"])
-        check(len(r["stage_miou"]["target_test"]) == n_seeds and
-              {k: r.get(k) for k in test} == test,
-              f"control {r.get('what')!r}: not the rule's test (paired_test on target test "
-              f"over the seeds {results['seeds']}); run make ablation again")
+        a, b = r["stage_miou"]["target_test"], r["control_miou"]["target_test"]
+        check(len(a) == len(b) == n_seeds and {k: r.get(k) for k in paired_test(a, b)} ==
+              paired_test(a, b), f"control {r.get('what')!r}: not the rule's test "
+              f"(paired_test on target test over the seeds {results['seeds']}); run make "
+              f"ablation again")
+    unpaired = _unpaired_controls(results, results.get("controls", []))
+    check(not unpaired, f"controls of other runs than the series' stages ({unpaired[:1]}); "
+          f"run make ablation again")
     check(abs(by["source_only"]["gap_closed_mean"]) < 1e-6, "source-only must close 0% gap")
     check(abs(by["oracle"]["gap_closed_mean"] - 100) < 1e-6, "oracle must close 100% gap")

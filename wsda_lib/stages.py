@@ -102,8 +102,7 @@ STAGES = {
     "uda_pixel_continued": Stage("control: UDA + pixel, 1000 more steps without self-training",
                                  "uda_pixel", _adapt("pseudo", True, True, True)),
     "uda_weak_all_present": Stage("control: L_c with every class labelled present",
-                                  "source_only", {**_adapt("pseudo", True, False, False),
-                                                  "adapt.pseudo_threshold": 1e-9}),
+                                  "source_only", _adapt("present", True, False, False)),
     "wda_category": Stage("WDA: image labels + L_c + category-wise alignment", "source_only",
                           {**_adapt("image", True, True, False), **PAPER_POOLING}),
     "uda_colour": Stage("control: UDA + random colour augmentation of FDA's strength",
@@ -296,13 +295,18 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
     as config.key_config gives it (without the adaptation section for a supervised stage,
     which does not read it), on the embedded benchmark the fingerprint of its generator and
     parameters (of `benchmark`, a loaded one, or else of the calibrated benchmark), and,
-    under torchrun, the number of processes, which multiplies the effective batch."""
+    under torchrun, the number of processes, which multiplies the effective batch. Raises
+    ValueError for an embedded benchmark without a fingerprint."""
     config = {"stage": name, "seed": seed, **key_config(stage_config(name, cfg))}
     if stage(name).start_from is None:
         del config["adapt"]
     if cfg.data.dataset == "embedded":  # runs on older images of the benchmark are not reused
-        config["benchmark"] = (getattr(benchmark, "fingerprint", None)
-                               or synthetic.fingerprint(synthetic.DOMAINS))
+        if benchmark is not None and not getattr(benchmark, "fingerprint", None):
+            raise ValueError(f"stage {name!r}: the embedded benchmark given has no fingerprint "
+                             f"of its generator's parameters; load it with data.load, which "
+                             f"sets one, so that its runs are keyed by the images they saw")
+        config["benchmark"] = (synthetic.fingerprint(synthetic.DOMAINS) if benchmark is None
+                               else benchmark.fingerprint)
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had
         config["world_size"] = distributed.world_size()
     return config

@@ -50,10 +50,10 @@ def colour_jitter_like(source: torch.Tensor, restyled: torch.Tensor,
     """The control for restyling: each source image jittered in colour at random (torchvision's
     brightness, contrast, saturation and hue adjustments, factors from JITTER drawn with
     `generator`: four draws per image), its change then scaled so that its mean absolute
-    change equals that of `restyled`, the same image restyled towards the target (before
-    the clamp to [0, 1], which can only shrink it). Same
-    strength, no direction. source, restyled (B, 3, H, W) in [0, 1]; returns (B, 3, H, W)
-    clamped to [0, 1]."""
+    change equals that of `restyled`, the same image restyled towards the target (both
+    already clamped to [0, 1]). Same strength, no direction; the final clamp to [0, 1] can
+    only shrink the jitter's change, so it is at most FDA's. source, restyled (B, 3, H, W)
+    in [0, 1]; returns (B, 3, H, W) in [0, 1]."""
     out = torch.empty_like(source)
     for i, image in enumerate(source):
         u = torch.rand(4, generator=generator).tolist()
