@@ -227,6 +227,24 @@ def test_the_readme_states_the_calibration_the_record_holds():
     assert calibration.render_markdown(record) in readme
 
 
+@pytest.mark.skipif(not (FIGURES / "ablation.json").exists(), reason="no committed controls yet")
+def test_the_committed_controls_are_what_the_docs_state():
+    """figures/ablation.md is rendered from ablation.json; the README and docs/method.md state
+    its choice in the words `choice_summary` gives, and §15 each control's verdict; the
+    controls in results.json are the record's."""
+    record = json.loads((FIGURES / "ablation.json").read_text())
+    assert (FIGURES / "ablation.md").read_text() == ablation.render_markdown(record)
+    readme, method = (" ".join((FIGURES.parent / name).read_text().split())
+                      for name in ("README.md", "docs/method.md"))
+    said = ablation.choice_summary(record["choice"])
+    assert said in readme and said in method and record["choice"]["split"] == "target_val"
+    missing = [r["what"] for r in record["controls"]
+               if f"*{r['what']}*: {r['verdict']}." not in method]
+    assert not missing, missing
+    results = json.loads((FIGURES / "results.json").read_text())
+    assert results["controls"] == record["controls"]
+
+
 def test_a_restyle_that_no_stage_would_apply_is_refused_by_name():
     from wsda_lib.stages import check_chain_uses
 

@@ -111,15 +111,17 @@ def test_the_engine_refuses_switches_that_cannot_train(smoke_bench):
 
 
 def test_each_stage_is_a_config(smoke_bench):
-    """A stage differs from another only by its config switches, and the run key (the
-    resolved config) tells every stage apart."""
+    """A stage differs from another only by its config switches and the stage it starts
+    from: the resolved config and the start tell every stage apart (uda_pixel_continued is
+    uda_pixel's config, started from uda_pixel's weights)."""
     from wsda_lib.runs import config_key
-    from wsda_lib.stages import STAGES, run_config
+    from wsda_lib.stages import STAGES, run_config, stage
 
     keys = set()
     for name in STAGES:
         config = run_config(name, preset("smoke"), seed=0)
-        keys.add(config_key({k: v for k, v in config.items() if k != "stage"}))
+        keys.add((config_key({k: v for k, v in config.items() if k != "stage"}),
+                  stage(name).start_from))
     assert len(keys) == len(STAGES)
     uda = stage_config("uda_category", preset("smoke")).adapt
     assert (uda.weak_labels, uda.weak_loss, uda.category_alignment, uda.pixel_adaptation,

@@ -121,18 +121,27 @@ def choice(scores: dict) -> dict:
             **paired_test(a, b)}
 
 
+def choice_summary(c: dict) -> str:
+    """The confirmed choice (`choice`) in words, as figures/ablation.md, the README and
+    docs/method.md §13 state it: both means over the seeds (target val mIoU, %), the paired
+    gain with its 95% interval and p, and whether the choice stands."""
+    interval = ("" if c["ci_low"] is None else
+                f", 95% interval {c['ci_low']:+.2f} to {c['ci_high']:+.2f}")
+    return (f"{np.mean(c['chosen_miou']):.1f} against {np.mean(c['against_miou']):.1f} mIoU "
+            f"(paired gain {c['gain']:+.2f}{interval}, p = {c['p']:.3f}): it "
+            f"{'stands' if c['stands'] else 'does not stand'}")
+
+
 def render_markdown(record: dict) -> str:
     """The controls as a Markdown table; figures/ablation.md is exactly this of ablation.json."""
     lines = [f"# Controls: {record['preset']} preset, seeds {record['seeds']}", "",
              f"mIoU (%) on target test, mean ± std over seeds; verdict: {record['test']}, "
              f"{100 * record['level']:.0f}% confidence interval of the mean paired gain.", "",
              *controls_markdown(record["controls"])]
-    c = record.get("choice")
-    if c:
-        lines += ["", f"The choice of {c['chosen']} over {c['against']}, on target val over "
-                  f"the same seeds: {np.mean(c['chosen_miou']):.1f} against "
-                  f"{np.mean(c['against_miou']):.1f} mIoU (paired gain {c['gain']:+.2f}, "
-                  f"p = {c['p']:.3f}): it {'stands' if c['stands'] else 'does not stand'}."]
+    if record.get("choice"):
+        lines += ["", f"The choice of {record['choice']['chosen']} over "
+                  f"{record['choice']['against']}, on target val over the same seeds: "
+                  f"{choice_summary(record['choice'])}."]
     lines += ["", f"Measured {record['date']} on {record['machine']} "
               f"(commit {record['commit']}).", ""]
     return "\n".join(lines)
