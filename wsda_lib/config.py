@@ -361,28 +361,52 @@ def _preset(name: str) -> Config:
     raise ValueError(f"unknown preset {name!r}; expected one of {PRESETS}")
 
 
-# What a run's key leaves out of its config: fields that do not change the result, and
-# fields whose default is what every run trained before they existed did (so those runs
-# keep their keys).
+# What a run's key leaves out of its config: fields that do not change the result.
 NOT_KEYED = ("train.checkpoint_every",)
-KEYED_UNLESS_DEFAULT = {"train.precision": "fp32", "train.channels_last": False,
-                        "adapt.restyle": "fda"}
+# The fields that run keys held when this rule was written (2026-12): keyed at any value, so
+# that every run trained before keeps its key. Every other field, in any section (a section
+# added later included), is keyed only while it differs from its default: adding a field
+# with a default changes no existing run's key. Never add a name here.
+KEYED_ALWAYS = {
+    "data": ("dataset height width sizes seed weak_label_fraction source_root target_root "
+             "val_count class_protocol source_size target_size").split(),
+    "model": "backbone base_width aspp_rates legacy_aspp freeze_bn backbone_weights".split(),
+    "train": ("iterations poly_horizon batch_size optimizer lr momentum weight_decay "
+              "head_lr_mult poly_power grad_clip eval_every eval_batch_size split").split(),
+    "adapt": ("weak_labels output_alignment weak_loss category_alignment pixel_adaptation "
+              "self_training iterations lr lambda_adv lambda_c lambda_c_human lambda_cw "
+              "lambda_point lambda_st pseudo_threshold pseudo_weak_from freeze_bn smooth_max_r "
+              "pool_positions pool_centred source_weak_loss weak_dropout disc_lr "
+              "output_disc_width category_disc_hidden fda_beta fda_prob translated_source_dir "
+              "st_quantile st_cap").split(),
+}
 
 
 def key_config(cfg) -> dict:
     """to_dict(cfg) as the keys of runs and pseudo labels see it: without NOT_KEYED
-    (train.checkpoint_every: a resumed run ends as an uninterrupted one), and without the
-    fields of KEYED_UNLESS_DEFAULT while they are at their defaults, so that a field added
-    later leaves the keys of runs trained before it unchanged."""
+    (train.checkpoint_every: a resumed run ends as an uninterrupted one), and without every
+    field outside KEYED_ALWAYS while it is at its default, so that a field added later, in
+    any section, leaves the keys of runs trained before it unchanged. A section left empty
+    is left out."""
     config = to_dict(cfg)
     for dotted in NOT_KEYED:
         section, name = dotted.split(".")
         del config[section][name]
-    for dotted, default in KEYED_UNLESS_DEFAULT.items():
-        section, name = dotted.split(".")
-        if config[section][name] == default:
-            del config[section][name]
+    for section in dataclasses.fields(cfg):
+        always = KEYED_ALWAYS.get(section.name, ())
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            if f.name not in always and f.name in config[section.name] and (
+                    config[section.name][f.name] == _default(f)):
+                del config[section.name][f.name]
+        if not config[section.name] and section.name not in KEYED_ALWAYS:
+            del config[section.name]
     return config
+
+
+def _default(f: dataclasses.Field):
+    """A dataclass field's default, in to_dict's form."""
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def to_dict(cfg) -> dict:

@@ -221,11 +221,10 @@ def stage_config(name: str, cfg: Config) -> Config:
     """The config stage `name` trains with: `cfg` with the stage's overrides, checked."""
     resolved = override(cfg, **stage(name).overrides)
     check_switches(resolved)
-    a = resolved.adapt
-    if stage(name).start_from and not (a.output_alignment or a.weak_loss or a.category_alignment
-                                       or a.weak_labels == "point" or a.self_training):
-        raise ValueError(f"stage {name!r} would adapt with no target term: it switches on none "
-                         f"of its own and adapt.output_alignment is False")
+    if stage(name).start_from and not LossWeights.from_config(resolved.adapt).target_terms():
+        raise ValueError(f"stage {name!r} would adapt with no target term: every term that "
+                         f"reads the target is switched off or has weight 0 "
+                         f"(method.objective.LossWeights)")
     return resolved
 
 

@@ -11,6 +11,7 @@ A term whose weight is 0 is not computed, and its discriminator is not built.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,21 @@ class LossWeights:
             lambda_st=adapt.lambda_st if adapt.self_training else 0.0,
             lambda_c_source=adapt.lambda_c if adapt.weak_loss and adapt.source_weak_loss
             else 0.0)
+
+    def target_terms(self) -> dict[str, float]:
+        """The weights (name: value) of the terms that are on and read the target: every
+        field but SOURCE_TERMS whose weight is not 0. Empty means that an adaptation step would
+        learn from the source alone. A term added as a field here counts without more code.
+
+        >>> LossWeights(lambda_adv=0.001, lambda_c_source=0.01).target_terms()
+        {'lambda_adv': 0.001}
+        """
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in SOURCE_TERMS and getattr(self, f.name)}
+
+
+# LossWeights fields whose term reads only the source batch.
+SOURCE_TERMS = ("lambda_c_source",)
 
 
 class Discriminators(nn.Module):

@@ -1,0 +1,42 @@
+"""docs/extending.md stays true: every dotted name it puts in `code` resolves in wsda_lib,
+every test file and module path it names exists, and the README links to it."""
+
+import importlib
+import re
+from pathlib import Path
+
+from wsda_lib.config import fields, preset
+
+REPO = Path(__file__).resolve().parent.parent
+GUIDE = REPO / "docs/extending.md"
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module("wsda_lib." + ".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_every_name_the_guide_gives_exists():
+    spans = re.findall(r"`([^`]+)`", GUIDE.read_text())
+    dotted = [s for s in spans if re.fullmatch(r"[a-z_]+(\.[A-Za-z_]+)+", s)
+              and not s.endswith((".py", ".md", ".toml"))]
+    paths = [s for s in spans if s.endswith((".py", ".toml")) or s.endswith("/")]
+    assert len(dotted) > 20 and len(paths) > 5
+    config_fields = set(fields(preset("default")))  # "data.dataset" is a config field
+    missing = [d for d in dotted if not (_resolves(d) or d in config_fields)]
+    missing += [p for p in paths if not (REPO / p).exists()]
+    assert not missing, missing
+
+
+def test_the_readme_links_the_guide():
+    assert "(docs/extending.md)" in (REPO / "README.md").read_text()
