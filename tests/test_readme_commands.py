@@ -208,12 +208,31 @@ def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     assert not new & stage_of(before) & {"uda_weak", "uda_pixel", "uda_self_training"}, new
 
 
+def test_your_own_data_from_the_embedded_benchmark(copy):
+    """The README's "Your own data" commands: export the smoke benchmark as folders, check
+    the target folder, train a stage from them."""
+    this = test_your_own_data_from_the_embedded_benchmark
+    commands = [c for c, test in RUN_HERE.items() if test is this]
+    exported, checked, trained = (run(copy, c) for c in commands)
+    assert "wrote 224 images to my_domains" in exported.stdout
+    assert checked.stdout.count("no problems") == 3  # train, val, test
+    report = json.loads(trained.stdout.strip().splitlines()[-1])
+    assert report["run"].startswith("runs/models/uda_weak-") and report["target_test"] > 0
+
+
 def test_make_clean(copy):
     run(copy, "make clean")
     assert not (copy / "runs").exists() and not (copy / "build").exists()
 
 
 RUN_HERE = {
+    ".venv/bin/wsda data export-embedded my_domains --preset smoke":
+    test_your_own_data_from_the_embedded_benchmark,
+    ".venv/bin/wsda data check --dataset folders --root my_domains/target":
+    test_your_own_data_from_the_embedded_benchmark,
+    ".venv/bin/wsda train --preset smoke --stage uda_weak --set data.dataset=folders "
+    "--source-root my_domains/source --target-root my_domains/target":
+    test_your_own_data_from_the_embedded_benchmark,
     "make lint": test_make_lint,
     "make smoke": test_make_smoke,
     "make reproduce PRESET=smoke SEEDS=1": test_make_reproduce_in_the_smoke_preset_with_one_seed,

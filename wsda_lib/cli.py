@@ -22,6 +22,7 @@ from .config import (
     validate,
 )
 from .data import load, open_dataset
+from .data.folders import CLASS_FILE, export_benchmark, open_folder_split, read_class_file
 from .engine import resolve_device
 from .evaluate import scores as evaluate_scores
 from .reproduce import SERIES_PRESETS, NotebookFailed, reproduce
@@ -86,8 +87,10 @@ def _train_parser(sub) -> None:
                    help="cached data and trained runs (default: runs/)")
     t.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="config overrides, e.g. train.iterations=500 adapt.lambda_cw=0.01")
-    t.add_argument("--source-root", type=Path, help="GTA5 or SYNTHIA (paper presets)")
-    t.add_argument("--target-root", type=Path, help="Cityscapes (paper presets)")
+    t.add_argument("--source-root", type=Path, help="GTA5 or SYNTHIA (paper presets), or the "
+                   "source folder (data.dataset=folders)")
+    t.add_argument("--target-root", type=Path, help="Cityscapes (paper presets), or the "
+                   "target folder (data.dataset=folders)")
 
 
 def _experiment_parser(sub, name: str, help: str, writes: str, presets=PRESETS):
@@ -130,15 +133,26 @@ def _evaluate_parser(sub) -> None:
 
 
 def _data_parser(sub) -> None:
-    data = sub.add_parser("data", help="tools for the real datasets")
+    data = sub.add_parser("data", help="tools for datasets: check a tree, export the embedded one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate a dataset tree before training")
-    check.add_argument("--dataset", required=True, choices=["gta5", "synthia", "cityscapes"])
-    check.add_argument("--root", required=True, type=Path)
-    check.add_argument("--split", choices=("train", "val"), default=None,
-                       help="cityscapes only: train or val (default: both, each reported)")
+    check.add_argument("--dataset", required=True,
+                       choices=["gta5", "synthia", "cityscapes", "folders"])
+    check.add_argument("--root", required=True, type=Path,
+                       help="the dataset's folder (folders: one domain, img_dir/ and ann_dir/)")
+    check.add_argument("--split", choices=("train", "val", "test"), default=None,
+                       help="cityscapes: train or val; folders: train, val or test (default: "
+                            "every split there is, each reported)")
     check.add_argument("--classes", type=int, default=None,
                        help="19 (default for GTA5/Cityscapes) or 16/13 (default 16 for SYNTHIA)")
+    check.add_argument("--class-file", type=Path, default=None,
+                       help="folders: the class file (default: ROOT/classes.json)")
+    export = data_sub.add_parser("export-embedded", help="write the embedded benchmark as a "
+                                 "folder dataset (source/ and target/, with a class file)")
+    export.add_argument("out", type=Path, help="a new folder (an existing one is refused)")
+    export.add_argument("--preset", choices=PRESETS, default="default")
+    export.add_argument("--run-dir", type=Path, default=Path("runs"),
+                        help="where the cached benchmark lives (default: runs/)")
 
 
 def _official_eval_parser(sub) -> None:
@@ -157,7 +171,14 @@ def _official_eval_parser(sub) -> None:
 
 
 def _data_check(args) -> int:
-    """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem."""
+    """Print what is wrong with a dataset tree, by file name; non-zero exit on any problem.
+    `data export-embedded` goes to _export_embedded."""
+    if args.data_command == "export-embedded":
+        return _export_embedded(args)
+    if args.dataset == "folders":
+        return _check_folders(args)
+    if args.class_file:
+        raise ValueError(f"--class-file {args.class_file}: for --dataset folders only")
     kwargs = {"size": None, "checking": True}
     if args.classes:
         kwargs["num_classes"] = args.classes
@@ -174,6 +195,32 @@ def _data_check(args) -> int:
         print(f"cityscapes {split} at {args.root}: {report}")
         ok = ok and report.ok
     return 0 if ok else 1
+
+
+def _check_folders(args) -> int:
+    """`wsda data check --dataset folders`: every split folder of the domain at --root read
+    against the class file, each reported; exit 1 on any problem."""
+    if args.classes:
+        raise ValueError(f"--classes {args.classes}: a folder dataset's classes come from its "
+                         f"class file (--class-file)")
+    class_file = read_class_file(args.class_file or args.root / CLASS_FILE)
+    splits = [args.split] if args.split else [s for s in ("train", "val", "test")
+                                              if (args.root / "img_dir" / s).is_dir()]
+    if not splits:
+        raise ValueError(f"{args.root / 'img_dir'}: no train, val or test folder")
+    ok = True
+    for split in splits:
+        report = open_folder_split(args.root, split, class_file, split, checking=True).check()
+        print(f"folders {split} at {args.root} (classes: {class_file.path}): {report}")
+        ok = ok and report.ok
+    return 0 if ok else 1
+
+
+def _export_embedded(args) -> int:
+    counts = export_benchmark(load(preset(args.preset).data, args.run_dir / "data"), args.out)
+    print(f"wrote {sum(counts.values())} images to {args.out}: {counts}; classes in "
+          f"{args.out / 'target' / CLASS_FILE}")
+    return 0
 
 
 def _parse_overrides(pairs) -> dict:

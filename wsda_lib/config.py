@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    dataset: str = "embedded"          # "embedded", or a source dataset: "gta5" | "synthia"
+    dataset: str = "embedded"          # "embedded", a source dataset: "gta5" | "synthia", or
+    # "folders": any two domains in folders (data/folders.py), source_root and target_root
     height: int = 64                   # image size; 64x128 keeps a CPU epoch in seconds
     width: int = 128
     # Images per split. Target-train labels are hidden from adaptation; target_val is the
@@ -42,6 +43,9 @@ class DataConfig:
     # (width, height) target *training* images are resized to. Target val and test keep their
     # labels at native resolution and logits are upsampled to them (2048x1024 for Cityscapes).
     target_size: tuple | None = None
+    # "folders" only: the class file (JSON) that maps both domains' label values to one class
+    # list; None: target_root/classes.json.
+    classes: str | None = None
 
 
 @dataclass
@@ -190,7 +194,7 @@ _SIZE = (lambda v: len(v) == 2 and all(type(x) is int and x >= 1 for x in v),
 # where the annotation allows it. Checked by `validate` when a config is built (`preset`,
 # `override`) and again before training.
 RANGES = {
-    "data.dataset": _one_of("embedded", "gta5", "synthia"),
+    "data.dataset": _one_of("embedded", "gta5", "synthia", "folders"),
     # The embedded generator draws scenes of at least 16 px a side; what the network and the
     # discriminators need at the configured sizes is checked before training (stages).
     "data.height": (lambda v: v >= 16, ">= 16"), "data.width": (lambda v: v >= 16, ">= 16"),

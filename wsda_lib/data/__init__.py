@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .benchmark import load_embedded
+from .folders import load_folders
 from .readers import open_dataset
 from .real import load_real
 from .splits import SPLIT_NAMES, Benchmark, Split
@@ -18,8 +19,13 @@ def load(data_cfg, cache_dir: str | Path, verbose: bool = True) -> Benchmark:
 
     data.dataset = "embedded": the embedded benchmark, generated once into cache_dir.
     "gta5" or "synthia": that source with Cityscapes (data.target_root) as the target, in the
-    class protocol data.class_protocol (19, 16 or 13). Errors name the config field.
+    class protocol data.class_protocol (19, 16 or 13). "folders": any two domains in folders
+    (data.source_root, data.target_root) with a class file (folders.py). Errors name the
+    config field or the file.
     """
+    if data_cfg.classes is not None and data_cfg.dataset != "folders":
+        raise ValueError(f"data.classes={data_cfg.classes!r} is read for data.dataset="
+                         f"'folders' only; {data_cfg.dataset!r} has its own classes")
     if data_cfg.dataset == "embedded":
         roots = [f"data.{k}" for k in ("source_root", "target_root") if getattr(data_cfg, k)]
         if roots:  # they would be ignored: the run would train on the generated benchmark
@@ -30,9 +36,11 @@ def load(data_cfg, cache_dir: str | Path, verbose: bool = True) -> Benchmark:
             raise ValueError(f"data.class_protocol={data_cfg.class_protocol!r}: the embedded "
                              f"benchmark has its own ten classes; leave it None")
         return load_embedded(data_cfg, cache_dir, verbose=verbose)
+    if data_cfg.dataset == "folders":
+        return load_folders(data_cfg, cache_dir)
     if data_cfg.dataset not in ("gta5", "synthia"):
-        raise ValueError(f"data.dataset={data_cfg.dataset!r}: expected 'embedded', 'gta5' or "
-                         f"'synthia'")
+        raise ValueError(f"data.dataset={data_cfg.dataset!r}: expected 'embedded', 'gta5', "
+                         f"'synthia' or 'folders'")
     if not (data_cfg.source_root and data_cfg.target_root):
         raise ValueError(f"data.dataset={data_cfg.dataset!r} needs data.source_root (GTA5 or "
                          f"SYNTHIA; --source-root) and data.target_root (Cityscapes; "
