@@ -3,6 +3,7 @@ reader accepts, each it refuses by name, and the round trip from the embedded be
 folders and back, which trains the same weights."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,201 @@ def test_wsda_data_check_reports_each_folder_split_and_refuses_misplaced_options
     assert "--class-file" in capsys.readouterr().err
     assert main(["data", "export-embedded", str(root), "--preset", "smoke"]) == 2
     assert f"{root}: exists" in capsys.readouterr().err
+
+
+# --- weak labels as a WDA user has them, ready-made class files, every stage on folders ---
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The smoke benchmark exported to folders, and a copy whose target train has no pixel
+    labels (its weak labels only in the CSVs that export writes)."""
+    from wsda_lib.data.folders import export_names
+    from wsda_lib.method.point_supervision import split_points
+
+    root = tmp_path_factory.mktemp("folders")
+    memory = data.load(preset("smoke").data, root / "cache")
+    target = memory["target_train"]
+    export_benchmark(memory, root / "labelled", split_points(target, 0,
+                                                             export_names(len(target))))
+    import shutil
+
+    shutil.copytree(root / "labelled", root / "tags")
+    shutil.rmtree(root / "tags/target/ann_dir/train")
+    return root
+
+
+def _folders(root, csvs: bool = True) -> dict:
+    cfg = {"data.dataset": "folders", "data.source_root": str(root / "source"),
+           "data.target_root": str(root / "target")}
+    if csvs:
+        cfg.update({"data.image_labels": str(root / "target/image_labels.csv"),
+                    "data.points": str(root / "target/points.csv")})
+    return cfg
+
+
+def test_image_labels_and_points_from_csv_agree_with_those_from_the_label_maps(exported,
+                                                                                tmp_path):
+    """The two routes to target train's weak labels give the same labels and clicks: derived
+    from ann_dir/train (the paper's rule; points drawn per image) and read from the CSVs
+    export wrote, with or without the label maps beside them."""
+    from wsda_lib.method.point_supervision import ItemPoints
+
+    cfg = preset("smoke")
+    derived = data.load(override(cfg, **_folders(exported / "labelled", False)).data,
+                        tmp_path)["target_train"]
+    drawn = np.stack([ItemPoints(0)(derived[i]).numpy() for i in range(len(derived))])
+    for copy in ("labelled", "tags"):
+        read = data.load(override(cfg, **_folders(exported / copy)).data, tmp_path)
+        target = read["target_train"]
+        assert np.array_equal(target.weak_labels, derived.weak_labels)
+        assert np.array_equal(target.points, drawn) and (drawn >= 0).sum() > len(drawn)
+        assert torch.equal(target[3]["weak_label"], derived[3]["weak_label"])
+    assert not target.has_pixel_labels and (target.label(0) == 255).all()
+
+
+def test_points_are_scaled_to_the_training_size(tmp_path):
+    """A click at column x, row y of a 4x3 image, trained on at 8x6: flat index (2y)·8 + 2x."""
+    from wsda_lib.data.tags import read_points
+
+    csv = tmp_path / "points.csv"
+    csv.write_text("image,class,x,y\na.png,car,3,1\n")
+    points = read_points(csv, ["a.png"], ["road", "car"], [(4, 3)], (8, 6))
+    assert points.tolist() == [[-1, 2 * 8 + 6]]
+
+
+@pytest.mark.parametrize("kind, text, message", [
+    ("image_labels", "a.png,road\nb.png,car\n", "image 'b.png' is not in the split's folder"),
+    ("image_labels", "a.png,tree\n", "class 'tree' is not in the class file"),
+    ("image_labels", "a.png,road\na,car\n", "has a row already (line 1)"),
+    ("image_labels", "# no rows\n", "1 image(s) of the split have no row"),
+    ("points", "a.png,car,4,0\n", "point (4, 0) is outside the image 'a.png' of 4x3"),
+    ("points", "a.png,car,1\n", "3 fields; expected image,class,x,y"),
+    ("points", "a.png,car,one,0\n", "expected whole pixel coordinates"),
+    ("points", "a.png,car,1,0\na.png,car,2,0\n", "has a 'car' point already (line 1)"),
+    ("points", "z.png,car,1,0\n", "image 'z.png' is not in the split's folder"),
+])
+def test_a_csv_mistake_is_refused_naming_the_file_line_and_field(tmp_path, kind, text, message):
+    """Every mistake in the CSVs is refused when the data is loaded, before any training,
+    naming the file, the line and the config field."""
+    root = _domain(tmp_path / "t")
+    _domain(root, "val"), _domain(root, "test")
+    _domain(tmp_path / "s"), _domain(tmp_path / "s", "val")
+    _classes(root)
+    csv = tmp_path / f"{kind}.csv"
+    csv.write_text(text)
+    cfg = override(preset("smoke"), **{"data.dataset": "folders", f"data.{kind}": str(csv),
+                                       "data.source_root": str(tmp_path / "s"),
+                                       "data.target_root": str(root)})
+    with pytest.raises(ValueError, match=re.escape(message)) as e:
+        data.load(cfg.data, tmp_path / "cache")
+    assert str(csv) in str(e.value) and f"(data.{kind})" in str(e.value)
+
+
+def test_yaml_and_ready_made_class_files_read_as_the_library_protocols(tmp_path):
+    """A YAML class file reads as its JSON twin; "cityscapes-19/16/13" map every Cityscapes
+    labelId (0-33) as the GTA5/Cityscapes readers' protocols do, "cityscapes-19-trainids"
+    maps trainIds to themselves."""
+    import yaml
+
+    from wsda_lib.data.classes import protocol
+
+    spec = {"classes": ["road", "car"], "values": {"7": "road", "26": "car", "0": ""},
+            "ignore": 255}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "c.json").write_text(json.dumps(spec))
+    a, b = read_class_file(tmp_path / "c.yaml"), read_class_file(tmp_path / "c.json")
+    assert a.values == b.values == {7: 0, 26: 1, 0: 255, 255: 255}
+    ids = np.arange(34).reshape(2, 17)
+    for n in (19, 16, 13):
+        ready = read_class_file(f"cityscapes-{n}")
+        assert ready.class_set.names == protocol(n).class_set.names
+        assert np.array_equal(ready.map_label_ids(ids), protocol(n).map_label_ids(ids,
+                                                                                  "cityscapes"))
+    train_ids = read_class_file("cityscapes-19-trainids")
+    assert train_ids.map_label_ids(np.arange(19)).tolist() == list(range(19))
+    with pytest.raises(ValueError, match="no such ready-made class file"):
+        data.folders.ready_made("cityscapes-20")
+
+
+def test_every_stage_trains_on_folders_whose_target_train_has_only_csv_labels(exported,
+                                                                             capsys):
+    """The whole series (smoke) on a folder pair whose target train holds images and the two
+    CSVs only: every stage trains but the oracle, which is refused by name before training
+    (it needs target train's pixel labels) and trains once they are there; self-training
+    reports no pseudo-label quality, having nothing to measure it against."""
+    from wsda_lib.cli import main
+    from wsda_lib.stages import STAGES
+
+    runs = exported / "runs"
+    sets = [f"{k}={v}" for k, v in _folders(exported / "tags").items()]
+    for name in STAGES:
+        rc = main(["train", "--preset", "smoke", "--stage", name, "--run-dir", str(runs),
+                   "--set", *sets])
+        assert rc == (2 if name == "oracle" else 0), name
+    assert "stage 'oracle' trains on target train's pixel labels" in capsys.readouterr().err
+    metrics = json.loads(next(runs.glob("models/uda_self_training-*/metrics.json")).read_text())
+    assert metrics["pseudo_labels"] == {} and metrics["pseudo_weak_start"]["precision"] > 0
+    labelled = [f"{k}={v}" for k, v in _folders(exported / "labelled", False).items()]
+    assert main(["train", "--preset", "smoke", "--stage", "oracle", "--run-dir", str(runs),
+                 "--set", *labelled]) == 0
+
+
+def test_predictions_are_exported_in_the_datasets_own_label_values(tmp_path):
+    """export_predictions writes a folder dataset's stored values (index labels) or colours
+    (colour labels), at the label's size: a model that always predicts "car" gives 11 where
+    the class file stores car as 11, and car's colour where it is colour-coded."""
+    from wsda_lib.export import export_predictions
+
+    class Car(torch.nn.Module):
+        def forward(self, x):
+            zero = torch.zeros_like(x[:, :1])
+            return torch.cat([zero, zero + 1, zero], 1), None
+
+    stored = np.where(LABEL == 255, 0, LABEL + 10).astype(np.uint8)
+    cls = _classes(tmp_path, values={"10": "road", "11": "car", "12": "sky"}, ignore=0)
+    split = open_folder_split(_domain(tmp_path / "v", label=stored), "train",
+                              read_class_file(cls), "target_test")
+    path, = export_predictions(Car(), split, tmp_path / "out")
+    assert np.asarray(Image.open(path)).tolist() == [[11] * 4] * 3
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    colours = _classes(tmp_path, colours={"1,1,1": "road", "0,0,142": "car", "2,2,2": "sky"},
+                       ignore="0,0,0")
+    split = open_folder_split(_domain(tmp_path / "c", label=rgb), "train",
+                              read_class_file(colours), "target_test")
+    path, = export_predictions(Car(), split, tmp_path / "out2")
+    assert (np.asarray(Image.open(path)) == [0, 0, 142]).all()
+
+
+def test_torchrun_trains_on_folders_and_evaluate_exports_the_predictions(exported, tmp_path):
+    """WDA with points from the CSVs under torchrun (two processes): one checkpoint, whose
+    `wsda evaluate` scores equal the run's own; `--export DIR` writes one label PNG per
+    target test image in the class file's values (here the class indices) and refuses a
+    folder that holds files."""
+    import os
+    import subprocess
+    import sys
+
+    sets = [f"{k}={v}" for k, v in _folders(exported / "tags").items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "wsda_lib.cli", "train", "--preset", "smoke", "--stage", "wda_point",
+           "--run-dir", str(tmp_path), "--device", "cpu",
+           "--set", "train.iterations=6", "adapt.iterations=4", *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reported = json.loads(done.stdout.strip().splitlines()[-1])
+    checkpoint, = tmp_path.rglob("wda_point-*/checkpoint.pt")
+    evaluate = [sys.executable, "-m", "wsda_lib.cli", "evaluate", "--checkpoint",
+                str(checkpoint), "--run-dir", str(tmp_path), "--device", "cpu", "--export"]
+    single = subprocess.run([*evaluate, str(tmp_path / "pred")], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    scores = json.loads(single.stdout.strip().splitlines()[-2])
+    assert all(scores[s]["miou"] == reported[s] for s in ("target_val", "target_test"))
+    written = sorted((tmp_path / "pred").iterdir())
+    assert [p.name for p in written] == sorted(
+        p.name for p in (exported / "tags/target/img_dir/test").iterdir())
+    assert set(np.unique(np.asarray(Image.open(written[0])))) <= set(range(10))
+    again = subprocess.run([*evaluate, str(tmp_path / "pred")], capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert again.returncode == 2 and "the folder is not empty" in again.stderr

@@ -237,14 +237,30 @@ def test_same_seed_gives_the_same_results_json(executed):
 
 
 def test_06_without_data_shows_the_checker_report(tmp_path):
-    """Notebook 06 is outside the series; without datasets it reports instead of failing."""
+    """Notebook 06 is outside the series; without datasets it reports instead of failing.
+    Its last section trains four stages on the smoke benchmark written out as folders whose
+    target train has CSV labels only, shows their per-class IoU, and shows the oracle
+    refused by name."""
     from wsda_lib.reproduce import run_notebook
 
     out = tmp_path / "06.ipynb"
     run_notebook(NOTEBOOKS / "06_real_datasets.ipynb", out,
                  {"GTA5_ROOT": str(tmp_path / "nope"), "SYNTHIA_ROOT": str(tmp_path / "nope"),
-                  "CITYSCAPES_ROOT": str(tmp_path / "nope")}, cell_timeout=300)
+                  "CITYSCAPES_ROOT": str(tmp_path / "nope"), "RUN_DIR": str(tmp_path / "runs")},
+                 cell_timeout=300)
     text = _text(out)
     assert text.count("cannot be used yet") == 3 and "no images/ folder" in text
     assert "paper_gta5: resnet101, 19 classes" in text
+    assert "'image_labels.csv'" in text and "image,class,x,y" in text
+    assert "refused: stage 'oracle' trains on target train's pixel labels" in text
+    assert all(f"{name} " in _tables(out) for name in ("source_only", "uda_weak", "wda_image",
+                                                       "wda_point"))
     assert "06_real_datasets.ipynb" not in [p.name for p in series()]
+
+
+def test_every_notebook_cell_has_an_id():
+    """nbformat 4.5 cells carry ids (nbformat warns now and will refuse later); a cell added
+    by a script without one is caught here."""
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        assert all(c.get("id") for c in cells), path.name

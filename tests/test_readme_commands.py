@@ -210,14 +210,18 @@ def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
 
 def test_your_own_data_from_the_embedded_benchmark(copy):
     """The README's "Your own data" commands: export the smoke benchmark as folders, check
-    the target folder, train a stage from them."""
+    the target folder and its CSVs, train WDA with points from them, score and export."""
     this = test_your_own_data_from_the_embedded_benchmark
     commands = [c for c, test in RUN_HERE.items() if test is this]
-    exported, checked, trained = (run(copy, c) for c in commands)
+    exported, checked, trained, evaluated = (run(copy, c) for c in commands)
     assert "wrote 224 images to my_domains" in exported.stdout
     assert checked.stdout.count("no problems") == 3  # train, val, test
+    assert "image_labels.csv: 64 images" in checked.stdout and "points.csv:" in checked.stdout
     report = json.loads(trained.stdout.strip().splitlines()[-1])
-    assert report["run"].startswith("runs/models/uda_weak-") and report["target_test"] > 0
+    assert report["run"].startswith("my_runs/models/wda_point-") and report["target_test"] > 0
+    scores = json.loads(evaluated.stdout.strip().splitlines()[-2])
+    assert scores["target_test"]["miou"] == report["target_test"]
+    assert len(list((copy / "my_predictions").glob("*.png"))) == 32
 
 
 def test_make_clean(copy):
@@ -228,11 +232,16 @@ def test_make_clean(copy):
 RUN_HERE = {
     ".venv/bin/wsda data export-embedded my_domains --preset smoke":
     test_your_own_data_from_the_embedded_benchmark,
-    ".venv/bin/wsda data check --dataset folders --root my_domains/target":
+    ".venv/bin/wsda data check --dataset folders --root my_domains/target --image-labels "
+    "my_domains/target/image_labels.csv --points my_domains/target/points.csv":
     test_your_own_data_from_the_embedded_benchmark,
-    ".venv/bin/wsda train --preset smoke --stage uda_weak --set data.dataset=folders "
-    "--source-root my_domains/source --target-root my_domains/target":
+    ".venv/bin/wsda train --preset smoke --stage wda_point --set data.dataset=folders "
+    "data.image_labels=my_domains/target/image_labels.csv "
+    "data.points=my_domains/target/points.csv "
+    "--source-root my_domains/source --target-root my_domains/target --run-dir my_runs":
     test_your_own_data_from_the_embedded_benchmark,
+    ".venv/bin/wsda evaluate --checkpoint my_runs/models/wda_point-*/checkpoint.pt --run-dir "
+    "my_runs --export my_predictions": test_your_own_data_from_the_embedded_benchmark,
     "make lint": test_make_lint,
     "make smoke": test_make_smoke,
     "make reproduce PRESET=smoke SEEDS=1": test_make_reproduce_in_the_smoke_preset_with_one_seed,

@@ -32,11 +32,13 @@ from .method.weak_classification import Pooling, image_class_scores, pseudo_weak
 def class_presence(model, split, device, pool: Pooling, batch_size: int = 64):
     """Image-level class scores P_c (N, C) of a model (in eval mode) on a split, pooled by
     `pool` (Pooling.from_config(cfg.adapt) for what a config trains with), and the split's
-    own image-level labels (N, C), for presence precision/recall."""
+    own image-level labels (N, C), for presence precision/recall (None for a split without
+    them: target train from folders with neither label maps nor data.image_labels)."""
     model.eval()
     scores = [image_class_scores(model(b["image"].to(device))[0], pool).cpu()
               for b in DataLoader(split, batch_size=batch_size)]
-    return torch.cat(scores).numpy(), np.asarray(split.weak_labels)
+    truth = np.asarray(split.weak_labels) if getattr(split, "has_image_labels", True) else None
+    return torch.cat(scores).numpy(), truth
 
 
 @torch.no_grad()
@@ -217,7 +219,8 @@ def write_pseudo_labels(model, split, adapt, device, folder: str | Path,
     per-class confidences for the thresholds (method.self_training.ClassThresholds: exact up
     to `exact_budget` pixels, within 1/65536 beyond), the second labels, writes and counts.
     The maps, thresholds and quality are pseudo_label_maps' whenever the thresholds are
-    exact (the embedded benchmark)."""
+    exact (the embedded benchmark). A split without pixel labels (has_pixel_labels False)
+    has no quality: {} there."""
     folder = Path(folder)
     record = folder / PSEUDO_LABEL_RECORD
     if record.is_file():
@@ -234,7 +237,8 @@ def write_pseudo_labels(model, split, adapt, device, folder: str | Path,
                                                             batch_size):
         for name, labels in _label_steps(conf, pred, weak, thresholds).items():
             labels = labels.numpy().astype(np.uint8)
-            counts[name] = counts.get(name, 0) + quality_counts(labels, truth)
+            if getattr(split, "has_pixel_labels", True):
+                counts[name] = counts.get(name, 0) + quality_counts(labels, truth)
             if name == "filtered":
                 for lb in labels:
                     _write_png(pseudo_label_file(folder, i), lb)

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__, distributed, runs, study
@@ -22,9 +23,21 @@ from .config import (
     validate,
 )
 from .data import load, open_dataset
-from .data.folders import CLASS_FILE, export_benchmark, open_folder_split, read_class_file
+from .data.files import image_size
+from .data.folders import (
+    CLASS_FILE,
+    IMAGE_SUFFIXES,
+    UnlabelledImages,
+    export_benchmark,
+    export_names,
+    open_folder_split,
+    read_class_file,
+)
+from .data.tags import read_image_labels, read_points
 from .engine import resolve_device
 from .evaluate import scores as evaluate_scores
+from .export import export_predictions
+from .method.point_supervision import split_points
 from .reproduce import SERIES_PRESETS, NotebookFailed, reproduce
 from .stages import (
     STAGES,
@@ -130,6 +143,11 @@ def _evaluate_parser(sub) -> None:
     e.add_argument("--device", default="auto")
     e.add_argument("--run-dir", type=Path, default=Path("runs"),
                    help="where the cached benchmark lives")
+    e.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="also write the predictions on --split as label PNGs in the dataset's "
+                        "own label values (a new or empty folder)")
+    e.add_argument("--split", default=None, choices=("target_val", "target_test"),
+                   help="the split --export writes (default: target_test)")
 
 
 def _data_parser(sub) -> None:
@@ -147,6 +165,10 @@ def _data_parser(sub) -> None:
                        help="19 (default for GTA5/Cityscapes) or 16/13 (default 16 for SYNTHIA)")
     check.add_argument("--class-file", type=Path, default=None,
                        help="folders: the class file (default: ROOT/classes.json)")
+    check.add_argument("--image-labels", type=Path, default=None,
+                       help="folders: a CSV of image,class[,class...] for the train images")
+    check.add_argument("--points", type=Path, default=None,
+                       help="folders: a CSV of image,class,x,y for the train images")
     export = data_sub.add_parser("export-embedded", help="write the embedded benchmark as a "
                                  "folder dataset (source/ and target/, with a class file)")
     export.add_argument("out", type=Path, help="a new folder (an existing one is refused)")
@@ -177,8 +199,10 @@ def _data_check(args) -> int:
         return _export_embedded(args)
     if args.dataset == "folders":
         return _check_folders(args)
-    if args.class_file:
-        raise ValueError(f"--class-file {args.class_file}: for --dataset folders only")
+    for option in ("class_file", "image_labels", "points"):
+        if getattr(args, option):
+            raise ValueError(f"--{option.replace('_', '-')} {getattr(args, option)}: for "
+                             f"--dataset folders only")
     kwargs = {"size": None, "checking": True}
     if args.classes:
         kwargs["num_classes"] = args.classes
@@ -199,7 +223,9 @@ def _data_check(args) -> int:
 
 def _check_folders(args) -> int:
     """`wsda data check --dataset folders`: every split folder of the domain at --root read
-    against the class file, each reported; exit 1 on any problem."""
+    against the class file, each reported (a train folder without ann_dir/train: its images,
+    and the CSVs --image-labels and --points against them), then the classes no label map
+    holds; exit 1 on any problem."""
     if args.classes:
         raise ValueError(f"--classes {args.classes}: a folder dataset's classes come from its "
                          f"class file (--class-file)")
@@ -208,16 +234,67 @@ def _check_folders(args) -> int:
                                               if (args.root / "img_dir" / s).is_dir()]
     if not splits:
         raise ValueError(f"{args.root / 'img_dir'}: no train, val or test folder")
-    ok = True
+    ok, seen = True, np.zeros(class_file.class_set.num_classes, bool)
     for split in splits:
-        report = open_folder_split(args.root, split, class_file, split, checking=True).check()
+        if split == "train" and not (args.root / "ann_dir" / "train").is_dir():
+            ok = _check_unlabelled(args, class_file) and ok
+            continue
+        folder = open_folder_split(args.root, split, class_file, split, checking=True)
+        report = folder.check()
         print(f"folders {split} at {args.root} (classes: {class_file.path}): {report}")
         ok = ok and report.ok
+        seen |= _classes_present(folder)
+    unseen = [n for n, s in zip(class_file.class_set.names, seen, strict=True) if not s]
+    if unseen:
+        print(f"classes of {class_file.path} in no label map checked: {unseen}")
+    if args.image_labels or args.points:
+        _check_csvs(args, class_file)
     return 0 if ok else 1
 
 
+def _classes_present(folder) -> np.ndarray:
+    """(C,) bool: the classes some readable label map of `folder` holds."""
+    present = np.zeros(folder.class_set.num_classes, bool)
+    for i in range(len(folder)):
+        try:
+            label = folder.label(i)
+        except ValueError:  # reported by check()
+            continue
+        values = np.unique(label)
+        present[values[values < len(present)]] = True
+    return present
+
+
+def _check_unlabelled(args, class_file) -> bool:
+    """A train folder without labels: every image read, and the CSVs checked against it."""
+    images = sorted(p for p in (args.root / "img_dir" / "train").iterdir()
+                    if p.suffix.lower() in IMAGE_SUFFIXES)
+    report = UnlabelledImages("train", images, class_file.class_set).check()
+    print(f"folders train at {args.root} (no ann_dir/train: images only): {report}")
+    if not (args.image_labels or args.points):
+        print("no --image-labels or --points given: the train images alone can adapt (UDA); "
+              "WDA needs image-level labels")
+    return report.ok
+
+
+def _check_csvs(args, class_file) -> None:
+    """The CSVs --image-labels and --points read against the train images (tags.py); a
+    mistake is a ValueError naming the file, the line and the option."""
+    images = sorted(p for p in (args.root / "img_dir" / "train").iterdir()
+                    if p.suffix.lower() in IMAGE_SUFFIXES)
+    names, classes = [im.name for im in images], class_file.class_set.names
+    if args.image_labels:
+        tags = read_image_labels(args.image_labels, names, classes, "--image-labels")
+        print(f"{args.image_labels}: {len(names)} images, {int(tags.sum())} image-level labels")
+    if args.points:
+        points = read_points(args.points, names, classes, [image_size(im) for im in images],
+                             field="--points")
+        print(f"{args.points}: {int((points >= 0).sum())} points")
 def _export_embedded(args) -> int:
-    counts = export_benchmark(load(preset(args.preset).data, args.run_dir / "data"), args.out)
+    bench = load(preset(args.preset).data, args.run_dir / "data")
+    target = bench["target_train"]
+    clicks = split_points(target, 0, export_names(len(target)))  # as ItemPoints(0) on folders
+    counts = export_benchmark(bench, args.out, clicks)
     print(f"wrote {sum(counts.values())} images to {args.out}: {counts}; classes in "
           f"{args.out / 'target' / CLASS_FILE}")
     return 0
@@ -309,6 +386,12 @@ def _printed(scores: dict) -> dict:
 
 
 def _evaluate(args) -> int:
+    if args.split and not args.export:
+        raise ValueError(f"--split {args.split}: names the split --export writes; give --export "
+                         f"DIR too (every split is scored without it)")
+    if args.export and args.export.exists() and any(args.export.iterdir()):
+        raise FileExistsError(f"--export {args.export}: the folder is not empty; give a new "
+                              f"or empty one, so that no file is overwritten")
     state = runs.load_checkpoint(args.checkpoint)
     cfg = _checkpoint_config(args.checkpoint, state)
     bench = load(cfg.data, args.run_dir / "data", verbose=False)
@@ -317,6 +400,10 @@ def _evaluate(args) -> int:
     device = resolve_device(args.device)
     scores = evaluate_splits(model.to(device), bench, cfg, device)
     print(json.dumps({s: _printed(v) for s, v in scores.items()}))
+    if args.export:
+        split = args.split or "target_test"
+        written = export_predictions(model, bench[split], args.export, device)
+        print(f"wrote {len(written)} predictions of {split} to {args.export}")
     return 0
 
 

@@ -46,6 +46,11 @@ class DataConfig:
     # "folders" only: the class file (JSON) that maps both domains' label values to one class
     # list; None: target_root/classes.json.
     classes: str | None = None
+    # "folders" only: target train's image-level labels and clicked points as CSV files
+    # (data/tags.py): image,class[,class...] and image,class,x,y. None: derived from
+    # target train's label maps (ann_dir/train), which are then required for WDA.
+    image_labels: str | None = None
+    points: str | None = None
 
 
 @dataclass

@@ -475,7 +475,7 @@ def _target_weak_labels(a, model, logits_t, tgt) -> tuple[torch.Tensor | None, d
         else:
             y_t = tgt["pseudo_weak"] if a.pseudo_weak_from == "start" \
                 else (p_t > a.pseudo_threshold).float()
-        return y_t, weak_label_log(p_t, y_t, tgt["weak_label"], logits_t)
+        return y_t, weak_label_log(p_t, y_t, tgt.get("weak_label"), logits_t)
     if a.weak_labels in ("image", "point"):
         return tgt["weak_label"], {}
     return None, {}
@@ -489,7 +489,10 @@ def weak_label_log(scores, pseudo, truth, logits) -> dict:
     present and that truly contain the class; the mean P_c over truly present and truly
     absent (image, class) pairs; and the mean logit, which L_c's positive labels can raise
     for every class at once without changing any softmax.
-    scores, pseudo, truth (B, C); logits (B, C, h, w)."""
+    scores, pseudo, truth (B, C); logits (B, C, h, w). truth None (a target without
+    image-level labels): the mean logit alone."""
+    if truth is None:
+        return {"mean_logit": float(logits.mean())}
     precision, recall = presence_precision_recall(pseudo, truth)
     present = truth > 0
     return {"pseudo_precision": precision, "pseudo_recall": recall,

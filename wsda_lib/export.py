@@ -1,6 +1,9 @@
-"""Predictions in Cityscapes format, and the official Cityscapes script's score of them.
+"""Predictions as label files, and the official Cityscapes script's score of them.
 
-`export_cityscapes` writes labelId PNGs at the ground truth's native resolution;
+`export_predictions` (`wsda evaluate --export`) writes one label PNG per image at the ground
+truth's native resolution, in the dataset's own label values: Cityscapes labelIds for the
+real datasets (`export_cityscapes`), the class file's stored values or colours for a folder
+dataset (data/folders.py), class indices for the embedded benchmark;
 `official_scores` (`wsda official-eval`) scores such a folder with cityscapesscripts'
 evalPixelLevelSemanticLabeling in-process, as its own command cannot under NumPy 2.
 """
@@ -38,14 +41,16 @@ def _native_size(dataset, index: int, label: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def export_cityscapes(model, dataset, out_dir: str | Path, device="cpu",
-                      batch_size: int = 1) -> list[Path]:
-    """Write one labelId PNG (uint8, H x W) per image, `<image stem>.png` in out_dir, for
-    cityscapesscripts' evalPixelLevelSemanticLabeling. Predictions are made at the ground
-    truth's native resolution (the logits upsampled to the label file's size, 2048x1024 for
-    Cityscapes val), whatever size the dataset resizes its images and labels to: the official
-    script refuses predictions of another size. Logits that hold NaN or inf are a
-    FloatingPointError naming the split and the batch. Returns the paths."""
+def export_predictions(model, dataset, out_dir: str | Path, device="cpu",
+                       batch_size: int = 1) -> list[Path]:
+    """Write one label PNG per image, `<image stem>.png` in out_dir, in the dataset's own
+    label values (its protocol's to_label_ids: Cityscapes labelIds (uint8, H x W) for
+    cityscapesscripts' evalPixelLevelSemanticLabeling, a folder dataset's stored values or
+    colours (H x W x 3); class indices where there is no protocol). Predictions are made at
+    the ground truth's native resolution (the logits upsampled to the label file's size,
+    2048x1024 for Cityscapes val), whatever size the dataset resizes its images and labels
+    to: the official script refuses predictions of another size. Logits that hold NaN or
+    inf are a FloatingPointError naming the split and the batch. Returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -54,6 +59,9 @@ def export_cityscapes(model, dataset, out_dir: str | Path, device="cpu",
         return _export(model, dataset, out_dir, batch_size, device)
     finally:
         model.train(was_training)
+
+
+export_cityscapes = export_predictions  # Cityscapes labelIds for the real datasets
 
 
 def _export(model, dataset, out_dir: Path, batch_size: int, device) -> list[Path]:
@@ -69,7 +77,9 @@ def _export(model, dataset, out_dir: Path, batch_size: int, device) -> list[Path
                      for k, s in enumerate(sizes)]
         for name, p in zip(batch["name"], preds, strict=True):
             path = out_dir / f"{Path(name).stem}.png"
-            Image.fromarray(dataset.protocol.to_label_ids(p)).save(path)
+            protocol = getattr(dataset, "protocol", None)
+            stored = protocol.to_label_ids(p) if protocol is not None else p.astype(np.uint8)
+            Image.fromarray(stored).save(path)
             written.append(path)
     return written
 

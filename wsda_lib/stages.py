@@ -17,6 +17,7 @@ and target test). Every stage keeps its final weights: none is selected by a tar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -254,8 +255,9 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
         labels, metrics["pseudo_weak_start"] = pseudo_weak_quality(model, target, cfg, device)
         if a.pseudo_weak_from == "start":
             extras["pseudo_weak"] = labels
-    if a.weak_labels == "point":
-        extras["points"] = (sample_points(target.labels_array(), target.weak_labels, seed)
+    if a.weak_labels == "point":  # clicks given (data.points), else drawn from the labels
+        extras["points"] = (target.points if getattr(target, "points", None) is not None else
+                            sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
         decides = key_config(cfg)
@@ -285,6 +287,8 @@ def pseudo_weak_quality(model, split, cfg: Config, device) -> tuple[np.ndarray, 
                                    cfg.train.eval_batch_size)
     model.train()
     labels = (scores > a.pseudo_threshold).astype(np.float32)
+    if truth is None:  # a target without image-level labels: nothing to measure against
+        return labels, {}
     quality = presence_scores(labels.ravel()[:, None], truth.ravel()[:, None])
     return labels, {k: v[0] for k, v in quality.items()}
 
@@ -306,9 +310,27 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
                              f"sets one, so that its runs are keyed by the images they saw")
         config["benchmark"] = (synthetic.fingerprint(synthetic.DOMAINS) if benchmark is None
                                else benchmark.fingerprint)
+    if cfg.data.dataset == "folders":  # an edited class file or CSV is another run
+        config["files"] = folder_files_digest(cfg.data)
+        if stage(name).start_from is None:  # supervised: target train's CSVs are not read
+            for field_name in ("image_labels", "points"):
+                config["data"].pop(field_name, None)
+                config["files"].pop(field_name, None)
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had
         config["world_size"] = distributed.world_size()
     return config
+
+
+def folder_files_digest(data_cfg) -> dict:
+    """{field: sha256 of the file's bytes} of the class file and the CSVs a folder dataset's
+    config names (data.classes, or target_root/classes.json; data.image_labels; data.points):
+    part of a run's key, as the files decide what it trains on."""
+    from .data.folders import CLASS_FILE, READY_MADE
+    classes = data_cfg.classes or str(Path(data_cfg.target_root or ".") / CLASS_FILE)
+    named = {"classes": classes, "image_labels": data_cfg.image_labels,
+             "points": data_cfg.points}
+    return {k: hashlib.sha256(Path(v).read_bytes()).hexdigest()[:16] if v not in READY_MADE
+            else v for k, v in named.items() if v and (v in READY_MADE or Path(v).is_file())}
 
 
 def chain(name: str) -> list[str]:
@@ -364,8 +386,33 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
         a = stage_cfg.adapt
         if stage(each).start_from and a.pixel_adaptation and a.translated_source_dir:
             TranslatedSource(benchmark["source_train"], a.translated_source_dir).check()
+    check_target_labels(name, cfg, benchmark["target_train"])
     runs.check_writable(run_root, need_bytes=_checkpoint_bytes(stage_config(name, cfg),
                                                                benchmark.class_set))
+
+
+def check_target_labels(name: str, cfg: Config, target) -> None:
+    """Each stage of `name`'s chain has the target train labels it trains on: pixel labels
+    for the oracle, image-level labels for WDA (data.image_labels, or label maps), points or
+    label maps to draw them from for WDA with points. Raises ValueError naming the stage and
+    the field."""
+    for each in chain(name):
+        c = stage_config(each, cfg)
+        if c.train.split == "target_train" and not stage(each).start_from and \
+                not target.has_pixel_labels:
+            raise ValueError(f"stage {each!r} trains on target train's pixel labels, and "
+                             f"target train has none (no ann_dir/train in data.target_root="
+                             f"{cfg.data.target_root!r})")
+        if stage(each).start_from and c.adapt.weak_labels in ("image", "point") and \
+                not target.has_image_labels:
+            raise ValueError(f"stage {each!r} trains on target train's image-level labels, "
+                             f"and target train has none: give data.image_labels (a CSV of "
+                             f"image,class[,class...]) or label maps in ann_dir/train")
+        if stage(each).start_from and c.adapt.weak_labels == "point" and \
+                target.points is None and not target.has_pixel_labels:
+            raise ValueError(f"stage {each!r} trains on clicked points, and target train has "
+                             f"neither data.points (a CSV of image,class,x,y) nor label maps "
+                             f"to draw them from")
 
 
 def input_size(split) -> tuple[int, int]:

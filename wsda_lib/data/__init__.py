@@ -23,9 +23,11 @@ def load(data_cfg, cache_dir: str | Path, verbose: bool = True) -> Benchmark:
     (data.source_root, data.target_root) with a class file (folders.py). Errors name the
     config field or the file.
     """
-    if data_cfg.classes is not None and data_cfg.dataset != "folders":
-        raise ValueError(f"data.classes={data_cfg.classes!r} is read for data.dataset="
-                         f"'folders' only; {data_cfg.dataset!r} has its own classes")
+    for name in ("classes", "image_labels", "points"):
+        if getattr(data_cfg, name) is not None and data_cfg.dataset != "folders":
+            raise ValueError(f"data.{name}={getattr(data_cfg, name)!r} is read for "
+                             f"data.dataset='folders' only; {data_cfg.dataset!r} has its own "
+                             f"{'classes' if name == 'classes' else 'labels'}")
     if data_cfg.dataset == "embedded":
         roots = [f"data.{k}" for k in ("source_root", "target_root") if getattr(data_cfg, k)]
         if roots:  # they would be ignored: the run would train on the generated benchmark

@@ -29,7 +29,7 @@ def _record(split, labels: bool, cache_dir: Path) -> Path:
         return f"{path} {st.st_size} {st.st_mtime_ns}"
 
     spec = ["files-checked-v1", split.class_set.name, str(getattr(split, "id_source", "")),
-            str(labels), *(stamp(p) for pair in split.pairs for p in pair)]
+            str(labels), *(stamp(p) for pair in split.pairs for p in pair if p is not None)]
     key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:16]
     return Path(cache_dir) / "checked" / f"{key}.json"
 
@@ -50,7 +50,7 @@ def check_split_files(split, name: str, labels: bool, cache_dir=None) -> None:
     problems = []
     for i, (image, _) in enumerate(pairs):
         try:
-            read_image(image, decode=False)
+            getattr(split, "image_reader", read_image)(image, decode=False)
             if labels:
                 split.label(i)
         except (DatasetError, ValueError) as e:

@@ -234,6 +234,11 @@ class Report:
 
 
 class FileSegmentation(Split):
+    # read_image(path, decode=True) -> (H, W, 3) uint8 RGB, or None after checking the header
+    # (decode=False): the image format rule of this kind of dataset. A subclass may widen it
+    # (folders.read_folder_image also takes grey images).
+    image_reader = staticmethod(read_image)
+
     def __init__(self, name: str, pairs: list[tuple[Path, Path]], protocol: Protocol,
                  id_source: str, read_label: Callable[[Path], np.ndarray],
                  size: tuple[int, int] | None = None, resize_labels: bool = True,
@@ -349,8 +354,8 @@ class FileSegmentation(Split):
         return image_size(self.pairs[i][1], "label")
 
     def _load(self, i: int, outside: bool = False):
-        image_path, label_path = self.pairs[i]
-        image = read_image(image_path)
+        image_path = self.pairs[i][0]
+        image = self.image_reader(image_path)
         label = self._label(i, outside)
         label, mask = label if outside else (label, None)
         if image.shape[:2] != label.shape:
@@ -373,7 +378,7 @@ class FileSegmentation(Split):
         image, label, mask = self._load(i, outside=True)
         item = {"image": to_tensor(image), "label": torch.from_numpy(label.astype(np.int64)),
                 "name": self.item_name(i), "index": i, "outside": torch.from_numpy(mask)}
-        if self.typical_area is not None:
+        if self.has_image_labels:
             item["weak_label"] = torch.from_numpy(self._weak_label(i, label))
         return item
 

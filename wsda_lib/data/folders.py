@@ -9,10 +9,13 @@ Each of data.source_root and data.target_root holds
 
 Splits: source_train is the source's train folder and source_val its val folder (or, without
 one, the last data.val_count training images); target_train, target_val and target_test are
-the target's train, val and test folders. Every split needs its labels (target train's give
-its image-level labels).
+the target's train, val and test folders. Target val and test need labels; target train
+needs none (UnlabelledImages, when there is no ann_dir/train): its image-level labels and
+points come from the CSVs data.image_labels and data.points (tags.py), or else from its
+label maps by the paper's rule.
 
-The class file (JSON: data.classes, or else `classes.json` in the target root):
+The class file (JSON or YAML: data.classes, or else `classes.json` in the target root; or
+a ready-made one by name, READY_MADE: "cityscapes-19", "-16", "-13", "cityscapes-19-trainids"):
 
     {"classes": ["road", "car", ...],      one class list for both domains
      "values": {"7": "road", "26": "car"},  stored label value -> class (default: i -> i-th)
@@ -28,15 +31,17 @@ label, and an image or label that cannot be read (DatasetError, files.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image, UnidentifiedImageError
 
 from ..config import check_range
-from .classes import IGNORE_INDEX, ClassSet
+from .classes import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, ClassSet, protocol
 from .files import (
     NOT_READ,
     UNREADABLE_IMAGE,
@@ -45,16 +50,20 @@ from .files import (
     UNSUPPORTED_LABEL,
     DatasetError,
     FileSegmentation,
+    Report,
+    image_size,
     png_bit_depth,
     read_index_png,
     unpaired_files,
 )
 from .real import _typical_area
-from .splits import Benchmark
+from .splits import Benchmark, Split
+from .tags import read_image_labels, read_points, write_image_labels, write_points
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_IMAGE_MODES = ("RGB", "RGBA", "P", "L")  # 8-bit; grey is converted to RGB explicitly
 CLASS_FILE = "classes.json"
+IMAGE_LABELS, POINTS = "image_labels.csv", "points.csv"  # as export_benchmark names them
 
 
 def _colour_code(rgb: np.ndarray) -> np.ndarray:
@@ -107,19 +116,60 @@ class ClassFile:
             return out.astype(np.uint8)
         return np.stack([out >> 16, (out >> 8) & 255, out & 255], -1).astype(np.uint8)
 
+    to_label_ids = to_stored  # the name export.export_predictions calls on a protocol
 
-def read_class_file(path: str | Path) -> ClassFile:
-    """The class file at `path` (JSON, the module docstring's format). Errors name the file
-    and the field: a missing file, invalid JSON, no "classes", a value that names no class,
-    a stored value outside 0-255, or two of "values" and "colours"."""
-    path = Path(path)
+
+READY_MADE = ("cityscapes-19", "cityscapes-16", "cityscapes-13", "cityscapes-19-trainids")
+
+
+def ready_made(name: str) -> dict:
+    """The class file spec of a ready-made protocol: "cityscapes-19", "-16" or "-13" for
+    labels in Cityscapes labelIds (gtFine_labelIds, GTA5; every other id is ignored), and
+    "cityscapes-19-trainids" for labels in trainIds (mmsegmentation's *_labelTrainIds)."""
+    if name not in READY_MADE:
+        raise ValueError(f"data.classes={name!r}: no such ready-made class file; expected a "
+                         f"path or one of {list(READY_MADE)}")
+    proto = protocol(int(name.split("-")[1]))
+    names = list(proto.class_set.names)
+    if name.endswith("trainids"):
+        values = {str(i): n for i, n in enumerate(names)}
+    else:
+        values = {str(i): "" for i in range(34)}
+        for lid, train in CITYSCAPES_LABEL_TO_TRAIN.items():
+            if int(proto.train_to_protocol[train]) != IGNORE_INDEX:
+                values[str(lid)] = names[int(proto.train_to_protocol[train])]
+    return {"classes": names, "values": values, "ignore": 255,
+            "palette": [list(c) for c in proto.class_set.colors]}
+
+
+def _load_spec(path: Path) -> dict:
+    """The class file's content: JSON, or YAML for a .yaml/.yml file."""
     try:
-        spec = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ValueError(f"{path}: class file is missing (data.classes, or {CLASS_FILE} in "
                          f"data.target_root)") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_class_file(path: str | Path) -> ClassFile:
+    """The class file at `path` (JSON or YAML, the module docstring's format), or a ready-made
+    one by name (READY_MADE). Errors name the file and the field: a missing file, invalid
+    JSON or YAML, no "classes", a value that names no class, a stored value outside 0-255,
+    or both "values" and "colours". A value mapped to "" is ignored, like the ignore value."""
+    if str(path) in READY_MADE:
+        spec, path = ready_made(str(path)), Path(str(path))
+    else:
+        path = Path(path)
+        spec = _load_spec(path)
     names = spec.get("classes") if isinstance(spec, dict) else None
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise ValueError(f"{path}: \"classes\" must be a non-empty list of class names")
@@ -131,16 +181,18 @@ def read_class_file(path: str | Path) -> ClassFile:
                                                                     in enumerate(names)})
     values = {}
     for key, cls in given.items():
-        if cls not in names:
+        if cls != "" and cls not in names:
             raise ValueError(f"{path}: {key!r} maps to {cls!r}, which is not in \"classes\"")
-        values[_stored(key, colours, path)] = names.index(cls)
+        values[_stored(str(key), colours, path)] = names.index(cls) if cls else IGNORE_INDEX
     ignore = spec.get("ignore", "255,255,255" if colours else 255)
     values[_stored(str(ignore), colours, path)] = IGNORE_INDEX
     palette = spec.get("palette") or [_default_colour(i) for i in range(len(names))]
     if len(palette) != len(names):
         raise ValueError(f"{path}: \"palette\" has {len(palette)} colours for {len(names)} "
                          f"classes")
-    class_set = ClassSet(f"folders:{path}", tuple(names), tuple(tuple(c) for c in palette))
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    class_set = ClassSet(f"folders:{path}#{digest}", tuple(names),
+                         tuple(tuple(c) for c in palette))
     return ClassFile(path, class_set, values, colours)
 
 
@@ -173,16 +225,18 @@ def _read_colour_png(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable label file ({e})", UNREADABLE_LABEL) from None
 
 
-def read_folder_image(path: Path) -> np.ndarray:
+def read_folder_image(path: Path, decode: bool = True) -> np.ndarray | None:
     """(H, W, 3) uint8 RGB of an 8-bit PNG or JPEG, colour or grey (grey and palette are
-    converted to RGB explicitly, alpha dropped); DatasetError names the file otherwise."""
+    converted to RGB explicitly, alpha dropped); DatasetError names the file otherwise.
+    decode=False checks the header alone and returns None (files.read_image's rule,
+    widened to grey)."""
     try:
         with Image.open(path) as im:
             depth = png_bit_depth(path)
             if im.mode not in FOLDER_IMAGE_MODES or (depth is not None and depth > 8):
                 raise DatasetError(f"{path}: unsupported image format (mode {im.mode}); "
                                    f"expected an 8-bit RGB or grey image", UNSUPPORTED_IMAGE)
-            return np.array(im.convert("RGB"))
+            return np.array(im.convert("RGB")) if decode else None
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing", "missing image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -193,17 +247,55 @@ class FolderSegmentation(FileSegmentation):
     """One split of a folder dataset: FileSegmentation with images read by
     read_folder_image (grey and JPEG too) and labels mapped by a ClassFile."""
 
-    def _load(self, i: int, outside: bool = False):
-        image_path = self.pairs[i][0]
-        image = read_folder_image(image_path)
-        label = self._label(i)
-        if image.shape[:2] != label.shape:
-            raise DatasetError(f"{image_path}: image {image.shape[:2]} and label "
-                               f"{label.shape} sizes differ")
+    image_reader = staticmethod(read_folder_image)
+
+
+class UnlabelledImages(Split):
+    """Training images without pixel labels (a target train folder with no ann_dir/train):
+    label(i) is all IGNORE_INDEX at the training size, and the image-level labels and points
+    are the ones given (`tags`, `points`, tags.py), if any. Nothing that needs the pixel
+    labels (the oracle, the pseudo labels' quality) can use it: has_pixel_labels is False."""
+
+    has_pixel_labels = False
+    image_reader = staticmethod(read_folder_image)
+
+    def __init__(self, name: str, images: list[Path], class_set: ClassSet, size=None,
+                 tags: np.ndarray | None = None, points: np.ndarray | None = None):
+        if not images:
+            raise DatasetError(f"{name}: the split is empty (no images found)")
+        self.name, self.images, self.class_set = name, list(images), class_set
+        self.size = tuple(size) if size else None
+        self.tags, self.points = tags, points
+
+    @property
+    def pairs(self) -> list[tuple[Path, None]]:  # what data.checks reads: images only
+        return [(image, None) for image in self.images]
+
+    def __len__(self):
+        return len(self.images)
+
+    def item_name(self, i: int) -> str:
+        return self.images[i].name
+
+    def label(self, i: int) -> np.ndarray:
+        width, height = self.size or image_size(self.images[i])
+        return np.full((height, width), IGNORE_INDEX, np.uint8)
+
+    def load(self, i: int):
+        image = read_folder_image(self.images[i])
         if self.size:
             image = np.array(Image.fromarray(image).resize(self.size, Image.BILINEAR))
-            label = self._resize_label(label)
-        return image, label, None
+        return image, self.label(i)
+
+    def check(self) -> Report:
+        """Read every image; report those that cannot be read (files.Report)."""
+        report = Report(checked=len(self))
+        for image in self.images:
+            try:
+                read_folder_image(image)
+            except DatasetError as e:
+                report.add(e.kind or UNREADABLE_IMAGE, str(e))
+        return report
 
 
 def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list]:
@@ -227,28 +319,69 @@ def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list]
 
 
 def open_folder_split(root, split: str, class_file: ClassFile, name: str, size=None,
-                      checking: bool = False, **kwargs) -> FolderSegmentation:
-    """Split `split` (train, val or test) of the folder dataset at root, as split `name`."""
-    pairs, unpaired = folder_pairs(Path(root), split)
+                      pairs=None, checking: bool = False, **kwargs) -> FolderSegmentation:
+    """Split `split` (train, val or test) of the folder dataset at root, as split `name`;
+    `pairs`: only these of its (image, label) pairs. kwargs go to FileSegmentation."""
+    unpaired = []
+    if pairs is None:
+        pairs, unpaired = folder_pairs(Path(root), split)
     return FolderSegmentation(name, pairs, class_file, "folders", class_file.read_label,
                               size, checking=checking, unpaired=unpaired if checking else (),
                               **kwargs)
 
 
-def _split(root: Path, folder: str, name: str, class_file: ClassFile, size, pairs=None,
-           typical=None, fraction: float = 0.1, evaluation: bool = False):
-    """Split `name` from img_dir/`folder` under root, or from `pairs` of it."""
-    pairs = folder_pairs(root, folder)[0] if pairs is None else pairs
-    extra = dict(on_size_mismatch="refuse") if evaluation else {}
-    return FolderSegmentation(name, pairs, class_file, "folders",
-                              class_file.read_label, size, typical_area=typical,
-                              weak_label_fraction=fraction, **extra)
+def _source_pairs(source: Path, data_cfg) -> tuple[list, list]:
+    """(source_train pairs, source_val pairs): img_dir/train and img_dir/val, or without
+    img_dir/val the last data.val_count training pairs held out."""
+    train = folder_pairs(source, "train")[0]
+    if (source / "img_dir" / "val").is_dir():
+        return train, folder_pairs(source, "val")[0]
+    check_range("data.val_count", data_cfg.val_count)
+    if len(train) <= data_cfg.val_count:
+        raise ValueError(f"{source / 'img_dir/train'}: {len(train)} images, not more than "
+                         f"data.val_count={data_cfg.val_count} to hold out as source_val "
+                         f"(or add img_dir/val)")
+    return train[:-data_cfg.val_count], train[-data_cfg.val_count:]
+
+
+def _target_train(target: Path, data_cfg, class_file: ClassFile, typical):
+    """Target train: FolderSegmentation where ann_dir/train is there, else UnlabelledImages;
+    image-level labels from data.image_labels when given (else derived from the labels), and
+    points from data.points when given (their classes are present, unless data.image_labels
+    says which are)."""
+    names = class_file.class_set.names
+    labelled = (target / "ann_dir" / "train").is_dir()
+    images = [im for im, _ in folder_pairs(target, "train")[0]] if labelled else sorted(
+        p for p in (target / "img_dir" / "train").glob("*") if p.suffix.lower()
+        in IMAGE_SUFFIXES)
+    every = [im.name for im in images]
+    tags = (read_image_labels(data_cfg.image_labels, every, names)
+            if data_cfg.image_labels else None)
+    size = data_cfg.target_size
+    if labelled:
+        split = open_folder_split(target, "train", class_file, "target_train", size,
+                                  typical_area=typical,
+                                  weak_label_fraction=data_cfg.weak_label_fraction)
+        kept = [every.index(im.name) for im, _ in split.pairs]  # size mismatches left out
+    else:
+        split = UnlabelledImages("target_train", images, class_file.class_set, size)
+        kept = list(range(len(images)))
+    if data_cfg.points:
+        points = read_points(data_cfg.points, every, names,
+                             [image_size(im) for im in images], size)
+        split.points = points[kept]
+        tags = tags if tags is not None else (points >= 0).astype(np.float32)
+    if tags is not None:
+        split.tags = tags[kept]
+    return split
 
 
 def load_folders(data_cfg, cache_dir) -> Benchmark:
     """The five splits (module docstring) from data_cfg.source_root and .target_root, with
-    the class file data_cfg.classes (or target_root/classes.json). Use `wsda_lib.data.load`.
-    Errors name the field or the file."""
+    the class file data_cfg.classes (or target_root/classes.json) and, for target train,
+    the CSVs data_cfg.image_labels and data_cfg.points (tags.py). Use `wsda_lib.data.load`.
+    Target val and test keep their labels at native resolution (logits are upsampled to
+    them, as for Cityscapes). Errors name the field or the file."""
     for field_name in ("source_root", "target_root"):
         root = getattr(data_cfg, field_name)
         if not root or not Path(root).is_dir():
@@ -256,40 +389,40 @@ def load_folders(data_cfg, cache_dir) -> Benchmark:
                              f"(img_dir/ and ann_dir/) for data.dataset='folders'")
     source, target = Path(data_cfg.source_root), Path(data_cfg.target_root)
     class_file = read_class_file(data_cfg.classes or target / CLASS_FILE)
-    train = _split(source, "train", "source_train", class_file, data_cfg.source_size)
-    if (source / "img_dir" / "val").is_dir():
-        held_out, kept = _split(source, "val", "source_val", class_file, None).pairs, train.pairs
-    else:
-        check_range("data.val_count", data_cfg.val_count)
-        if len(train) <= data_cfg.val_count:
-            raise ValueError(f"{source / 'img_dir/train'}: {len(train)} images, not more than "
-                             f"data.val_count={data_cfg.val_count} to hold out as source_val "
-                             f"(or add img_dir/val)")
-        held_out, kept = train.pairs[-data_cfg.val_count:], train.pairs[:-data_cfg.val_count]
-    source_train = _split(source, "train", "source_train", class_file, data_cfg.source_size,
-                          pairs=kept)
-    typical = _typical_area(source_train, Path(cache_dir))
     f, size_s, size_t = data_cfg.weak_label_fraction, data_cfg.source_size, data_cfg.target_size
+    kept, held_out = _source_pairs(source, data_cfg)
+    source_train = open_folder_split(source, "train", class_file, "source_train", size_s,
+                                     kept, weak_label_fraction=f)
+    typical = source_train.typical_area = _typical_area(source_train, Path(cache_dir))
+    evaluation = dict(typical_area=typical, weak_label_fraction=f, resize_labels=False,
+                      on_size_mismatch="refuse")
     splits = {
-        "source_train": _split(source, "train", "source_train", class_file, size_s, kept,
-                               typical, f),
-        "source_val": _split(source, "val", "source_val", class_file, size_s, held_out,
-                             typical, f),
-        "target_train": _split(target, "train", "target_train", class_file, size_t, None,
-                               typical, f),
-        "target_val": _split(target, "val", "target_val", class_file, size_t, None, typical,
-                             f, evaluation=True),
-        "target_test": _split(target, "test", "target_test", class_file, size_t, None,
-                              typical, f, evaluation=True),
+        "source_train": source_train,
+        "source_val": open_folder_split(source, "val", class_file, "source_val", size_s,
+                                        held_out, typical_area=typical, weak_label_fraction=f),
+        "target_train": _target_train(target, data_cfg, class_file, typical),
+        "target_val": open_folder_split(target, "val", class_file, "target_val", size_t,
+                                        **evaluation),
+        "target_test": open_folder_split(target, "test", class_file, "target_test", size_t,
+                                         **evaluation),
     }
     return Benchmark(splits, class_file.class_set, typical, Path(cache_dir))
 
 
-def export_benchmark(benchmark: Benchmark, out: str | Path) -> dict:
+def export_names(n: int) -> list[str]:
+    """The file names export_benchmark gives the n images of a split."""
+    return [f"{i:05d}.png" for i in range(n)]
+
+
+def export_benchmark(benchmark: Benchmark, out: str | Path, points=None) -> dict:
     """Write `benchmark` (the embedded one) as a folder dataset: out/source and out/target
-    in this module's layout, index labels (value = class index, 255 = ignore) and the class
-    file out/target/classes.json; returns {split: number of images}. Refuses an `out` that
-    exists, so that nothing is overwritten."""
+    in this module's layout, index labels (value = class index, 255 = ignore), the class
+    file out/target/classes.json, and target train's weak labels as a WDA user has them
+    (tags.py): out/target/image_labels.csv (the image-level labels its label maps give) and,
+    given `points` (N, C) flat indices of target train's clicks (−1: none), out/target/
+    points.csv (`wsda data export-embedded` gives point_supervision.split_points').
+    Returns {split: number of images}. Refuses an `out` that exists, so that nothing is
+    overwritten."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out}: exists; export-embedded writes a new folder only")
@@ -303,12 +436,17 @@ def export_benchmark(benchmark: Benchmark, out: str | Path) -> dict:
             (out / domain / sub / folder).mkdir(parents=True)
         for i in range(len(split)):
             image, label = split.load(i)
-            stem = f"{i:05d}"
+            stem = export_names(len(split))[i][:-4]
             Image.fromarray(image).save(out / domain / "img_dir" / folder / f"{stem}.png")
             Image.fromarray(label.astype(np.uint8), "L").save(
                 out / domain / "ann_dir" / folder / f"{stem}.png")
         counts[name] = len(split)
     names = list(benchmark.class_set.names)
+    target = benchmark["target_train"]
+    files = export_names(len(target))
+    write_image_labels(out / "target" / IMAGE_LABELS, files, target.weak_labels, names)
+    if points is not None:
+        write_points(out / "target" / POINTS, files, points, names, target.label(0).shape[1])
     (out / "target" / CLASS_FILE).write_text(json.dumps(
         {"classes": names, "ignore": IGNORE_INDEX,
          "palette": [list(c) for c in benchmark.class_set.colors]}, indent=1) + "\n")

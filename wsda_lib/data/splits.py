@@ -43,6 +43,16 @@ class Split(Dataset):
     class_set: ClassSet
     typical_area: np.ndarray | None = None
     weak_label_fraction: float = 0.1
+    # Image-level labels given as they are (N, C), e.g. read from a CSV (tags.py): they replace
+    # the rule above. Points (N, C) given as they are: flat indices at the training size.
+    tags: np.ndarray | None = None
+    points: np.ndarray | None = None
+    has_pixel_labels = True  # False: label(i) is all ignore (target train without labels)
+
+    @property
+    def has_image_labels(self) -> bool:
+        """Whether items carry "weak_label": given tags, or the rule's typical areas."""
+        return self.tags is not None or self.typical_area is not None
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -59,6 +69,8 @@ class Split(Dataset):
         return self._weak_label(i, self.label(i))
 
     def _weak_label(self, i: int, label: np.ndarray) -> np.ndarray:
+        if self.tags is not None:
+            return self.tags[i]
         if self.typical_area is None:
             raise ValueError(f"split {self.name!r} was built without typical_area, so it has "
                              f"no image-level labels; open it with wsda_lib.data.load")
@@ -68,6 +80,8 @@ class Split(Dataset):
     @property
     def weak_labels(self) -> np.ndarray:
         """(N, C) float32 image-level labels of the whole split (read once, then kept)."""
+        if self.tags is not None:
+            return self.tags
         if getattr(self, "_weak_labels", None) is None:
             self._weak_labels = np.stack([self.weak_label(i) for i in range(len(self))])
         return self._weak_labels
@@ -82,7 +96,7 @@ class Split(Dataset):
         image, label = self.load(i)
         item = {"image": to_tensor(image), "label": torch.from_numpy(label.astype(np.int64)),
                 "name": self.item_name(i), "index": i}
-        if self.typical_area is not None:  # a reader opened only to read files has none
+        if self.has_image_labels:  # a reader opened only to read files has none
             item["weak_label"] = torch.from_numpy(self._weak_label(i, label))
         return item
 

@@ -78,3 +78,11 @@ def point_loss(logits: torch.Tensor, points: torch.Tensor, size) -> torch.Tensor
     valid = points >= 0
     picked = torch.gather(log_probs, 2, points.clamp(min=0).unsqueeze(2)).squeeze(2)  # (B, C)
     return -(picked * valid).sum() / valid.sum().clamp(min=1)
+
+
+def split_points(split, seed: int, names) -> np.ndarray:
+    """(N, C) the clicks image_points draws for every image of `split`, as if image i were
+    called names[i] (ItemPoints draws the same for a split whose items have those names):
+    what `wsda data export-embedded` writes as the points a person would have clicked."""
+    return np.stack([image_points(split.label(i), split.weak_labels[i], seed, names[i])
+                     for i in range(len(split))])
