@@ -224,13 +224,16 @@ def test_image_labels_and_points_from_csv_agree_with_those_from_the_label_maps(e
 
 
 def test_points_are_scaled_to_the_training_size(tmp_path):
-    """A click at column x, row y of a 4x3 image, trained on at 8x6: flat index (2y)·8 + 2x."""
+    """A click at column x, row y goes to the training-size pixel whose centre is nearest its
+    centre: in a 4x3 image trained on at 8x6, (3, 1) -> column (2·3 + 1)·8 // 8 = 7, row
+    (2·1 + 1)·6 // 6 = 3, flat 3·8 + 7 = 31; at 2x1, column 7·2 // 8 = 1, row 3 // 6 = 0."""
     from wsda_lib.data.tags import read_points
 
     csv = tmp_path / "points.csv"
-    csv.write_text("image,class,x,y\na.png,car,3,1\n")
+    csv.write_text("\ufeffimage,class,x,y\na.png,car,3,1\n")  # Excel's UTF-8 mark
     points = read_points(csv, ["a.png"], ["road", "car"], [(4, 3)], (8, 6))
-    assert points.tolist() == [[-1, 2 * 8 + 6]]
+    assert points.tolist() == [[-1, 31]]
+    assert read_points(csv, ["a.png"], ["road", "car"], [(4, 3)], (2, 1)).tolist() == [[-1, 1]]
 
 
 @pytest.mark.parametrize("kind, text, message", [
@@ -243,6 +246,9 @@ def test_points_are_scaled_to_the_training_size(tmp_path):
     ("points", "a.png,car,one,0\n", "expected whole pixel coordinates"),
     ("points", "a.png,car,1,0\na.png,car,2,0\n", "has a 'car' point already (line 1)"),
     ("points", "z.png,car,1,0\n", "image 'z.png' is not in the split's folder"),
+    ("points", "# clicks\nimage,class,x,y\na,car,1,0\n",
+     "name(s) shared by two images, e.g. ['a.jpg', 'a.png'] ('a')"),
+    ("image_labels", "image,class\n\xff\n", "not UTF-8 text"),
 ])
 def test_a_csv_mistake_is_refused_naming_the_file_line_and_field(tmp_path, kind, text, message):
     """Every mistake in the CSVs is refused when the data is loaded, before any training,
@@ -252,13 +258,16 @@ def test_a_csv_mistake_is_refused_naming_the_file_line_and_field(tmp_path, kind,
     _domain(tmp_path / "s"), _domain(tmp_path / "s", "val")
     _classes(root)
     csv = tmp_path / f"{kind}.csv"
-    csv.write_text(text)
+    csv.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
+    if "shared" in message:  # a second image of the same name but its extension
+        Image.new("RGB", (4, 3)).save(root / "img_dir/train/a.jpg")
     cfg = override(preset("smoke"), **{"data.dataset": "folders", f"data.{kind}": str(csv),
                                        "data.source_root": str(tmp_path / "s"),
                                        "data.target_root": str(root)})
     with pytest.raises(ValueError, match=re.escape(message)) as e:
         data.load(cfg.data, tmp_path / "cache")
-    assert str(csv) in str(e.value) and f"(data.{kind})" in str(e.value)
+    if "shared" not in message:  # refused by the folder, before any CSV is read
+        assert str(csv) in str(e.value) and f"(data.{kind})" in str(e.value)
 
 
 def test_yaml_and_ready_made_class_files_read_as_the_library_protocols(tmp_path):
@@ -312,7 +321,7 @@ def test_every_stage_trains_on_folders_whose_target_train_has_only_csv_labels(ex
 
 def test_predictions_are_exported_in_the_datasets_own_label_values(tmp_path):
     """export_predictions writes a folder dataset's stored values (index labels) or colours
-    (colour labels), at the label's size: a model that always predicts "car" gives 11 where
+    (colour labels), at the label file's size whatever size the images are read at: a model that always predicts "car" gives 11 where
     the class file stores car as 11, and car's colour where it is colour-coded."""
     from wsda_lib.export import export_predictions
 
@@ -324,8 +333,8 @@ def test_predictions_are_exported_in_the_datasets_own_label_values(tmp_path):
     stored = np.where(LABEL == 255, 0, LABEL + 10).astype(np.uint8)
     cls = _classes(tmp_path, values={"10": "road", "11": "car", "12": "sky"}, ignore=0)
     split = open_folder_split(_domain(tmp_path / "v", label=stored), "train",
-                              read_class_file(cls), "target_test")
-    path, = export_predictions(Car(), split, tmp_path / "out")
+                              read_class_file(cls), "target_test", size=(2, 1))
+    path, = export_predictions(Car(), split, tmp_path / "out")  # read at 2x1, written 4x3
     assert np.asarray(Image.open(path)).tolist() == [[11] * 4] * 3
     rgb = np.zeros((3, 4, 3), np.uint8)
     colours = _classes(tmp_path, colours={"1,1,1": "road", "0,0,142": "car", "2,2,2": "sky"},
@@ -369,3 +378,83 @@ def test_torchrun_trains_on_folders_and_evaluate_exports_the_predictions(exporte
     again = subprocess.run([*evaluate, str(tmp_path / "pred")], capture_output=True,
                            text=True, timeout=300, env=env)
     assert again.returncode == 2 and "the folder is not empty" in again.stderr
+
+
+def _target_with(tmp_path, images=("a",), labelled=True):
+    """A source and a target of 4x3 images `images`; target train labelled or not."""
+    source, target = tmp_path / "s", tmp_path / "t"
+    _domain(source), _domain(source, "val"), _domain(target, "val"), _domain(target, "test")
+    for name in images:
+        (target / "img_dir/train").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 3)).save(target / f"img_dir/train/{name}.png")
+        if labelled:
+            (target / "ann_dir/train").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(LABEL, "L").save(target / f"ann_dir/train/{name}.png")
+    _classes(target)
+    return {"data.dataset": "folders", "data.source_root": str(source),
+            "data.target_root": str(target)}
+
+
+def test_weak_labels_from_points_alone_need_a_click_in_every_image(tmp_path):
+    """With data.points alone, an image's clicked classes are its present ones; an image
+    without a click is refused rather than trained as containing nothing; with both CSVs, a
+    click on a class the image's row leaves out is refused."""
+    fields = _target_with(tmp_path, ("a", "b"), labelled=False)
+    points, tags = tmp_path / "p.csv", tmp_path / "i.csv"
+    points.write_text("a,car,1,0\na,sky,2,2\n")
+    cfg = override(preset("smoke"), **fields, **{"data.points": str(points)})
+    with pytest.raises(ValueError, match=r"1 image\(s\) without a point, e.g. \['b'\]"):
+        data.load(cfg.data, tmp_path / "cache")
+    points.write_text("a,car,1,0\na,sky,2,2\nb,road,0,0\n")
+    target = data.load(cfg.data, tmp_path / "cache")["target_train"]
+    assert target.weak_labels.tolist() == [[0, 1, 1], [1, 0, 0]]
+    tags.write_text("a,road,sky\nb,road\n")
+    both = override(cfg, **{"data.image_labels": str(tags)})
+    with pytest.raises(ValueError, match=r"p.csv:1 \(data.points\): a 'car' point in 'a'"):
+        data.load(both.data, tmp_path / "cache")
+
+
+def test_data_check_reads_a_target_train_without_labels_and_reports_strays(tmp_path, capsys):
+    """`wsda data check` on a target whose train folder has no ann_dir/train reads every
+    image, reports a file that is not an image, and checks the CSVs against the images."""
+    from wsda_lib.cli import main
+
+    fields = _target_with(tmp_path, ("a", "b"), labelled=False)
+    target = Path(fields["data.target_root"])
+    (target / "img_dir/train/notes.txt").write_text("x")
+    tags = tmp_path / "i.csv"
+    tags.write_text("image,classes\na.png,road\nb,car,sky\n")
+    assert main(["data", "check", "--dataset", "folders", "--root", str(target),
+                 "--image-labels", str(tags)]) == 1
+    out = capsys.readouterr().out
+    assert "no ann_dir/train, images only" in out and "checked 2 images" in out
+    assert "notes.txt: not an image" in out and "i.csv: 2 images, 3 image-level labels" in out
+
+
+def test_class_files_that_could_not_hold_or_export_a_class_are_refused(tmp_path):
+    """A class with no stored value (no label could hold it, no prediction of it could be
+    exported) and an ignore value that is also a class's are refused naming the file; a YAML
+    file whose keys mix numbers and strings reads."""
+    with pytest.raises(ValueError, match=r"classes \['sky'\] have no stored value"):
+        read_class_file(_classes(tmp_path, values={"1": "road", "2": "car"}))
+    with pytest.raises(ValueError, match="\"ignore\" 0 is also the stored value of class 'road'"):
+        read_class_file(_classes(tmp_path, ignore=0))
+    path = tmp_path / "c.yaml"
+    path.write_text("classes: [road, car, sky]\nvalues: {7: road, '26': car, 23: sky}\n")
+    assert read_class_file(path).values == {7: 0, 26: 1, 23: 2, 255: 255}
+
+
+def test_mmsegmentation_suffixes_pair_cityscapes_files_in_city_folders(tmp_path):
+    """data.img_suffix and data.seg_map_suffix pair a Cityscapes tree copied as it is
+    (aachen/X_leftImg8bit.png with aachen/X_gtFine_labelIds.png), read through the ready-made
+    cityscapes-19 class file: labelId 7 is road (0), 26 car (13), 0 ignored."""
+    ids = np.array([[7, 7, 26, 0]], np.uint8)
+    for d in ("img_dir/val/aachen", "ann_dir/val/aachen"):
+        (tmp_path / d).mkdir(parents=True)
+    Image.new("RGB", (4, 1)).save(tmp_path / "img_dir/val/aachen/x_leftImg8bit.png")
+    Image.fromarray(ids, "L").save(tmp_path / "ann_dir/val/aachen/x_gtFine_labelIds.png")
+    (tmp_path / "ann_dir/val/aachen/x_gtFine_color.png").write_bytes(b"")
+    split = open_folder_split(tmp_path, "val", read_class_file("cityscapes-19"), "target_val",
+                              suffixes=("_leftImg8bit.png", "_gtFine_labelIds.png"))
+    assert split.item_name(0) == "x_leftImg8bit.png"
+    assert split.label(0).tolist() == [[0, 0, 13, 255]]

@@ -26,10 +26,11 @@ from .data import load, open_dataset
 from .data.files import image_size
 from .data.folders import (
     CLASS_FILE,
-    IMAGE_SUFFIXES,
     UnlabelledImages,
     export_benchmark,
     export_names,
+    folder_images,
+    not_images,
     open_folder_split,
     read_class_file,
 )
@@ -169,6 +170,10 @@ def _data_parser(sub) -> None:
                        help="folders: a CSV of image,class[,class...] for the train images")
     check.add_argument("--points", type=Path, default=None,
                        help="folders: a CSV of image,class,x,y for the train images")
+    check.add_argument("--img-suffix", default=None,
+                       help="folders: what ends an image's name (default: .png, .jpg or .jpeg)")
+    check.add_argument("--seg-map-suffix", default=".png",
+                       help="folders: what ends a label's name (default: %(default)s)")
     export = data_sub.add_parser("export-embedded", help="write the embedded benchmark as a "
                                  "folder dataset (source/ and target/, with a class file)")
     export.add_argument("out", type=Path, help="a new folder (an existing one is refused)")
@@ -199,7 +204,7 @@ def _data_check(args) -> int:
         return _export_embedded(args)
     if args.dataset == "folders":
         return _check_folders(args)
-    for option in ("class_file", "image_labels", "points"):
+    for option in ("class_file", "image_labels", "points", "img_suffix"):
         if getattr(args, option):
             raise ValueError(f"--{option.replace('_', '-')} {getattr(args, option)}: for "
                              f"--dataset folders only")
@@ -224,8 +229,9 @@ def _data_check(args) -> int:
 def _check_folders(args) -> int:
     """`wsda data check --dataset folders`: every split folder of the domain at --root read
     against the class file, each reported (a train folder without ann_dir/train: its images,
-    and the CSVs --image-labels and --points against them), then the classes no label map
-    holds; exit 1 on any problem."""
+    fine for a target, whose training images need no labels), the CSVs --image-labels and
+    --points against the train images, then the classes no label map holds; exit 1 on any
+    problem."""
     if args.classes:
         raise ValueError(f"--classes {args.classes}: a folder dataset's classes come from its "
                          f"class file (--class-file)")
@@ -234,12 +240,14 @@ def _check_folders(args) -> int:
                                               if (args.root / "img_dir" / s).is_dir()]
     if not splits:
         raise ValueError(f"{args.root / 'img_dir'}: no train, val or test folder")
+    suffixes = (args.img_suffix, args.seg_map_suffix)
     ok, seen = True, np.zeros(class_file.class_set.num_classes, bool)
     for split in splits:
         if split == "train" and not (args.root / "ann_dir" / "train").is_dir():
             ok = _check_unlabelled(args, class_file) and ok
             continue
-        folder = open_folder_split(args.root, split, class_file, split, checking=True)
+        folder = open_folder_split(args.root, split, class_file, split, checking=True,
+                                   suffixes=suffixes)
         report = folder.check()
         print(f"folders {split} at {args.root} (classes: {class_file.path}): {report}")
         ok = ok and report.ok
@@ -266,11 +274,14 @@ def _classes_present(folder) -> np.ndarray:
 
 
 def _check_unlabelled(args, class_file) -> bool:
-    """A train folder without labels: every image read, and the CSVs checked against it."""
-    images = sorted(p for p in (args.root / "img_dir" / "train").iterdir()
-                    if p.suffix.lower() in IMAGE_SUFFIXES)
-    report = UnlabelledImages("train", images, class_file.class_set).check()
-    print(f"folders train at {args.root} (no ann_dir/train: images only): {report}")
+    """A train folder without ann_dir/train: every image read, every other file reported."""
+    folder = args.root / "img_dir" / "train"
+    images = folder_images(folder, args.img_suffix)
+    strays = not_images(folder, {im for im, _ in images}, args.img_suffix)
+    report = UnlabelledImages("train", [im for im, _ in images], class_file.class_set,
+                              folder=folder, unpaired=strays).check()
+    print(f"folders train at {args.root}: no ann_dir/train, images only (a target's training "
+          f"images need no labels; a source's do): {report}")
     if not (args.image_labels or args.points):
         print("no --image-labels or --points given: the train images alone can adapt (UDA); "
               "WDA needs image-level labels")
@@ -280,16 +291,20 @@ def _check_unlabelled(args, class_file) -> bool:
 def _check_csvs(args, class_file) -> None:
     """The CSVs --image-labels and --points read against the train images (tags.py); a
     mistake is a ValueError naming the file, the line and the option."""
-    images = sorted(p for p in (args.root / "img_dir" / "train").iterdir()
-                    if p.suffix.lower() in IMAGE_SUFFIXES)
-    names, classes = [im.name for im in images], class_file.class_set.names
+    images = folder_images(args.root / "img_dir" / "train", args.img_suffix)
+    classes = class_file.class_set.names
+    tags = None
     if args.image_labels:
-        tags = read_image_labels(args.image_labels, names, classes, "--image-labels")
-        print(f"{args.image_labels}: {len(names)} images, {int(tags.sum())} image-level labels")
+        tags = read_image_labels(args.image_labels, images, classes, "--image-labels")
+        print(f"{args.image_labels}: {len(images)} images, {int(tags.sum())} image-level "
+              f"labels")
     if args.points:
-        points = read_points(args.points, names, classes, [image_size(im) for im in images],
+        points = read_points(args.points, images, classes,
+                             [image_size(im) for im, _ in images], present=tags,
                              field="--points")
         print(f"{args.points}: {int((points >= 0).sum())} points")
+
+
 def _export_embedded(args) -> int:
     bench = load(preset(args.preset).data, args.run_dir / "data")
     target = bench["target_train"]

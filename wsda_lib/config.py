@@ -51,6 +51,11 @@ class DataConfig:
     # target train's label maps (ann_dir/train), which are then required for WDA.
     image_labels: str | None = None
     points: str | None = None
+    # "folders" only, as mmsegmentation names them: what ends an image's name (None: .png,
+    # .jpg or .jpeg) and what replaces it to name its label, e.g. "_leftImg8bit.png" and
+    # "_gtFine_labelIds.png" for Cityscapes' own tree copied into img_dir/ and ann_dir/.
+    img_suffix: str | None = None
+    seg_map_suffix: str = ".png"
 
 
 @dataclass

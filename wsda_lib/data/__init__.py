@@ -23,11 +23,13 @@ def load(data_cfg, cache_dir: str | Path, verbose: bool = True) -> Benchmark:
     (data.source_root, data.target_root) with a class file (folders.py). Errors name the
     config field or the file.
     """
-    for name in ("classes", "image_labels", "points"):
-        if getattr(data_cfg, name) is not None and data_cfg.dataset != "folders":
+    defaults = {"classes": None, "image_labels": None, "points": None, "img_suffix": None,
+                "seg_map_suffix": ".png"}
+    for name, default in defaults.items():
+        if getattr(data_cfg, name) != default and data_cfg.dataset != "folders":
             raise ValueError(f"data.{name}={getattr(data_cfg, name)!r} is read for "
                              f"data.dataset='folders' only; {data_cfg.dataset!r} has its own "
-                             f"{'classes' if name == 'classes' else 'labels'}")
+                             f"{'classes' if name == 'classes' else 'files'}")
     if data_cfg.dataset == "embedded":
         roots = [f"data.{k}" for k in ("source_root", "target_root") if getattr(data_cfg, k)]
         if roots:  # they would be ignored: the run would train on the generated benchmark

@@ -213,6 +213,7 @@ class Report:
 
     checked: int = 0
     problems: dict = field(default_factory=dict)
+    unit: str = "image/label pairs"  # what `checked` counts
 
     def add(self, kind: str, message: str):
         self.problems.setdefault(kind, []).append(message)
@@ -222,7 +223,7 @@ class Report:
         return not self.problems
 
     def __str__(self):
-        lines = [f"checked {self.checked} image/label pairs: "
+        lines = [f"checked {self.checked} {self.unit}: "
                  + ("no problems" if self.ok else
                     f"{sum(len(v) for v in self.problems.values())} problem(s)")]
         for kind, messages in self.problems.items():

@@ -167,9 +167,11 @@ def read_class_file(path: str | Path) -> ClassFile:
     or both "values" and "colours". A value mapped to "" is ignored, like the ignore value."""
     if str(path) in READY_MADE:
         spec, path = ready_made(str(path)), Path(str(path))
+        digest = str(path)
     else:
         path = Path(path)
         spec = _load_spec(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     names = spec.get("classes") if isinstance(spec, dict) else None
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise ValueError(f"{path}: \"classes\" must be a non-empty list of class names")
@@ -185,12 +187,20 @@ def read_class_file(path: str | Path) -> ClassFile:
             raise ValueError(f"{path}: {key!r} maps to {cls!r}, which is not in \"classes\"")
         values[_stored(str(key), colours, path)] = names.index(cls) if cls else IGNORE_INDEX
     ignore = spec.get("ignore", "255,255,255" if colours else 255)
-    values[_stored(str(ignore), colours, path)] = IGNORE_INDEX
+    ignored = _stored(str(ignore), colours, path)
+    if values.get(ignored, IGNORE_INDEX) != IGNORE_INDEX:
+        raise ValueError(f"{path}: \"ignore\" {ignore!r} is also the stored value of class "
+                         f"{names[values[ignored]]!r}; give the ignore value a value of its own")
+    values[ignored] = IGNORE_INDEX
+    unstored = [n for k, n in enumerate(names) if k not in values.values()]
+    if unstored:
+        raise ValueError(f"{path}: classes {unstored} have no stored "
+                         f"{'colour' if colours else 'value'}; no label could hold them, and "
+                         f"their predictions could not be exported")
     palette = spec.get("palette") or [_default_colour(i) for i in range(len(names))]
     if len(palette) != len(names):
         raise ValueError(f"{path}: \"palette\" has {len(palette)} colours for {len(names)} "
                          f"classes")
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
     class_set = ClassSet(f"folders:{path}#{digest}", tuple(names),
                          tuple(tuple(c) for c in palette))
     return ClassFile(path, class_set, values, colours)
@@ -260,12 +270,20 @@ class UnlabelledImages(Split):
     image_reader = staticmethod(read_folder_image)
 
     def __init__(self, name: str, images: list[Path], class_set: ClassSet, size=None,
-                 tags: np.ndarray | None = None, points: np.ndarray | None = None):
+                 tags: np.ndarray | None = None, points: np.ndarray | None = None,
+                 folder: Path | None = None, unpaired: list = ()):
         if not images:
-            raise DatasetError(f"{name}: the split is empty (no images found)")
+            raise DatasetError(f"{name}: the split is empty: no images in {folder}")
         self.name, self.images, self.class_set = name, list(images), class_set
         self.size = tuple(size) if size else None
-        self.tags, self.points = tags, points
+        self.tags, self.points, self.folder = tags, points, folder
+        self.problems = list(unpaired)  # (kind, message): files never read, for check()
+
+    def _weak_label(self, i: int, label: np.ndarray) -> np.ndarray:
+        if self.tags is None:
+            raise ValueError(f"{self.name}: no image-level labels: there is no ann_dir/train "
+                             f"beside {self.folder}, and data.image_labels is unset")
+        return self.tags[i]
 
     @property
     def pairs(self) -> list[tuple[Path, None]]:  # what data.checks reads: images only
@@ -288,8 +306,11 @@ class UnlabelledImages(Split):
         return image, self.label(i)
 
     def check(self) -> Report:
-        """Read every image; report those that cannot be read (files.Report)."""
-        report = Report(checked=len(self))
+        """Read every image; report those that cannot be read and the files that are not
+        images (files.Report)."""
+        report = Report(checked=len(self), unit="images")
+        for kind, message in self.problems:
+            report.add(kind, message)
         for image in self.images:
             try:
                 read_folder_image(image)
@@ -298,44 +319,88 @@ class UnlabelledImages(Split):
         return report
 
 
-def folder_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], list]:
-    """(image, label) pairs of img_dir/`split` and ann_dir/`split` under root, paired by file
-    stem, and the files no pair reads ((kind, message), for `check()`). A missing folder is
-    an error naming it."""
+def folder_images(images_dir: Path, img_suffix: str | None = None) -> list[tuple[Path, str]]:
+    """(image, base) of every image under images_dir, its subfolders included, sorted: base
+    is the path relative to images_dir without `img_suffix` (data.img_suffix, e.g.
+    "_leftImg8bit.png"; None: any of IMAGE_SUFFIXES, base = the path without its extension),
+    what pairs it with its label and names it in the CSVs. A missing folder is an error
+    naming it."""
+    if not images_dir.is_dir():
+        raise DatasetError(f"{images_dir}: folder is missing; a folder dataset holds "
+                           f"img_dir/{images_dir.name} and ann_dir/{images_dir.name} (docs: "
+                           f"README, Your own data)")
+    found = []
+    for p in sorted(images_dir.rglob("*")):
+        relative = p.relative_to(images_dir).as_posix()
+        if not p.is_file():
+            continue
+        if img_suffix is None and p.suffix.lower() in IMAGE_SUFFIXES:
+            found.append((p, relative[: -len(p.suffix)]))
+        elif img_suffix is not None and relative.endswith(img_suffix):
+            found.append((p, relative[: -len(img_suffix)]))
+    bases = {}
+    for p, base in found:
+        bases.setdefault(base, []).append(p.name)
+    shared = {b: names for b, names in bases.items() if len(names) > 1}
+    if shared:
+        base, names = next(iter(shared.items()))
+        raise DatasetError(f"{images_dir}: {len(shared)} name(s) shared by two images, e.g. "
+                           f"{names} ({base!r}), which would read one label; keep one, or set "
+                           f"data.img_suffix to the ending of the images to read")
+    return found
+
+
+def not_images(images_dir: Path, read, img_suffix: str | None = None) -> list[tuple[str, str]]:
+    """The files under images_dir that are not among `read` (the images found), each as
+    (kind, message) for `check()`: nothing there goes unreported."""
+    what = img_suffix or ", ".join(IMAGE_SUFFIXES)
+    return [(NOT_READ, f"{p}: not an image ({what})")
+            for p in sorted(images_dir.rglob("*")) if p.is_file() and p not in read]
+
+
+def folder_pairs(root: Path, split: str, img_suffix: str | None = None,
+                 seg_map_suffix: str = ".png") -> tuple[list[tuple[Path, Path]], list]:
+    """(image, label) pairs of img_dir/`split` and ann_dir/`split` under root (subfolders
+    included), paired as mmsegmentation pairs them: the image's base (folder_images) plus
+    `seg_map_suffix` (data.seg_map_suffix, e.g. "_gtFine_labelIds.png") names its label;
+    and the files no pair reads ((kind, message), for `check()`). A missing folder is an
+    error naming it."""
     images_dir, labels_dir = root / "img_dir" / split, root / "ann_dir" / split
-    for folder in (images_dir, labels_dir):
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: folder is missing; a folder dataset holds "
-                               f"img_dir/{split} and ann_dir/{split} (docs: README, Your own "
-                               f"data)")
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    pairs = [(im, labels_dir / f"{im.stem}.png") for im in images]
+    images = folder_images(images_dir, img_suffix)
+    if not labels_dir.is_dir():
+        raise DatasetError(f"{labels_dir}: folder is missing; a folder dataset holds "
+                           f"img_dir/{split} and ann_dir/{split} (docs: README, Your own data)")
+    pairs = [(im, labels_dir / f"{base}{seg_map_suffix}") for im, base in images]
     paired = {p for pair in pairs for p in pair}
-    unpaired = [(NOT_READ, f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})")
-                for p in sorted(images_dir.iterdir()) if p.is_file() and p not in paired]
-    unpaired += unpaired_files(labels_dir, "*.png", paired, label=True,
-                               image_for=lambda lb: images_dir / f"{lb.stem}.png")
+    unpaired = not_images(images_dir, paired, img_suffix)
+    unpaired += unpaired_files(labels_dir, f"**/*{seg_map_suffix}", paired, label=True)
     return pairs, unpaired
 
 
 def open_folder_split(root, split: str, class_file: ClassFile, name: str, size=None,
-                      pairs=None, checking: bool = False, **kwargs) -> FolderSegmentation:
+                      pairs=None, checking: bool = False, suffixes=(None, ".png"),
+                      **kwargs) -> FolderSegmentation:
     """Split `split` (train, val or test) of the folder dataset at root, as split `name`;
-    `pairs`: only these of its (image, label) pairs. kwargs go to FileSegmentation."""
+    `pairs`: only these of its (image, label) pairs; suffixes: (img_suffix, seg_map_suffix)
+    as folder_pairs takes them. kwargs go to FileSegmentation."""
     unpaired = []
     if pairs is None:
-        pairs, unpaired = folder_pairs(Path(root), split)
+        pairs, unpaired = folder_pairs(Path(root), split, *suffixes)
     return FolderSegmentation(name, pairs, class_file, "folders", class_file.read_label,
                               size, checking=checking, unpaired=unpaired if checking else (),
                               **kwargs)
 
 
+def _suffixes(data_cfg) -> tuple[str | None, str]:
+    return data_cfg.img_suffix, data_cfg.seg_map_suffix
+
+
 def _source_pairs(source: Path, data_cfg) -> tuple[list, list]:
     """(source_train pairs, source_val pairs): img_dir/train and img_dir/val, or without
     img_dir/val the last data.val_count training pairs held out."""
-    train = folder_pairs(source, "train")[0]
+    train = folder_pairs(source, "train", *_suffixes(data_cfg))[0]
     if (source / "img_dir" / "val").is_dir():
-        return train, folder_pairs(source, "val")[0]
+        return train, folder_pairs(source, "val", *_suffixes(data_cfg))[0]
     check_range("data.val_count", data_cfg.val_count)
     if len(train) <= data_cfg.val_count:
         raise ValueError(f"{source / 'img_dir/train'}: {len(train)} images, not more than "
@@ -347,33 +412,50 @@ def _source_pairs(source: Path, data_cfg) -> tuple[list, list]:
 def _target_train(target: Path, data_cfg, class_file: ClassFile, typical):
     """Target train: FolderSegmentation where ann_dir/train is there, else UnlabelledImages;
     image-level labels from data.image_labels when given (else derived from the labels), and
-    points from data.points when given (their classes are present, unless data.image_labels
-    says which are)."""
-    names = class_file.class_set.names
+    points from data.points when given (with data.points alone, the classes clicked in an
+    image are the ones present: every image needs a click). Errors name file and field."""
     labelled = (target / "ann_dir" / "train").is_dir()
-    images = [im for im, _ in folder_pairs(target, "train")[0]] if labelled else sorted(
-        p for p in (target / "img_dir" / "train").glob("*") if p.suffix.lower()
-        in IMAGE_SUFFIXES)
-    every = [im.name for im in images]
-    tags = (read_image_labels(data_cfg.image_labels, every, names)
-            if data_cfg.image_labels else None)
-    size = data_cfg.target_size
+    images = folder_images(target / "img_dir" / "train", data_cfg.img_suffix)
+    if labelled and images and not any((target / "ann_dir" / "train").rglob("*")):
+        raise DatasetError(f"{target / 'ann_dir/train'}: empty; remove the folder if target "
+                           f"train has no pixel labels (then data.image_labels and data.points "
+                           f"give its weak labels)")
     if labelled:
-        split = open_folder_split(target, "train", class_file, "target_train", size,
+        split = open_folder_split(target, "train", class_file, "target_train",
+                                  data_cfg.target_size, suffixes=_suffixes(data_cfg),
                                   typical_area=typical,
                                   weak_label_fraction=data_cfg.weak_label_fraction)
-        kept = [every.index(im.name) for im, _ in split.pairs]  # size mismatches left out
     else:
-        split = UnlabelledImages("target_train", images, class_file.class_set, size)
-        kept = list(range(len(images)))
+        split = UnlabelledImages("target_train", [im for im, _ in images],
+                                 class_file.class_set, data_cfg.target_size,
+                                 folder=target / "img_dir" / "train")  # strays: data check
+    _read_tags(split, data_cfg, images, class_file.class_set.names)
+    return split
+
+
+def _read_tags(split, data_cfg, images, classes) -> None:
+    """Set split.tags and split.points from data.image_labels and data.points (tags.py), for
+    the split's images (a labelled split may have left some out: size mismatches)."""
+    every = [base for _, base in images]
+    position = {im: k for k, (im, _) in enumerate(images)}
+    kept = [position[p[0]] for p in split.pairs]
+    tags = (read_image_labels(data_cfg.image_labels, images, classes)
+            if data_cfg.image_labels else None)
     if data_cfg.points:
-        points = read_points(data_cfg.points, every, names,
-                             [image_size(im) for im in images], size)
+        points = read_points(data_cfg.points, images, classes,
+                             [image_size(im) for im, _ in images], data_cfg.target_size,
+                             present=tags)
         split.points = points[kept]
-        tags = tags if tags is not None else (points >= 0).astype(np.float32)
+        if tags is None:
+            tags = (points >= 0).astype(np.float32)
+            lonely = [every[i] for i in np.flatnonzero(tags.sum(1) == 0)]
+            if lonely:
+                raise ValueError(f"{data_cfg.points} (data.points): {len(lonely)} image(s) "
+                                 f"without a point, e.g. {lonely[:3]}; with data.points alone "
+                                 f"the clicked classes are the present ones, so give each "
+                                 f"image a click per present class, or data.image_labels")
     if tags is not None:
         split.tags = tags[kept]
-    return split
 
 
 def load_folders(data_cfg, cache_dir) -> Benchmark:

@@ -8,11 +8,13 @@ points read from CSV files, for target training images that need no pixel labels
                                row (0-based) in the image file as stored; at most one click
                                per class and image
 
-`image` is the file name in img_dir/train (or its stem), `class` a name from the class file.
-A first row whose first cell is "image" is a header and skipped; so are empty lines and lines
-starting with "#". Every mistake is an error (ValueError) naming the file, the line and the
-field that names the file: an unknown image or class, a row given twice, an image without a
-row, a point outside its image.
+`image` is the file name relative to img_dir/train (or the name without its extension, or
+without data.img_suffix), `class` a name from the class file. Files are UTF-8 (Excel's "CSV
+UTF-8" too); empty lines and lines starting with "#" are skipped, and so is a header: the
+first other row, when its first cell is "image". Every mistake is an error (ValueError)
+naming the file, the line and the field that names the file: an unknown or ambiguous image,
+an unknown class, a row given twice, an image without a row, a point outside its image, two
+clicks of one class, a click on a class the image-level labels say is absent.
 """
 
 from __future__ import annotations
@@ -23,29 +25,47 @@ from pathlib import Path
 import numpy as np
 
 
-def _rows(path: Path, field: str):
-    """(line number, cells) of the CSV at `path`, without header, blanks and comments."""
+def _rows(path: Path, field: str, names):
+    """(line number, cells) of the CSV at `path` (UTF-8, with or without Excel's byte order
+    mark), without blank and comment lines, and without a header: the first other row, when
+    its first cell is "image" and no image is called so."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ValueError(f"{field}={str(path)!r}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} ({field}): not UTF-8 text ({e}); save it as UTF-8 CSV") \
+            from None
+    first = True
     for number, cells in enumerate(csv.reader(text.splitlines()), 1):
         cells = [c.strip() for c in cells]
         if not cells or not cells[0] or cells[0].startswith("#"):
             continue
-        if number == 1 and cells[0].lower() == "image":
-            continue
-        yield number, cells
+        header = first and cells[0].lower() == "image" and "image" not in names.images
+        first = False
+        if not header:
+            yield number, cells
 
 
 class _Names:
-    """Image and class names to their indices, with errors that name the file and line."""
+    """Image and class names to their indices, with errors that name the file and line.
+    images: file names, or (path, base) pairs as data.folders.folder_images gives them; an
+    image is named by its file name (relative to the split's folder) or by its base (the
+    name without its extension, or without data.img_suffix); a name two images share is
+    refused as ambiguous when used."""
 
     def __init__(self, path, field, images, classes):
         self.path, self.field, self.classes = Path(path), field, list(classes)
-        self.images = {}
-        for i, name in enumerate(images):
-            self.images[name] = self.images[Path(name).stem] = i
+        self.images, self.shown = {}, []
+        for i, image in enumerate(images):
+            if isinstance(image, str):
+                keys = (image, str(Path(image).with_suffix("")))
+            else:
+                file, base = image
+                keys = (base + file.name[len(base.rsplit("/", 1)[-1]):], base)
+            self.shown.append(keys[0])
+            for key in keys:
+                self.images.setdefault(key, set()).add(i)
 
     def where(self, line: int) -> str:
         return f"{self.path}:{line} ({self.field})"
@@ -54,8 +74,12 @@ class _Names:
         if name not in self.images:
             raise ValueError(f"{self.where(line)}: image {name!r} is not in the split's "
                              f"folder (img_dir/train); expected a file name such as "
-                             f"{next(iter(self.images))!r}")
-        return self.images[name]
+                             f"{self.shown[0]!r}")
+        if len(self.images[name]) > 1:
+            raise ValueError(f"{self.where(line)}: image {name!r} is ambiguous: "
+                             f"{sorted(self.shown[i] for i in self.images[name])}; give the "
+                             f"file name")
+        return next(iter(self.images[name]))
 
     def klass(self, name: str, line: int) -> int:
         if name not in self.classes:
@@ -71,7 +95,7 @@ def read_image_labels(path, images, classes, field: str = "data.image_labels") -
     names = _Names(path, field, images, classes)
     labels = np.zeros((len(images), len(names.classes)), np.float32)
     seen = {}
-    for line, cells in _rows(path, field):
+    for line, cells in _rows(path, field, names):
         i = names.image(cells[0], line)
         if i in seen:
             raise ValueError(f"{names.where(line)}: image {cells[0]!r} has a row already "
@@ -80,7 +104,7 @@ def read_image_labels(path, images, classes, field: str = "data.image_labels") -
         for cls in cells[1:]:
             if cls:
                 labels[i, names.klass(cls, line)] = 1
-    missing = [name for i, name in enumerate(images) if i not in seen]
+    missing = [name for i, name in enumerate(names.shown) if i not in seen]
     if missing:
         raise ValueError(f"{path} ({field}): {len(missing)} image(s) of the split have no "
                          f"row, e.g. {missing[:3]}; give every image a row (the image alone "
@@ -88,17 +112,19 @@ def read_image_labels(path, images, classes, field: str = "data.image_labels") -
     return labels
 
 
-def read_points(path, images, classes, sizes, out_size=None,
+def read_points(path, images, classes, sizes, out_size=None, present=None,
                 field: str = "data.points") -> np.ndarray:
     """(N, C) int64 clicked points of the N images named `images`: the flat index y·W + x of
     each class's click in the image as it is trained on (out_size (W, H), or else the file's
-    own size), −1 where a class has no click (method.point_supervision's format). sizes: the
-    (W, H) of each image file, which the CSV's x, y are in. ValueError names the file, line
-    and field (module docstring)."""
+    own size; the pixel whose centre is nearest the click's centre), −1 where a class has no
+    click (method.point_supervision's format). sizes: the (W, H) of each image file, which
+    the CSV's x, y are in. present (N, C): the image-level labels, when given; a click on a
+    class they say is absent is refused. ValueError names the file, line and field (module
+    docstring)."""
     names = _Names(path, field, images, classes)
     points = np.full((len(images), len(names.classes)), -1, np.int64)
     seen = {}
-    for line, cells in _rows(path, field):
+    for line, cells in _rows(path, field, names):
         if len(cells) != 4:
             raise ValueError(f"{names.where(line)}: {len(cells)} fields; expected "
                              f"image,class,x,y")
@@ -115,9 +141,13 @@ def read_points(path, images, classes, sizes, out_size=None,
         if (i, k) in seen:
             raise ValueError(f"{names.where(line)}: image {cells[0]!r} has a {cells[1]!r} "
                              f"point already (line {seen[i, k]}); give one per class")
+        if present is not None and not present[i, k]:
+            raise ValueError(f"{names.where(line)}: a {cells[1]!r} point in {cells[0]!r}, "
+                             f"which data.image_labels says does not contain {cells[1]!r}")
         seen[i, k] = line
         out_w, out_h = out_size or (width, height)
-        points[i, k] = (y * out_h // height) * out_w + x * out_w // width
+        row, column = (2 * y + 1) * out_h // (2 * height), (2 * x + 1) * out_w // (2 * width)
+        points[i, k] = row * out_w + column
     return points
 
 
