@@ -321,8 +321,9 @@ def test_every_stage_trains_on_folders_whose_target_train_has_only_csv_labels(ex
 
 def test_predictions_are_exported_in_the_datasets_own_label_values(tmp_path):
     """export_predictions writes a folder dataset's stored values (index labels) or colours
-    (colour labels), at the label file's size whatever size the images are read at: a model that always predicts "car" gives 11 where
-    the class file stores car as 11, and car's colour where it is colour-coded."""
+    (colour labels), at the label file's size whatever size the images are read at: a model
+    that always predicts "car" gives 11 where the class file stores car as 11, and car's
+    colour where it is colour-coded."""
     from wsda_lib.export import export_predictions
 
     class Car(torch.nn.Module):
