@@ -9,6 +9,8 @@ import pytest
 
 from wsda_lib.reproduce import NOTEBOOKS, reproduce, series
 
+REPO = NOTEBOOKS.parent
+
 pytestmark = pytest.mark.notebook
 
 SERIES = ["00_the_domain_gap.ipynb", "01_source_only.ipynb",
@@ -264,3 +266,72 @@ def test_every_notebook_cell_has_an_id():
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         assert all(c.get("id") for c in cells), path.name
+
+
+EXECUTED = NOTEBOOKS / "executed"
+
+
+def _source_cells(nb: dict) -> list[str]:
+    """The cells' sources, without the parameters papermill injected."""
+    return ["".join(c["source"]) for c in nb["cells"]
+            if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+def _shown(nb: dict) -> str:
+    """Everything an executed notebook shows: printed text and rendered markdown."""
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
+                   for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_the_readers_copies_are_the_series_run_from_the_commit_of_results_json():
+    """notebooks/executed/ holds every notebook of the series executed by `make reproduce`
+    (default preset): the current sources, each code cell run without an error, from the
+    commit that figures/results.json records; what they show is results.json's numbers."""
+    results = json.loads((REPO / "figures/results.json").read_text())
+    copies = sorted(EXECUTED.glob("*.ipynb"))
+    assert [p.name for p in copies] == [p.name for p in series()]
+    for path in copies:
+        nb, source = json.loads(path.read_text()), json.loads((NOTEBOOKS / path.name).read_text())
+        assert nb["metadata"]["wsda"] == {"commit": results["commit"], "preset": "default",
+                                          "seeds": len(results["seeds"]), "seed": 0}, path.name
+        assert _source_cells(nb) == _source_cells(source), f"{path.name}: rerun make reproduce"
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] for c in code), path.name
+        assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    by = {s["stage"]: s for s in results["stages"]}
+    shown = {p.name[:2]: _shown(json.loads(p.read_text())) for p in copies}
+    seed0 = by["source_only"]["miou_per_seed"][0], by["oracle"]["miou_per_seed"][0]
+    assert f"{seed0[0]:.1f} on target test; the oracle reaches {seed0[1]:.1f}" in shown["01"]
+    for name in ("uda_pixel", "wda_image", "wda_point"):
+        assert f"{by[name]['miou_mean']:.1f} ± {by[name]['miou_std']:.1f} mIoU" in shown["05"]
+    from wsda_lib.results import render_markdown
+
+    assert render_markdown(results) in shown["05"]
+
+
+def test_a_readers_copy_shows_relative_parameters_and_records_its_commit(tmp_path):
+    """reader_copy: the injected parameters cell with paths relative to notebooks/ (not this
+    machine's), papermill's timings dropped, and the commit, preset and seeds recorded."""
+    from wsda_lib.reproduce import reader_copy
+    from wsda_lib.results import git_commit
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('# Parameters\nPRESET = "default"\nRUN_DIR = "/abs/runs"'
+                                          '\nFIGURES_DIR = "/abs/figures"\n',
+                                          metadata={"tags": ["injected-parameters"],
+                                                    "papermill": {"duration": 1.0}})]
+    nb.metadata["papermill"] = {"input_path": "/abs/nb.ipynb"}
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    params = {"PRESET": "default", "SEED": 0, "SEEDS": 3, "RUN_DIR": "/abs/runs",
+              "FIGURES_DIR": "/abs/figures"}
+    out = nbformat.read(reader_copy(tmp_path / "run.ipynb", tmp_path / "copy.ipynb", params), 4)
+    assert out.cells[0].source.splitlines()[1:] == [
+        "PRESET = 'default'", "RUN_DIR = '../runs'", "FIGURES_DIR = '../figures'"]
+    assert "papermill" not in out.metadata and "papermill" not in out.cells[0].metadata
+    assert out.metadata["wsda"] == {"commit": git_commit(), "preset": "default", "seeds": 3,
+                                    "seed": 0}
+
+
+def test_the_readers_copies_are_modest_in_size():
+    """The executed copies hold their figures inline; together they stay under 8 MB."""
+    assert sum(p.stat().st_size for p in EXECUTED.glob("*.ipynb")) < 8 * 2**20

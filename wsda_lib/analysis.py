@@ -49,6 +49,33 @@ def attention_maps(model, images: torch.Tensor) -> torch.Tensor:
     return category_attention(logits).view_as(logits)
 
 
+def attention_classes(label, weak_label, scores) -> list[int]:
+    """The classes whose attention the series shows for one image, in this order: its
+    largest present class, its smallest present one, and the absent class scored highest
+    (P_c: the one most hallucinated); fewer when the image has fewer.
+
+    label (H, W) class indices (255 = ignore); weak_label (C,) 0/1 image-level label;
+    scores (C,) P_c of some model (notebook.Session.attention: the source-only model's).
+
+    >>> attention_classes(np.array([[0, 0, 0, 1]]), np.array([1, 1, 0, 0]),
+    ...                   np.array([0.9, 0.5, 0.1, 0.4]))
+    [0, 1, 3]
+    """
+    label, weak = np.asarray(label), np.asarray(weak_label)
+    present = [c for c in np.flatnonzero(weak)]
+    area = {c: int((label == c).sum()) for c in present}
+    chosen = []
+    if present:
+        chosen.append(max(present, key=area.get))
+        rest = [c for c in present if c != chosen[0]]
+        if rest:
+            chosen.append(min(rest, key=area.get))
+    absent = [c for c in range(len(weak)) if not weak[c]]
+    if absent:
+        chosen.append(max(absent, key=lambda c: float(scores[c])))
+    return [int(c) for c in chosen]
+
+
 def attention_on_class(attention: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     """The share (%) of each class's attention mass that falls on that class's ground-truth
     pixels: attention α (B, C, h, w) is upsampled bilinearly to the labels' (B, H, W),

@@ -22,14 +22,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from . import plots
-from .analysis import attention_maps, attention_on_class, attention_share
+from .analysis import attention_classes, attention_maps, attention_on_class, attention_share
 from .atomic import write_json
 from .config import PRESETS, Config, preset
 from .data import Benchmark, load
 from .engine import DEVICE_NAMES, resolve_device
+from .method.weak_classification import Pooling, image_class_scores
 from .results import (
     SHORT_TITLES,
     attach_controls,
@@ -112,21 +113,32 @@ class Session:
 
     def attention(self, runs: dict, shown: str, figure: str) -> pd.DataFrame:
         """Attention at this step of the series: the attention grid of stage `shown` on the
-        same three target val images in every notebook (saved as `figure`), and a table per
-        class of each stage's target val IoU and share of attention on the class's own
-        pixels (analysis.attention_share), beside the class's area: the attention picks the
-        right region when its share is well above the area."""
+        same three target val images in every notebook, the same classes for each (its
+        largest and smallest present class and the absent class the source-only model
+        scores highest: analysis.attention_classes) on one colour scale, with the present
+        classes' outlines (saved as `figure`); and a table per class of each stage's target
+        val IoU and share of attention on the class's own pixels (analysis.attention_share),
+        beside the class's area: the attention picks the right region when its share is
+        well above the area."""
         split = self.bench["target_val"]
         items = [split[i] for i in self.ATTENTION_IMAGES]
         images = torch.stack([it["image"] for it in items])
         labels = torch.stack([torch.as_tensor(it["label"]) for it in items])
+        with torch.no_grad():
+            scores = image_class_scores(self.stage("source_only").model.eval()(
+                images.to(self.device))[0], Pooling()).cpu()
+        chosen = [attention_classes(it["label"], it["weak_label"], s)
+                  for it, s in zip(items, scores, strict=True)]
+        absent = [{c for c in range(len(self.classes)) if not it["weak_label"][c]}
+                  for it in items]
         att = attention_maps(runs[shown].model, images.to(self.device)).cpu()
-        present = [[c for c in range(len(self.classes)) if it["weak_label"][c]][:4]
-                   for it in items]
-        self.save(plots.attention_grid(images, att, self.classes, present,
+        self.save(plots.attention_grid(images, att, self.classes, chosen,
                                        attention_on_class(att, labels),
-                                       f"attention of {STAGES[shown].title}, target val"),
-                  figure)
+                                       f"attention of {STAGES[shown].title}, target val",
+                                       labels=labels, absent=absent), figure)
+        return self._attention_table(runs, split)
+
+    def _attention_table(self, runs: dict, split) -> pd.DataFrame:
         columns = {}
         for name, run in runs.items():
             share = attention_share(run.model, split, self.device)
@@ -142,6 +154,11 @@ class Session:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; `make study` writes it")
         return json.loads(path.read_text())
+
+    def saw(self, text: str) -> None:
+        """Show "what we saw" as rendered markdown: `text` with this run's numbers formatted
+        into it by the cell that calls this, so the prose a reader sees is the run's own."""
+        display(Markdown(text))
 
     def show(self, fig) -> None:
         """Show a figure once, without saving it."""

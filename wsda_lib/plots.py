@@ -140,6 +140,8 @@ def learning_curves(histories: dict, val_splits: dict | None = None):
         axes[1].plot(h["val_iteration"], h["val_miou"], marker="o", label=label + where)
     axes[0].set(xlabel="iteration", ylabel="training loss (log scale)", yscale="log")
     axes[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    # minor ticks at 2 and 5 only: labels at every minor tick of a log axis collide
+    axes[0].yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
     axes[0].yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     axes[1].set(xlabel="iteration", ylabel="validation mIoU (%)")
     axes[0].legend()
@@ -195,36 +197,45 @@ def presence_bars(results: dict, class_names, metric: str):
                     title=f"class-presence {metric} on target test", ylabel=f"{metric} (%)")
 
 
+ATTENTION_SCALE = (0.0, 1.0)  # α is a share of one class's attention: one scale everywhere
+
+
 def attention_grid(images, attentions, class_names, classes_per_image, on_class=None,
-                   title: str = ""):
-    """Each row: a target image, then the attention maps α_c (h, w) of the classes it
-    contains, smoothly upsampled over the image on one colour scale (shown by a colour bar):
-    the share of the class's attention that each position gets. on_class (N, C), when
-    given, is the share (%) of α_c on class c's own pixels (analysis.attention_on_class),
-    written under each panel's class name."""
+                   title: str = "", labels=None, absent=None):
+    """Each row: a target image, then the attention maps α_c (h, w) of the classes chosen for
+    it (analysis.attention_classes), smoothly upsampled over the image on one fixed colour
+    scale, ATTENTION_SCALE, in every figure of the series: the share of the class's
+    attention that each position gets. labels (N, H, W), when given: each present class's
+    ground-truth outline is drawn in cyan. on_class (N, C), when given, is the share (%) of
+    α_c on class c's own pixels (analysis.attention_on_class), written under each present
+    class's name; absent[r] (a set of class indices) marks the classes image r does not
+    contain, titled "absent" instead."""
     n_cols = 1 + max(len(c) for c in classes_per_image)
     fig, axes = plt.subplots(len(images), n_cols, figsize=(2.1 * n_cols, 1.2 * len(images) + 0.6),
                              squeeze=False, layout="constrained")
-    vmax = max(float(np.asarray(att[c]).max()) for att, classes in
-               zip(attentions, classes_per_image, strict=True) for c in classes)
     for r, (img, att, classes) in enumerate(zip(images, attentions, classes_per_image,
                                                 strict=True)):
         axes[r, 0].imshow(_image(img))
         for k, c in enumerate(classes):
-            axes[r, k + 1].imshow(_image(img), alpha=0.5)
-            shown = axes[r, k + 1].imshow(
-                np.asarray(att[c]), cmap="magma", alpha=0.6, vmin=0, vmax=vmax,
-                interpolation="bilinear",
-                extent=(-0.5, img.shape[-1] - 0.5, img.shape[-2] - 0.5, -0.5))
-            label = class_names[c] if on_class is None else \
-                f"{class_names[c]}: {on_class[r][c]:.0f}% on it"
-            axes[r, k + 1].set_title(label, fontsize=8)
+            ax, gone = axes[r, k + 1], absent is not None and c in absent[r]
+            ax.imshow(_image(img))
+            shown = ax.imshow(np.asarray(att[c]), cmap="magma", alpha=0.6,
+                              vmin=ATTENTION_SCALE[0], vmax=ATTENTION_SCALE[1],
+                              interpolation="bilinear",
+                              extent=(-0.5, img.shape[-1] - 0.5, img.shape[-2] - 0.5, -0.5))
+            if labels is not None and not gone:
+                ax.contour(np.asarray(labels[r]) == c, levels=[0.5], colors="cyan",
+                           linewidths=0.7)
+            label = (f"{class_names[c]}: absent" if gone else class_names[c]
+                     if on_class is None else f"{class_names[c]}: {on_class[r][c]:.0f}% on it")
+            ax.set_title(label, fontsize=8)
         for ax in axes[r]:
             ax.set_xticks([]), ax.set_yticks([])
             if not ax.images:
                 ax.axis("off")
     fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.05, aspect=40,
-                 label="attention α (share of the class's attention at each position)")
+                 label="attention α (share of the class's attention at each position); cyan: "
+                       "the class's pixels")
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -258,21 +269,28 @@ def feature_projection(panels: dict, class_names, classes):
 
 
 def history_curves(histories: dict, keys: dict, ylabel: str = "", title: str = "",
-                   scale: float = 1.0):
+                   scale: float = 1.0, chance: float | None = None):
     """Logged training quantities over iterations; histories: {label: history dict}, keys:
     {history key: what to call it}; values are multiplied by `scale` (100 for %). Each run
-    has its own line style and each quantity its own colour, with markers, so that curves
-    lying on one another, or a single logged point, stay visible."""
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    has its own line style and marker (filled, then hollow) and each quantity its own
+    colour, so that curves lying on one another, or a single logged point, stay visible.
+    chance: a level drawn dashed and labelled (50 for a discriminator's accuracy). The
+    legend sits under the plot, which keeps the full width."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     styles = ["-", "--", ":", "-."]
     for r, (label, h) in enumerate(histories.items()):
         for k, (key, name) in enumerate(keys.items()):
             if key in h:
                 ax.plot(h["iteration"], scale * np.asarray(h[key]), styles[r % len(styles)],
-                        marker="os^D"[r % 4], markersize=4, color=f"C{k}",
+                        marker="os^D"[r % 4], markersize=6 - r, color=f"C{k}",
+                        markerfacecolor=f"C{k}" if r % 2 == 0 else "none",
                         label=f"{label}: {name}")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1,
+                   label=f"chance ({chance:g})")
     ax.set(xlabel="iteration", ylabel=ylabel, title=title)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+              frameon=False)
     fig.tight_layout()
     return fig
 
@@ -307,10 +325,15 @@ def annotation_cost(results: dict, annotation: dict):
                                                ("gap_closed_mean", "paper_gap_closed",
                                                 "source → oracle gap closed (%)")],
                                         strict=True):
-        ax.errorbar(x, [by_name[n][ours] for n in names],
-                    yerr=[by_name[n][ours.replace("mean", "std")] for n in names],
-                    fmt="o-", capsize=3, label="ours (embedded benchmark)")
-        ax.plot(x, [by_name[n][paper] for n in names], "s--", label="paper (GTA5 → Cityscapes)")
+        paid = [k for k, s in enumerate(seconds) if s > 0]  # no line across the axis break
+        for key, style, what in ((ours, "o-", "ours (embedded benchmark)"),
+                                 (paper, "s--", "paper (GTA5 → Cityscapes)")):
+            y = [by_name[n][key] for n in names]
+            err = ([by_name[n][ours.replace("mean", "std")] for n in names] if key == ours
+                   else None)
+            line = ax.errorbar(x, y, yerr=err, fmt=style[0], capsize=3, label=what)
+            ax.plot([x[k] for k in paid], [y[k] for k in paid], style[1:],
+                    color=line[0].get_color())
         ax.set_xscale("log")
         ax.set_xticks(x, ticks, fontsize=8)
         ax.minorticks_off()
@@ -401,8 +424,8 @@ def study_bars(study: dict):
     for yy, (_, v, _) in zip(y, rows, strict=True):
         ax.text(v + 0.2, yy, f"{v:.1f}", va="center", fontsize=7)
     ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
-    lo = min(r[1] for r in rows)
-    ax.set(xlim=(max(0, lo - 5), max(r[1] for r in rows) + 3), xlabel="target val mIoU (%)",
+    # bars start at 0: a cut axis would make differences of a point look like halvings
+    ax.set(xlim=(0, max(r[1] for r in rows) + 6), xlabel="target val mIoU (%)",
            title=f"weak-label study, seed {study['seed']} (grey: references, blue: one factor "
                  f"changed, green: fixes, orange: grid)")
     ax.title.set_fontsize(8)

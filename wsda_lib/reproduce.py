@@ -29,9 +29,11 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
 from .notebook import PROGRESS_LOG, PYTHON_PREFIX, SERIES_PRESETS
+from .results import git_commit
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
+EXECUTED = NOTEBOOKS / "executed"  # the reader's copies (reader_copy), committed
 SERIES = re.compile(r"^0[0-5]_.*\.ipynb$")  # 00-05; 06 (real datasets) is not in the series
 
 
@@ -220,6 +222,29 @@ def _progress(log: Path):
             os.environ[PROGRESS_LOG] = previous
 
 
+def reader_copy(executed: Path, dest: Path, params: dict) -> Path:
+    """The executed notebook as readers see it in the repository (notebooks/executed/, written
+    by `make reproduce` of the default preset only): its outputs as they ran, the parameters
+    papermill injected shown with paths relative to notebooks/ rather than this machine's,
+    papermill's per-cell timings dropped, and metadata["wsda"] = the commit, preset and
+    seeds it ran from (results.run_metadata's commit, as figures/results.json records)."""
+    nb = nbformat.read(executed, as_version=4)
+    relative = {"RUN_DIR": "../runs", "FIGURES_DIR": "../figures"}
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            given = [k for k in params if re.search(rf"^{k} = ", cell.source, re.M)]
+            cell.source = "# Parameters, as make reproduce passed them\n" + "\n".join(
+                f"{k} = {relative.get(k, params[k])!r}" for k in given)
+    nb.metadata.pop("papermill", None)
+    nb.metadata["wsda"] = {"commit": git_commit(), "preset": params["PRESET"],
+                           "seeds": params["SEEDS"], "seed": params["SEED"]}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest)
+    return dest
+
+
 def write_html(notebook: Path) -> Path:
     """An HTML copy of an executed notebook, beside it."""
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
@@ -271,6 +296,8 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
             raise NotebookFailed(f"{e}; stages trained so far are cached in {run_dir}, so the "
                                  f"same command again resumes from them") from None
         timings[path.name] = seconds
+        if committed:  # the reader's copy, committed beside the sources
+            reader_copy(out / "notebooks" / path.name, EXECUTED / path.name, params)
         print(f"[{k}/{len(todo)}] {path.name}: done in {seconds:.0f} s", flush=True)
     print(f"done: {sum(timings.values()):.0f} s; executed notebooks in {out / 'notebooks'}, "
           f"figures in {figures}", flush=True)

@@ -439,14 +439,20 @@ def write_results(results: dict, figures_dir) -> None:
     atomic_write(figures_dir / "results.md", lambda f: f.write(render_markdown(results).encode()))
 
 
+def git_commit() -> str:
+    """The short commit of this checkout ("unknown" outside git): what results.json and the
+    reader's copies of the notebooks record."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_metadata(preset: str, device) -> dict:
     """Preset, commit, date and machine of a run, for results.json."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True,
-                                cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
                f"torch {torch.__version__}, device {device}")
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
