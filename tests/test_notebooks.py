@@ -279,7 +279,10 @@ def _source_cells(nb: dict) -> list[str]:
 
 def _shown(nb: dict) -> str:
     """Everything an executed notebook shows: printed text and rendered markdown."""
-    return "".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "")
+    def text(value) -> str:  # nbformat stores text as a string or a list of lines
+        return "".join(value) if isinstance(value, list) else value
+
+    return "".join(text(o.get("text", "")) + text(o.get("data", {}).get("text/markdown", ""))
                    for c in nb["cells"] for o in c.get("outputs", []))
 
 
