@@ -155,3 +155,16 @@ def test_results_carry_the_pseudo_weak_labels_start_and_end_by_hand():
     assert weak["pseudo_weak_recall_end"] == {"per_seed": [100.0, 98.0], "mean": 99.0}
     assert "pseudo_weak_labels" not in by["adaptsegnet"]
     assert "| uda_weak | 82.0 -> 72.0 | 89.0 -> 99.0 |" in render_markdown(out)
+
+
+def test_the_readme_names_the_commit_and_date_results_json_records():
+    """The README's results say which `make reproduce` wrote them: results.json's commit and
+    date, so that the table, the readers' copies and the prose name one run."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    results = json.loads((repo / "figures/results.json").read_text())
+    readme = (repo / "README.md").read_text()
+    assert (f"The default run: `make reproduce` at commit `{results['commit']}`, "
+            f"{results['date'][:10]}") in readme
