@@ -32,3 +32,21 @@ def test_the_rule_does_not_depend_on_the_labels_resolution():
     assert image_labels(small, typical, pixels=64 * 128).tolist() == [[1, 0]]
     assert image_labels(large, typical, pixels=4 * 64 * 128).tolist() == [[1, 0]]
     assert image_labels(np.array([[39, 0]]), typical, pixels=64 * 128).tolist() == [[0, 0]]
+
+
+def test_the_presence_explorer_pools_thresholds_and_scores_by_hand():
+    """widgets.presence_at on one image of two classes, a 1x1 logit map (0, -2): P_c =
+    σ(0) = 0.5 and σ(-2) = 0.12; at T = 0.2 only class 0 is labelled present, so against
+    truth (1, 1) precision is 100% and recall 50%. Pooled over N = 4 positions instead of
+    1, every score drops by log 4 before the sigmoid: σ(-log 4) = 0.2, not above T."""
+    import torch
+
+    from wsda_lib.widgets import presence_at, presence_explorer
+
+    logits, truth = torch.tensor([[[[0.0]], [[-2.0]]]]), torch.tensor([[1.0, 1.0]])
+    p = presence_at(logits, truth, threshold=0.2)
+    assert torch.allclose(p["scores"], torch.tensor([[0.5, 0.1192]]), atol=1e-4)
+    assert p["labels"].tolist() == [[1.0, 0.0]] and (p["precision"], p["recall"]) == (100, 50)
+    assert presence_at(logits, truth, threshold=0.2, positions=4)["labels"].sum() == 0
+    table = presence_explorer(logits, truth, ["road", "car"], interactive=False)
+    assert table.loc[("N = 1", 0.2), "recall (%)"] == 50.0

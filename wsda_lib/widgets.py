@@ -39,3 +39,59 @@ def attention_explorer(images, attentions, class_names, interactive: bool = True
 
     return w.interactive(show, index=w.IntSlider(0, 0, len(images) - 1, description="image"),
                          class_name=w.Dropdown(options=list(class_names), description="class"))
+
+
+def presence_at(logits, truth, r: float = 1.0, threshold: float = 0.2,
+                positions: int | None = None) -> dict:
+    """Image-level scores P_c (N, C) of `logits` (N, C, h, w) pooled by smooth-max with r
+    over `positions` (None: the map's h·w; docs/method.md §3), the presence labels
+    P_c > threshold, and their micro precision and recall (%) against `truth` (N, C) 0/1."""
+    import torch
+
+    from .evaluate import presence_precision_recall
+    from .method.weak_classification import Pooling, image_class_scores
+
+    scores = image_class_scores(torch.as_tensor(logits), Pooling(r, positions))
+    labels = (scores > threshold).float()
+    precision, recall = presence_precision_recall(labels, torch.as_tensor(truth).float())
+    return {"scores": scores, "labels": labels, "precision": precision, "recall": recall}
+
+
+def presence_explorer(logits, truth, class_names, interactive: bool = True):
+    """Sliders for smooth-max's r, the threshold T and the positions N of the pooling over
+    a model's logits (N, C, h, w) on labelled images (truth (N, C)): the first image's P_c
+    per class against T, and the presence labels' micro precision and recall over all the
+    images. Seconds per move, nothing trains. Headless, or without ipywidgets: a table of
+    precision and recall at a few T and N, r = 1, instead."""
+    if interactive:
+        try:
+            import ipywidgets as w
+        except ImportError:
+            interactive = False
+    if not interactive:
+        import pandas as pd
+
+        hw = int(np.prod(np.shape(logits)[-2:]))
+        rows = {(f"N = {n or hw}", t): presence_at(logits, truth, 1.0, t, n)
+                for n in (None, 8385) for t in (0.1, 0.2, 0.5, 0.9)}
+        return pd.DataFrame({k: {"precision (%)": v["precision"], "recall (%)": v["recall"]}
+                             for k, v in rows.items()}).T.round(1)
+
+    def show(r, threshold, positions):
+        p = presence_at(logits, truth, r, threshold, positions or None)
+        fig, ax = plt.subplots(figsize=(8, 2.6))
+        colours = ["C2" if t else "C3" for t in np.asarray(truth[0])]
+        ax.bar(list(class_names), p["scores"][0].numpy(), color=colours)
+        ax.axhline(threshold, color="k", linestyle="--", linewidth=1)
+        ax.set(ylim=(0, 1), ylabel="P_c", title=f"image 0 (green: present, red: absent); "
+               f"all {len(truth)} images: precision {p['precision']:.0f}%, recall "
+               f"{p['recall']:.0f}%")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        plt.show()
+
+    hw = int(np.prod(np.shape(logits)[-2:]))
+    return w.interactive(show, r=w.FloatSlider(1.0, min=0.25, max=10, step=0.25),
+                         threshold=w.FloatSlider(0.2, min=0.05, max=0.95, step=0.05,
+                                                 description="T"),
+                         positions=w.Dropdown(options=[(f"h·w = {hw}", 0), ("8385", 8385)],
+                                              description="N"))
