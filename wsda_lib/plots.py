@@ -244,19 +244,28 @@ def attention_grid(images, attentions, class_names, classes_per_image, on_class=
 def feature_projection(panels: dict, class_names, classes):
     """2-D projections of category features: one row per model, {title: (points (N, 2),
     class index (N,), domain (N,) of "source"/"target")}, one column per class, so that no
-    class hides another. Hollow circles = source, crosses = target; each row shares its
-    model's axes."""
-    fig, axes = plt.subplots(len(panels), len(classes), squeeze=False, sharex="row",
-                             sharey="row", figsize=(2.6 * len(classes), 2.5 * len(panels)))
+    class hides another. Hollow circles = source, crosses = target, grey = the other
+    classes' features, for context. Each panel zooms on its own class (a class of tight
+    features is not squashed by a spread-out one); each row has its model's own principal
+    components, so rows are compared by how the two domains sit, not by coordinates."""
+    fig, axes = plt.subplots(len(panels), len(classes), squeeze=False,
+                             figsize=(2.6 * len(classes), 2.5 * len(panels)))
     for row, (title, (pts, cls, dom)) in zip(axes, panels.items(), strict=True):
         for ax, c in zip(row, classes, strict=True):
-            ax.scatter(pts[:, 0], pts[:, 1], s=4, color="0.85")   # every class, for context
+            ax.scatter(pts[cls != c, 0], pts[cls != c, 1], s=4, color="0.85",
+                       label="other classes")
             for domain, marker, style in (("source", "o", {"facecolors": "none",
                                                            "edgecolors": "C0"}),
                                           ("target", "x", {"color": "C3"})):
                 m = (cls == c) & (dom == domain)
                 ax.scatter(pts[m, 0], pts[m, 1], s=14, marker=marker, lw=0.8, alpha=0.8,
                            label=domain, **style)
+            mine = pts[cls == c]
+            if len(mine):
+                low, high = mine.min(0), mine.max(0)
+                pad = 0.15 * np.maximum(high - low, 1e-6)
+                ax.set(xlim=(low[0] - pad[0], high[0] + pad[0]),
+                       ylim=(low[1] - pad[1], high[1] + pad[1]))
             ax.tick_params(labelsize=7)
         row[0].set_ylabel(f"{textwrap.fill(title, 22)}\n\nprincipal component 2", fontsize=8)
     for ax, c in zip(axes[0], classes, strict=True):
