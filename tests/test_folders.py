@@ -459,3 +459,14 @@ def test_mmsegmentation_suffixes_pair_cityscapes_files_in_city_folders(tmp_path)
                               suffixes=("_leftImg8bit.png", "_gtFine_labelIds.png"))
     assert split.item_name(0) == "x_leftImg8bit.png"
     assert split.label(0).tolist() == [[0, 0, 13, 255]]
+
+
+def test_data_check_names_the_classes_no_label_map_holds(tmp_path, capsys):
+    """The class file is checked against the values actually present: a class that no label
+    map of the checked folders holds is named (read in the same pass as the check)."""
+    from wsda_lib.cli import main
+
+    root = _domain(tmp_path / "d", label=np.where(LABEL == 2, 0, LABEL).astype(np.uint8))
+    _classes(root)
+    assert main(["data", "check", "--dataset", "folders", "--root", str(root)]) == 0
+    assert "in no label map checked: ['sky']" in capsys.readouterr().out

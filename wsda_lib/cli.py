@@ -251,26 +251,13 @@ def _check_folders(args) -> int:
         report = folder.check()
         print(f"folders {split} at {args.root} (classes: {class_file.path}): {report}")
         ok = ok and report.ok
-        seen |= _classes_present(folder)
+        seen[[c for c in report.labels_seen if c < len(seen)]] = True
     unseen = [n for n, s in zip(class_file.class_set.names, seen, strict=True) if not s]
     if unseen:
         print(f"classes of {class_file.path} in no label map checked: {unseen}")
     if args.image_labels or args.points:
         _check_csvs(args, class_file)
     return 0 if ok else 1
-
-
-def _classes_present(folder) -> np.ndarray:
-    """(C,) bool: the classes some readable label map of `folder` holds."""
-    present = np.zeros(folder.class_set.num_classes, bool)
-    for i in range(len(folder)):
-        try:
-            label = folder.label(i)
-        except ValueError:  # reported by check()
-            continue
-        values = np.unique(label)
-        present[values[values < len(present)]] = True
-    return present
 
 
 def _check_unlabelled(args, class_file) -> bool:

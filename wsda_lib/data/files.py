@@ -214,6 +214,7 @@ class Report:
     checked: int = 0
     problems: dict = field(default_factory=dict)
     unit: str = "image/label pairs"  # what `checked` counts
+    labels_seen: set = field(default_factory=set)  # class indices the readable labels hold
 
     def add(self, kind: str, message: str):
         self.problems.setdefault(kind, []).append(message)
@@ -394,7 +395,7 @@ class FileSegmentation(Split):
             report.add(SIZE_MISMATCH, m)
         for i in range(len(self)):
             try:
-                self.load(i)
+                report.labels_seen.update(int(v) for v in np.unique(self.load(i)[1]))
             except DatasetError as e:
                 report.add(e.kind or "unreadable file", str(e))
             except ValueError as e:  # unknown ids from the protocol
