@@ -74,7 +74,10 @@ def test_a_series_notebook_that_lost_its_parameters_tag_is_refused(tmp_path):
 def test_every_series_notebook_declares_the_series_parameters():
     import papermill as pm
 
-    for path in sorted(NOTEBOOKS.glob("0[0-5]_*.ipynb")):
+    from wsda_lib.reproduce import series
+
+    assert len(series()) == 8
+    for path in series():
         declared = pm.inspect_notebook(str(path))
         assert set(SERIES_PARAMETERS) <= set(declared), path.name
 

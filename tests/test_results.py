@@ -168,3 +168,22 @@ def test_the_readme_names_the_commit_and_date_results_json_records():
     readme = (repo / "README.md").read_text()
     assert (f"The default run: `make reproduce` at commit `{results['commit']}`, "
             f"{results['date'][:10]}") in readme
+
+
+def test_power_per_step_by_hand():
+    """Each step's row: the standard deviation of its paired per-seed gains, and the gain its
+    seeds detect with 80% power; a step whose gains do not vary has no detectable gain."""
+    from wsda_lib.results import COMPARISONS, detectable_gain, power_markdown
+
+    stages = {name: [30.0, 30.0, 30.0] for _, a, b in COMPARISONS for name in (a, b)}
+    stages["adaptsegnet"] = [31.0, 31.5, 32.0]   # gains over source-only 1, 1.5, 2: sd 0.5
+    results = {"seeds": [0, 1, 2],
+               "stages": [{"stage": n, "miou_per_seed": v} for n, v in stages.items()]}
+    rows = power_markdown(results)
+    assert f"| Output-space alignment | 0.50 | {detectable_gain(3, 0.5):.1f} |" in rows
+    # L_c's gains over AdaptSegNet are -1, -1.5, -2: the same spread
+    assert f"| L_c with pseudo-weak labels | 0.50 | {detectable_gain(3, 0.5):.1f} |" in rows
+    assert "| Category-wise alignment | 0.00 | — |" in rows
+    one = {**results, "seeds": [0],
+           "stages": [{"stage": n, "miou_per_seed": v[:1]} for n, v in stages.items()]}
+    assert "| Output-space alignment | — | — |" in power_markdown(one)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .atomic import atomic_write, write_json
+from .data.classes import IGNORE_INDEX
 from .method.category_alignment import category_attention, category_features
 from .method.self_training import (
     ClassThresholds,
@@ -301,6 +302,36 @@ def domain_separation(model, benchmark, device, classes, n: int = 120) -> dict:
                                   for g, m in zip(groups, centroids, strict=True)]))
         out[c] = float(np.linalg.norm(centroids[0] - centroids[1]) / max(spread, 1e-12))
     return out
+
+
+def pseudo_label_classes(pseudo, truth, num_classes: int) -> dict:
+    """Per class, how self-training's pixel pseudo labels (this project's extension,
+    docs/method.md §11) compare with the ground truth: (N, H, W) pseudo labels and labels,
+    255 = no label / ignored.
+
+    Returns (C,) arrays, in %: "precision" (of the pixels labelled c, the share truly c; NaN
+    if none is), "recall" (of the pixels truly c, the share labelled c), "share_of_labels"
+    (of all pseudo-labelled pixels, the share labelled c), "share_of_pixels" (of the labelled
+    ground-truth pixels, the share truly c); and "confusion" (C, C) pixel counts, rows = true
+    class, columns = pseudo label, over pixels that have both.
+
+    >>> out = pseudo_label_classes(np.array([[0, 1, 1, 255]]), np.array([[0, 0, 1, 1]]), 2)
+    >>> out["precision"].tolist(), out["recall"].tolist(), out["share_of_labels"].round(1).tolist()
+    ([100.0, 50.0], [50.0, 50.0], [33.3, 66.7])
+    """
+    pseudo, truth = np.asarray(pseudo).ravel(), np.asarray(truth).ravel()
+    valid = truth != IGNORE_INDEX
+    both = valid & (pseudo != IGNORE_INDEX)
+    conf = np.bincount(truth[both].astype(np.int64) * num_classes + pseudo[both],
+                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    true_pixels = np.bincount(truth[valid].astype(np.int64), minlength=num_classes)
+    right, labelled = np.diag(conf).astype(float), conf.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"precision": 100 * right / np.where(labelled > 0, labelled, np.nan),
+                "recall": 100 * right / np.where(true_pixels > 0, true_pixels, np.nan),
+                "share_of_labels": 100 * labelled / max(labelled.sum(), 1),
+                "share_of_pixels": 100 * true_pixels / max(true_pixels.sum(), 1),
+                "confusion": conf}
 
 
 def filter_effect(quality: dict) -> str:

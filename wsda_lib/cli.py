@@ -74,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 def _reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="run the notebook series headless; rewrite figures/")
     r.add_argument("--preset", choices=SERIES_PRESETS, default="default")
-    r.add_argument("--seed", type=int, default=0, help="seed of notebooks 01-04; the first "
-                   "of the seeds of notebook 05")
-    r.add_argument("--seeds", type=int, default=3, help="number of seeds notebook 05 runs")
+    r.add_argument("--seed", type=int, default=0, help="seed of notebooks 01-05; the first "
+                   "of the seeds of notebook 06")
+    r.add_argument("--seeds", type=int, default=3, help="number of seeds notebook 06 runs")
     r.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
     r.add_argument("--out", type=Path, default=None,
                    help="folder for executed notebooks (default: build/ for the default "

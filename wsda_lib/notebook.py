@@ -37,7 +37,7 @@ from .results import (
     run_metadata,
     stage_table,
     summarise,
-    write_results,  # noqa: F401  (notebook 05 calls notebook.write_results)
+    write_results,  # noqa: F401  (notebook 06 calls notebook.write_results)
 )
 from .stages import STAGES, StageResult, run_stage
 
@@ -87,6 +87,12 @@ class Session:
 
     def titles(self, names) -> dict[str, str]:
         return {name: STAGES[name].title for name in names}
+
+    def colours(self) -> dict[str, tuple]:
+        """One colour per stage title, the same in every figure of the series (tab20, in
+        the order of stages.STAGES)."""
+        palette = plt.get_cmap("tab20").colors
+        return {s.title: palette[i % len(palette)] for i, s in enumerate(STAGES.values())}
 
     def table(self, runs: dict) -> pd.DataFrame:
         """mIoU and gap closed (%) on target val and target test, one row per stage, in
@@ -202,7 +208,7 @@ def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
 
     need(given["PRESET"] in SERIES_PRESETS, "PRESET",
          f"one of {list(SERIES_PRESETS)} (the paper presets need the real datasets: see "
-         f"notebook 06 and `wsda train`)")
+         f"notebook 07 and `wsda train`)")
     for name in ("SEED", "SEEDS"):
         if name in given:
             low = 0 if name == "SEED" else 1
@@ -251,6 +257,7 @@ def start(namespace: dict, extra: tuple = ()) -> Session:
     run_dir = NOTEBOOKS / p["RUN_DIR"]  # relative to the notebooks, wherever papermill runs
     figures = Path(p["FIGURES_DIR"] or REPO / "build" / "figures" / p["PRESET"])
     bench = load(cfg.data, run_dir / "data")
+    pd.set_option("display.max_colwidth", 80)  # stage titles whole in every table
     print(f"preset {p['PRESET']}, seed {p['SEED']}, device {device}; figures -> {figures}; "
           f"splits:", {name: len(split) for name, split in bench.splits.items()})
     return Session(p["PRESET"], p["SEED"], cfg, device, bench, run_dir, figures,

@@ -74,6 +74,42 @@ def sample_grid(rows: dict, class_set: ClassSet, titles=None, scale: float = 1.0
     return fig
 
 
+def clicks(images, points, labels, class_set: ClassSet):
+    """What a person gives in WDA with points (docs/method.md §4): each image with one marker
+    per clicked pixel, filled with its class's colour, above the image's ground truth with
+    the same markers; a legend names the classes clicked.
+
+    images: (N, 3, H, W) floats in [0, 1]; points: (N, C) flat pixel indices y * W + x, −1
+    where class c has no click (point_supervision.sample_points); labels: (N, H, W) label
+    maps, drawn in the class colours for comparison. Returns the figure."""
+    images, points, labels = np.asarray(images), np.asarray(points), np.asarray(labels)
+    if labels.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"clicks: labels of size {labels.shape[-2:]} for images of size "
+                         f"{images.shape[-2:]}; the points index the label map, so both must "
+                         f"have one size")
+    n, width = len(images), labels.shape[-1]
+    fig, axes = plt.subplots(2, n, squeeze=False, figsize=(2.6 * n, 3.7))
+    colours = np.asarray(class_set.colors, float) / 255
+    for i in range(n):
+        axes[0, i].imshow(_image(images[i]))
+        axes[1, i].imshow(colorize(labels[i], class_set))
+        clicked = np.flatnonzero(points[i] >= 0)
+        ys, xs = np.divmod(points[i, clicked], width)
+        for ax in axes[:, i]:
+            ax.scatter(xs, ys, s=60, c=colours[clicked], edgecolors="black", linewidths=1.2,
+                       clip_on=False, zorder=3)
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_ylabel("clicks", fontsize=9)
+    axes[1, 0].set_ylabel("ground truth", fontsize=9)
+    shown = sorted({int(c) for row in points for c in np.flatnonzero(row >= 0)})
+    handles = [plt.Line2D([], [], marker="o", linestyle="", markerfacecolor=colours[c],
+                          markeredgecolor="black", label=class_set.names[c]) for c in shown]
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    return fig
+
+
 def class_statistics(sheet: dict):
     """Two bar charts: pixel frequency and presence rate per class, source beside target."""
     rows = []
@@ -94,14 +130,19 @@ def class_statistics(sheet: dict):
     return fig
 
 
-def iou_bars(results: dict, class_names, title: str = "", ylabel: str = "IoU (%)"):
+def iou_bars(results: dict, class_names, title: str = "", ylabel: str = "IoU (%)",
+             colours: dict | None = None):
     """Grouped bars of a per-class score in %; results: {label: list of C values (NaN =
-    absent)}. The legend sits under the bars, never on them."""
+    absent)}. colours: {label: colour}, so that one stage keeps its colour from figure to
+    figure (notebook.Session.colours); None: seaborn's default cycle. The legend sits under
+    the bars, never on them."""
     rows = [{"class": c, "model": label, ylabel: value}
             for label, values in results.items()
             for c, value in zip(class_names, values, strict=True)]
     fig, ax = plt.subplots(figsize=(11, 3.6))
-    sns.barplot(pd.DataFrame(rows), x="class", y=ylabel, hue="model", ax=ax)
+    palette = None if colours is None else {label: colours[label] for label in results}
+    sns.barplot(pd.DataFrame(rows), x="class", y=ylabel, hue="model", ax=ax, palette=palette,
+                saturation=1)
     ax.set_ylim(0, 100)
     ax.set_xlabel("")
     ax.set_title(title)

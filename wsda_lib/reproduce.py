@@ -7,7 +7,7 @@ executed to <out>/notebooks/, with an HTML copy beside it. Cells have no time li
 one is asked for. The series stops at the first failure with one line naming the notebook,
 the cell and the executed copy, and saying that the trained stages are cached. One progress
 line per notebook reports its wall time; inside a notebook, each stage that trains logs a
-line when it starts and when it ends (notebook.Session.stage). Notebook 05 writes
+line when it starts and when it ends (notebook.Session.stage). Notebook 06 writes
 figures/results.json and figures/results.md.
 """
 
@@ -34,7 +34,7 @@ from .results import git_commit
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 EXECUTED = NOTEBOOKS / "executed"  # the reader's copies (reader_copy), committed
-SERIES = re.compile(r"^0[0-5]_.*\.ipynb$")  # 00-05; 06 (real datasets) is not in the series
+SERIES = re.compile(r"^(0[0-6]|A)_.*\.ipynb$")  # 00-06 and appendix A; 07 (real datasets) is not
 
 
 class NotebookFailed(RuntimeError):
@@ -276,14 +276,14 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
               "INTERACTIVE": False}
     if preset not in SERIES_PRESETS:
         raise ValueError(f"preset {preset!r}: the series runs {list(SERIES_PRESETS)}; the "
-                         f"paper presets need the real datasets (notebook 06, `wsda train`)")
+                         f"paper presets need the real datasets (notebook 07, `wsda train`)")
     if cell_timeout is not None and (type(cell_timeout) is not int or cell_timeout < 1):
         raise ValueError(f"cell_timeout={cell_timeout!r}: expected None (no limit) or a whole "
                          f"number of seconds >= 1")
     timings = {}
     todo = notebooks or series()
     if not todo:
-        raise NotebookFailed(f"no notebooks matching 00-05 in {NOTEBOOKS}")
+        raise NotebookFailed(f"no notebooks of the series (00-06, A) in {NOTEBOOKS}")
     for path in todo:  # every notebook's parameters cell, before the first one runs
         _declared(Path(path).resolve(), SERIES_PARAMETERS)
     for k, path in enumerate(todo, 1):

@@ -189,17 +189,35 @@ def power_note(results: dict) -> str:
             f"{need if need else 'more than 50'} seeds (`wsda_lib.results.seeds_needed`).")
 
 
+def power_markdown(results: dict) -> list[str]:
+    """Per step of COMPARISONS, what its seeds can detect: the standard deviation of its paired
+    per-seed gains (target test) and the smallest true gain the rule's test finds with POWER
+    at this many seeds (`detectable_gain`); "—" where the gains did not vary or one seed has
+    no spread. The lines of one Markdown table, with its caption."""
+    n = len(results["seeds"])
+    lines = [f"Power per step: the standard deviation of its paired per-seed gains, and the "
+             f"smallest true gain the test detects with {100 * POWER:.0f}% power over {n} "
+             f"seed(s) (`wsda_lib.results.detectable_gain`).", "",
+             "| step | sd of the paired gains | detectable gain |", "|---|---|---|"]
+    for what, a, b in COMPARISONS:
+        gains = np.subtract(stage_mious(results, a), stage_mious(results, b))
+        sd = float(np.std(gains, ddof=1)) if n > 1 else None
+        found = f"{detectable_gain(n, sd):.1f}" if sd else "—"
+        lines.append(f"| {what} | {_fmt(sd, '.2f')} | {found} |")
+    return lines
+
+
 def stage_mious(results: dict, name: str, key: str = "miou_per_seed") -> list:
     """One stage's per-seed mIoU from results.json (target test by default; the key
     "target_val_miou_per_seed" gives target val)."""
     stage = next(s for s in results["stages"] if s["stage"] == name)
     if key not in stage:
         raise ValueError(f"results.json has no {key!r} for stage {name!r}: it was written by an "
-                         f"older version; run notebook 05 (make reproduce) again")
+                         f"older version; run notebook 06 (make reproduce) again")
     return stage[key]
 
 
-# The comparisons notebook 05 states, each (what, stage, baseline stage).
+# The comparisons notebook 06 states, each (what, stage, baseline stage).
 COMPARISONS = (
     ("Output-space alignment", "adaptsegnet", "source_only"),
     ("L_c with pseudo-weak labels", "uda_weak", "adaptsegnet"),
@@ -251,10 +269,10 @@ PAPER_MIOU = {
 ABLATION = tuple(PAPER_MIOU)           # the rows of the results table, in order
 # Row labels where space is short (the qualitative figure).
 SHORT_TITLES = {"source_only": "source-only", "adaptsegnet": "AdaptSegNet",
-                "uda_weak": "UDA: L_c", "uda_paper_labels": "UDA: L_c, paper's labels",
-                "uda_category": "UDA: + category", "wda_weak": "WDA: L_c, image labels",
-                "uda_pixel": "UDA: + pixel", "uda_self_training": "UDA: + self-train.",
-                "wda_image": "WDA: image labels", "wda_point": "WDA: points",
+                "uda_weak": "UDA: L_c", "uda_paper_labels": "UDA: L_c, paper's pooling",
+                "uda_category": "UDA: + category", "wda_weak": "WDA: image labels + L_c",
+                "uda_pixel": "UDA: full recipe", "uda_self_training": "UDA: full + self-train.",
+                "wda_image": "WDA: image labels, full", "wda_point": "WDA: points, full",
                 "oracle": "oracle"}
 # What a person provides per target image, and about how long it takes (the paper's Figure 1).
 ANNOTATION = {"uda_pixel": ("UDA: nothing", 0), "wda_image": ("WDA: image labels", 30),
@@ -381,6 +399,7 @@ def render_markdown(results: dict) -> str:
                     f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]")
         lines.append(f"| {v['what']} | {titles[v['baseline']]} | {v['gain']:+.2f} | "
                      f"{interval} | {_fmt(v['p'], '.3f')} | {v['verdict']} |")
+    lines += ["", *power_markdown(results)]
     if results.get("controls"):
         lines += ["", "Controls (`make ablation`, docs/method.md §15), judged by the same rule:",
                   "", *controls_markdown(results["controls"])]
@@ -477,7 +496,7 @@ def validate(results: dict) -> None:
         check(len(s["miou_per_seed"]) == n_seeds, f"{name}: one mIoU per seed expected")
         check(len(s.get("target_val_miou_per_seed", [])) == n_seeds,
               f"{name}: one target val mIoU per seed expected (target_val_miou_per_seed); "
-              f"a results.json from an older version: run notebook 05 again")
+              f"a results.json from an older version: run notebook 06 again")
         check(all(0 <= m <= 100 for m in s["miou_per_seed"]), f"{name}: mIoU outside 0..100")
         check(0 <= s["miou_mean"] <= 100 and s["miou_std"] >= 0, f"{name}: bad mean/std")
         check(len(s["iou_mean"]) == n_classes, f"{name}: one IoU per class expected")
@@ -485,9 +504,9 @@ def validate(results: dict) -> None:
     by = {s["stage"]: s for s in results["stages"]}
     for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
         check("pseudo_weak_labels" in by[name], f"{name}: the precision and recall of its "
-              f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 05 again")
+              f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 06 again")
     check(results["verdicts"] == verdict_records(results), "verdicts are not the rule's "
-          "(paired_test on each stage's target test mIoU per seed); run notebook 05 again")
+          "(paired_test on each stage's target test mIoU per seed); run notebook 06 again")
     for r in results.get("controls", []):
         a, b = r["stage_miou"]["target_test"], r["control_miou"]["target_test"]
         check(len(a) == len(b) == n_seeds and {k: r.get(k) for k in paired_test(a, b)} ==

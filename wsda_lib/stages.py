@@ -79,11 +79,12 @@ STAGES = {
     "uda_weak": Stage("UDA: pseudo-weak labels + L_c (N = 8385)", "source_only",
                       _adapt("pseudo", True, False, False)),
     # The paper's pseudo-weak labels, kept to show what the default's departures change.
-    "uda_paper_labels": Stage("UDA: pseudo-weak labels + L_c, the paper's labels", "source_only",
+    "uda_paper_labels": Stage("UDA: pseudo-weak labels + L_c, the paper's pooling (N = h·w)",
+                              "source_only",
                               {**_adapt("pseudo", True, False, False), **PAPER_UDA}),
     "uda_category": Stage("UDA: + category-wise alignment", "source_only",
                           _adapt("pseudo", True, True, False)),
-    "uda_pixel": Stage("UDA: + pixel adaptation (FDA stand-in)", "source_only",
+    "uda_pixel": Stage("UDA: + pixel adaptation (FDA stand-in), full recipe", "source_only",
                        _adapt("pseudo", True, True, True)),
     "uda_self_training": Stage("UDA: + self-training (this project's extension)", "uda_pixel",
                                _adapt("pseudo", True, True, True, self_training=True)),
@@ -93,9 +94,9 @@ STAGES = {
     "wda_weak": Stage("WDA: image labels + L_c", "source_only",
                       {**_adapt("image", True, False, False), **PAPER_POOLING}),
     # The WDA rows use the whole recipe, like the UDA row they are compared with (uda_pixel).
-    "wda_image": Stage("WDA: image labels", "source_only",
+    "wda_image": Stage("WDA: image labels, full recipe", "source_only",
                        {**_adapt("image", True, True, True), **PAPER_POOLING}),
-    "wda_point": Stage("WDA: one point per class", "source_only",
+    "wda_point": Stage("WDA: one point per class, full recipe", "source_only",
                        {**_adapt("point", True, True, True), **PAPER_POOLING}),
     "oracle": Stage("oracle (target labels)", overrides={"train.split": "target_train"}),
     # Controls (`make ablation`, ablation.py): each rules out the obvious other explanation
