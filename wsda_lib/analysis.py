@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from .atomic import atomic_write, write_json
 from .data.classes import IGNORE_INDEX
+from .evaluate import confusion_matrix
 from .method.category_alignment import category_attention, category_features
 from .method.self_training import (
     ClassThresholds,
@@ -320,10 +321,9 @@ def pseudo_label_classes(pseudo, truth, num_classes: int) -> dict:
     ([100.0, 50.0], [50.0, 50.0], [33.3, 66.7])
     """
     pseudo, truth = np.asarray(pseudo).ravel(), np.asarray(truth).ravel()
-    valid = truth != IGNORE_INDEX
-    both = valid & (pseudo != IGNORE_INDEX)
-    conf = np.bincount(truth[both].astype(np.int64) * num_classes + pseudo[both],
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    valid, labelled_px = truth != IGNORE_INDEX, pseudo != IGNORE_INDEX
+    conf = confusion_matrix(torch.as_tensor(pseudo[labelled_px]),
+                            torch.as_tensor(truth[labelled_px]), num_classes).numpy()
     true_pixels = np.bincount(truth[valid].astype(np.int64), minlength=num_classes)
     right, labelled = np.diag(conf).astype(float), conf.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):

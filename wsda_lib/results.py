@@ -167,6 +167,23 @@ def detectable_gain(n: int, sd_difference: float, level: float = LEVEL,
                                  1e-6, 100 * sd_difference))
 
 
+def paired_gain_sds(results: dict) -> dict[str, float]:
+    """Per step of COMPARISONS ({what: sd}), the standard deviation (ddof=1, mIoU) over seeds of
+    its paired per-seed gains on target test; what `power_note` and `power_markdown` size the
+    test by. Needs two or more seeds (ValueError otherwise).
+
+    >>> r = {"seeds": [0, 1], "stages": [{"stage": s, "miou_per_seed": [0.0, 0.0]}
+    ...      for _, a, b in COMPARISONS for s in (a, b)]}
+    >>> set(paired_gain_sds(r).values())
+    {0.0}
+    """
+    if len(results["seeds"]) < 2:
+        raise ValueError(f"paired_gain_sds needs two or more seeds, results.json has "
+                         f"{results['seeds']}")
+    return {what: float(np.std(np.subtract(stage_mious(results, a), stage_mious(results, b)),
+                               ddof=1)) for what, a, b in COMPARISONS}
+
+
 def power_note(results: dict) -> str:
     """What the seeds of results.json can detect: the median standard deviation of the paired
     per-seed gains over COMPARISONS, the gain detected with POWER at this many seeds, and the
@@ -175,8 +192,7 @@ def power_note(results: dict) -> str:
     if n < 2:
         return ("Power: one seed has no spread to measure, so no step gets a verdict; run two "
                 "or more seeds.")
-    sds = [float(np.std(np.subtract(stage_mious(results, a), stage_mious(results, b)), ddof=1))
-           for _, a, b in COMPARISONS]
+    sds = list(paired_gain_sds(results).values())
     sd = float(np.median(sds))
     if not sd > 0:
         return (f"Power: the paired gains of the {len(sds)} steps did not vary over the {n} "
@@ -199,9 +215,9 @@ def power_markdown(results: dict) -> list[str]:
              f"smallest true gain the test detects with {100 * POWER:.0f}% power over {n} "
              f"seed(s) (`wsda_lib.results.detectable_gain`).", "",
              "| step | sd of the paired gains | detectable gain |", "|---|---|---|"]
-    for what, a, b in COMPARISONS:
-        gains = np.subtract(stage_mious(results, a), stage_mious(results, b))
-        sd = float(np.std(gains, ddof=1)) if n > 1 else None
+    sds = paired_gain_sds(results) if n > 1 else {}
+    for what, _, _ in COMPARISONS:
+        sd = sds.get(what)
         found = f"{detectable_gain(n, sd):.1f}" if sd else "—"
         lines.append(f"| {what} | {_fmt(sd, '.2f')} | {found} |")
     return lines
