@@ -44,6 +44,6 @@ def test_a_stage_keeps_its_colour_from_figure_to_figure():
         assert all(heights[h] == red for h in (10.0, 20.0) if h in heights)
     from wsda_lib.notebook import Session
 
-    colours = Session.colours(None)
+    colours = Session.colours()
     assert set(colours) == {s.title for s in STAGES.values()}
     assert len(set(colours.values())) == len(colours)

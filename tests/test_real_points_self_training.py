@@ -115,6 +115,15 @@ def test_pseudo_labels_on_disk_equal_the_in_memory_maps(smoke_bench, tmp_path):
     assert np.array_equal(np.stack([files[i] for i in range(len(split))]), maps["filtered"])
     wrapped = WithItems(split, pseudo_label=files)
     assert torch.equal(wrapped[3]["pseudo_label"], torch.from_numpy(maps["filtered"][3]))
+    # A few images labelled with the round's thresholds are the round's labels for them;
+    # with their own thresholds they are not (fewer images, other medians).
+    few = [0, 5, 9]
+    again = pseudo_label_maps(model, split, adapt, "cpu", indices=few,
+                              thresholds=done["thresholds"])
+    assert again["thresholds"] == done["thresholds"]
+    assert np.array_equal(again["filtered"], maps["filtered"][few])
+    assert pseudo_label_maps(model, split, adapt, "cpu", indices=few)["thresholds"] != \
+        done["thresholds"]
     # A folder with its record is reused as it is: no model is run.
     assert write_pseudo_labels(None, split, adapt, "cpu", tmp_path / "pl") == done
 

@@ -190,7 +190,8 @@ def _label_steps(conf, pred, weak, thresholds) -> dict:
             "filtered": filter_pseudo_labels(conf, pred, thresholds, weak)}
 
 
-def pseudo_label_maps(model, split, adapt, device, batch_size: int = 32, indices=None) -> dict:
+def pseudo_label_maps(model, split, adapt, device, batch_size: int = 32, indices=None,
+                      thresholds=None) -> dict:
     """Self-training's pixel pseudo labels for a target split (the extension's round), with
     the two steps that make them: "raw" (every prediction), "confidence_only" (per-class
     confidence thresholds only) and "filtered" (confident *and* in the image's pseudo-weak
@@ -198,11 +199,14 @@ def pseudo_label_maps(model, split, adapt, device, batch_size: int = 32, indices
 
     Also returns "thresholds" (C,) and "quality": each map's precision and coverage (%)
     against the split's ground truth (read only to report it). With `indices`, only those
-    images are labelled, and the thresholds are theirs. Holds every map in memory: for a few
+    images are labelled, and the thresholds are theirs unless `thresholds` (C,) gives them: a
+    self-training round's (its metrics["thresholds"], over the whole split) reproduce the very
+    labels that round trained on for these images. Holds every map in memory: for a few
     images (the notebooks); training writes them to disk (write_pseudo_labels)."""
     conf, pred, weak = pixel_predictions(model, split, adapt, device, batch_size, indices)
-    thresholds = class_thresholds(conf, pred, split.class_set.num_classes, adapt.st_quantile,
-                                  adapt.st_cap)
+    thresholds = (class_thresholds(conf, pred, split.class_set.num_classes, adapt.st_quantile,
+                                   adapt.st_cap) if thresholds is None else
+                  torch.as_tensor(thresholds, dtype=conf.dtype))
     maps = _label_steps(conf, pred, weak, thresholds)
     truth = split.labels_array() if indices is None else np.stack([split.label(i)
                                                                    for i in indices])

@@ -88,7 +88,8 @@ class Session:
     def titles(self, names) -> dict[str, str]:
         return {name: STAGES[name].title for name in names}
 
-    def colours(self) -> dict[str, tuple]:
+    @staticmethod
+    def colours() -> dict[str, tuple]:
         """One colour per stage title, the same in every figure of the series (tab20, in
         the order of stages.STAGES)."""
         palette = plt.get_cmap("tab20").colors
