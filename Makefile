@@ -6,7 +6,7 @@ PRESET ?= default
 SEED   ?= 0
 SEEDS  ?= 3
 
-.PHONY: reproduce smoke study calibrate ablation test lab lint bench gpu-check venv clean
+.PHONY: reproduce smoke study mechanisms calibrate ablation test lab lint bench gpu-check venv clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not 
 # an hour on two cores, not part of `make reproduce`. Writes figures/study.json.
 study: venv
 	$(PY) -m wsda_lib.cli study --preset $(PRESET)
+	$(PY) -m wsda_lib.cli mechanisms --preset $(PRESET)
+
+# Each adversarial term over a range of strengths and the self-training candidates, against
+# their controls (seed 0, chosen on target val; a chosen strength confirmed over seeds 0-2);
+# about 45 minutes on two cores when the series' seed-0 runs are cached. Writes
+# figures/mechanisms.json. Also the second half of `make study`.
+mechanisms: venv
+	$(PY) -m wsda_lib.cli mechanisms --preset $(PRESET)
 
 # The embedded benchmark's calibration to the real shift (seed 0, source-only and oracle on
 # target val only; docs/method.md §14): one source-only model, two oracles and each variant's

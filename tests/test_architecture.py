@@ -22,7 +22,7 @@ LAYERS = [
     {"analysis", "plots", "widgets", "results"},
     {"stages"},
     {"notebook", "cli", "reproduce", "bench", "export", "study", "calibration", "ablation",
-     "gpu_check", "__init__"},
+     "mechanisms", "gpu_check", "__init__"},
 ]
 
 

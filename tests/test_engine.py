@@ -97,7 +97,7 @@ def test_stage_switches_that_cannot_train_are_refused_by_name():
         stage_config("source_only", override(cfg, **bad))
     with pytest.raises(ValueError, match="adapt.self_training"):
         stage_config("source_only", override(cfg, **{"adapt.self_training": True,
-                                                      "adapt.weak_labels": "image"}))
+                                                      "adapt.weak_labels": "present"}))
     with pytest.raises(ValueError, match="train.split"):
         stage_config("source_only", override(cfg, **{"train.split": "target_test"}))
 

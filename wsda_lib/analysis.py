@@ -160,8 +160,10 @@ def category_projection(model, benchmark, device, classes, n: int = 120):
 @torch.no_grad()
 def pixel_prediction_batches(model, split, adapt, device, batch_size: int = 32, indices=None):
     """pixel_predictions one batch at a time: yields (confidence (B, H, W), prediction
-    (B, H, W), pseudo-weak labels (B, C), labels (B, H, W)) on the CPU, in the split's order
-    (or that of `indices`). The model is in eval mode."""
+    (B, H, W), weak labels (B, C), labels (B, H, W)) on the CPU, in the split's order
+    (or that of `indices`). The weak labels are the model's pseudo-weak labels, or the
+    split's human image labels when adapt.weak_labels is "image" or "point" (WDA). The
+    model is in eval mode."""
     model.eval()
     images = split if indices is None else torch.utils.data.Subset(split, list(indices))
     for batch in DataLoader(images, batch_size=batch_size):
@@ -169,7 +171,8 @@ def pixel_prediction_batches(model, split, adapt, device, batch_size: int = 32, 
         up = F.interpolate(logits, size=batch["label"].shape[-2:], mode="bilinear",
                            align_corners=False)
         conf, pred = torch.softmax(up, 1).max(1)
-        weak = pseudo_weak_labels(logits, adapt.pseudo_threshold, Pooling.from_config(adapt))
+        weak = batch["weak_label"] if adapt.weak_labels in ("image", "point") else \
+            pseudo_weak_labels(logits, adapt.pseudo_threshold, Pooling.from_config(adapt))
         yield conf.cpu(), pred.cpu(), weak.cpu(), batch["label"]
 
 

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     _reproduce_parser(sub)
     _train_parser(sub)
     _study_parser(sub)
+    _experiment_parser(sub, "mechanisms", "each adversarial term over a range of strengths "
+                       "and the self-training candidates, against their controls",
+                       "mechanisms.json")
     _calibrate_parser(sub)
     _ablation_parser(sub)
     _evaluate_parser(sub)
@@ -422,6 +425,13 @@ def _study(args) -> int:
     return study.main(args.preset, args.run_dir, _experiment_out(args, "study"), args.device)
 
 
+def _mechanisms(args) -> int:
+    from . import mechanisms
+
+    return mechanisms.main(args.preset, args.run_dir, _experiment_out(args, "mechanisms"),
+                           args.device)
+
+
 def _calibrate(args) -> int:
     from . import calibration
 
@@ -468,7 +478,7 @@ def _reproduce(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study,
+COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study, "mechanisms": _mechanisms,
             "calibrate": _calibrate, "ablation": _ablation, "data": _data_check,
             "gpu-check": _gpu_check, "official-eval": _official_eval, "reproduce": _reproduce}
 # What a command reports as its one-line error (exit 2; 1 for a notebook that failed): input

@@ -66,7 +66,13 @@ class ModelConfig:
     # embedded 64x128 images give an 8x16 map, so the rates are scaled down by about 6.
     aspp_rates: tuple = (1, 2, 3, 4)
     legacy_aspp: bool = False          # True: the inherited quirk, only the first two branches
-    freeze_bn: bool = False            # paper scale (batch 1) freezes BN; from scratch cannot
+    # BatchNorm in eval mode (running statistics) with frozen affine weights, in training too.
+    # From scratch cannot; no preset does it (the released code does not).
+    freeze_bn: bool = False
+    # Only BatchNorm's affine weights frozen; statistics in training mode (per batch, running
+    # statistics updated by every batch, source and target alike): the released code's
+    # BatchNorm, which the paper presets follow.
+    freeze_bn_affine: bool = False
     backbone_weights: str | None = None  # local path of ImageNet weights; never downloaded
 
 
@@ -124,7 +130,8 @@ class AdaptConfig:
     category_alignment: bool = True    # λ_cw·L_adv^C, category-wise alignment
     pixel_adaptation: bool = False     # restyled source images (translated, or FDA stand-in)
     # One round of weak-label-filtered pixel pseudo labels, λ_st·L_seg(target): THIS
-    # PROJECT'S EXTENSION, not in the paper. Needs weak_labels="pseudo".
+    # PROJECT'S EXTENSION, not in the paper. The filter is the image's weak labels: pseudo
+    # (UDA) or a person's (WDA, weak_labels "image" or "point").
     self_training: bool = False
 
     iterations: int = 1000             # adaptation steps, each with a source and a target batch
@@ -144,8 +151,9 @@ class AdaptConfig:
     # batch's) or "start" (the starting model's, in eval mode, computed once and frozen).
     pseudo_weak_from: str = "online"
     # BatchNorm statistics frozen during adaptation (running statistics in every forward
-    # pass), as in the paper's batch-1 network. False: each batch is normalised by its own
-    # statistics, so target batches see target statistics.
+    # pass, affine weights still trained): a probe of the weak-label study, NOT the released
+    # code, whose BatchNorm stays in training mode. False: each batch is normalised by its
+    # own statistics, so target batches see target statistics.
     freeze_bn: bool = False
     smooth_max_r: float = 1.0          # r of the smooth-max pooling
     # The N of the pooling's log-mean-exp, i.e. its area prior; None = the logit map's own
@@ -176,8 +184,23 @@ class AdaptConfig:
     # A folder of source images translated offline (e.g. by CycleGAN), one PNG per source
     # image named like it; when set, pixel adaptation uses it instead of the FDA stand-in.
     translated_source_dir: str | None = None
-    st_quantile: float = 0.5           # self-training: keep the most confident half per class
-    st_cap: float = 0.9                # ... with thresholds capped at this confidence
+    # Self-training's class-balanced selection: per class, the pixels predicted as it whose
+    # confidence is at least the class's `st_quantile` quantile (0.5: its most confident half)
+    # ... or at least st_cap, whichever threshold is lower. A cap below 1 lowers the threshold
+    # of the classes predicted most confidently, the easy ones, so they keep more than the
+    # share (docs/method.md §16); 1.0 keeps the same share of every class, as CBST does.
+    # The defaults are the series' round as its results were measured. The candidate chosen
+    # on target val (docs/method.md §16, figures/mechanisms.md) is st_cap=1.0,
+    # st_label_statistics="target", st_augment=True; it becomes the default when the series
+    # is retrained with it (results.json).
+    st_quantile: float = 0.5
+    st_cap: float = 0.9
+    # The BatchNorm statistics the pixel pseudo labels are made with: "running" (the model as
+    # trained, in eval mode) or "target" (re-estimated on target train first, method.adabn).
+    st_label_statistics: str = "running"
+    # A random colour jitter (method.pixel_adaptation.JITTER) of every target image the
+    # network trains on while it self-trains: photometric augmentation of the student's input.
+    st_augment: bool = False
 
 
 @dataclass
@@ -245,6 +268,7 @@ RANGES = {
     "adapt.fda_prob": _SHARE, "adapt.st_quantile": _SHARE,
     "adapt.restyle": _one_of("fda", "colour"),
     "adapt.st_cap": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "adapt.st_label_statistics": _one_of("running", "target"),
 }
 
 
@@ -286,9 +310,10 @@ def check_switches(cfg: Config) -> None:
     if a.weak_labels == "none" and (a.weak_loss or a.category_alignment):
         raise ValueError("adapt.weak_loss and adapt.category_alignment need weak labels; "
                          "adapt.weak_labels is 'none'")
-    if a.self_training and a.weak_labels != "pseudo":
-        raise ValueError(f"adapt.self_training filters pixel pseudo labels by pseudo-weak "
-                         f"labels and needs adapt.weak_labels='pseudo', got {a.weak_labels!r}")
+    if a.self_training and a.weak_labels not in ("pseudo", "image", "point"):
+        raise ValueError(f"adapt.self_training filters pixel pseudo labels by the image's weak "
+                         f"labels and needs adapt.weak_labels='pseudo' (UDA), 'image' or "
+                         f"'point' (WDA), got {a.weak_labels!r}")
     if a.source_weak_loss and not a.weak_loss:
         raise ValueError("adapt.source_weak_loss adds L_c on the source and needs "
                          "adapt.weak_loss=True")
@@ -303,8 +328,10 @@ def _idle_terms(a) -> list[str]:
     train exactly as if they were off. Each as 'switch=value and weight=0'."""
     human = a.weak_labels in ("image", "point")
     weights = [("output_alignment", "lambda_adv"), ("category_alignment", "lambda_cw"),
-               ("self_training", "lambda_st"), ("pixel_adaptation", "fda_prob"),
+               ("pixel_adaptation", "fda_prob"),
                ("weak_loss", "lambda_c_human" if human else "lambda_c")]
+    if not a.st_augment:  # with it, a round at λ_st = 0 still augments: self-training's control
+        weights.append(("self_training", "lambda_st"))
     idle = [f"adapt.{switch}=True and adapt.{weight}=0" for switch, weight in weights
             if getattr(a, switch) and getattr(a, weight) == 0]
     if a.weak_labels == "point" and a.lambda_point == 0:
@@ -327,11 +354,13 @@ PRESETS = ("smoke", "default", "full", "paper_gta5", "paper_synthia")
 
 def _paper(source: str, class_protocol: int, source_size) -> Config:
     """docs/method.md §8, field by field: batch 1, SGD 2.5e-4 with the head at 10x, poly 0.9 over
-    250k steps stopped at 120k, discriminators on Adam 1e-4, λ as in §5, T = 0.2."""
+    250k steps stopped at 120k, discriminators on Adam 1e-4, λ as in §5, T = 0.2; BatchNorm
+    as the released code has it: training mode, affine weights frozen."""
     return Config(
         data=DataConfig(dataset=source, class_protocol=class_protocol, source_size=source_size,
                         target_size=(1024, 512), sizes={}),
-        model=ModelConfig(backbone="resnet101", aspp_rates=(6, 12, 18, 24), freeze_bn=True),
+        model=ModelConfig(backbone="resnet101", aspp_rates=(6, 12, 18, 24),
+                          freeze_bn_affine=True),
         train=TrainConfig(iterations=120_000, poly_horizon=250_000, batch_size=1,
                           optimizer="sgd", lr=2.5e-4, momentum=0.9, weight_decay=5e-4,
                           head_lr_mult=10.0, grad_clip=None, eval_every=5000,

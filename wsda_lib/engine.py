@@ -36,7 +36,7 @@ from .method.objective import (
     generator_loss,
     segmentation_loss,
 )
-from .method.pixel_adaptation import restyle_source
+from .method.pixel_adaptation import colour_jitter, restyle_source
 from .method.weak_classification import Pooling, image_class_scores
 
 
@@ -412,16 +412,16 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
     discs = Discriminators(weights, val_set.class_set.num_classes, model.feature_dim,
                            a.output_disc_width, a.category_disc_hidden
                            ).to(device, memory_format=fmt)
-    disc_optimizer = torch.optim.Adam(discs.parameters(), lr=a.disc_lr, betas=(0.9, 0.99),
-                                      foreach=True) \
-        if weights.lambda_adv or weights.lambda_cw else None
     source_stream = batches(source_set, t.batch_size, seed, device)
     target_stream = batches(target_set, t.batch_size, seed + 1, device)
-    fda_generator = torch.Generator().manual_seed(seed + 2)
     parts = {"source_stream": source_stream, "target_stream": target_stream,
-             "fda_generator": fda_generator, "discriminators": discs}
-    if disc_optimizer is not None:
-        parts["disc_optimizer"] = disc_optimizer
+             "fda_generator": torch.Generator().manual_seed(seed + 2), "discriminators": discs}
+    if weights.lambda_adv or weights.lambda_cw:
+        parts["disc_optimizer"] = torch.optim.Adam(discs.parameters(), lr=a.disc_lr,
+                                                   betas=(0.9, 0.99), foreach=True)
+    disc_optimizer = parts.get("disc_optimizer")
+    if a.self_training and a.st_augment:  # the student's input (self-training's extension)
+        parts["augment_generator"] = torch.Generator().manual_seed(seed + 3)
     loop = _Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
                  log_every, resume, parts)
     clock = loop.clock
@@ -429,7 +429,10 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
         src, tgt = next(source_stream), next(target_stream)
         if a.pixel_adaptation:
             src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
-                                          fda_generator, src.get("translated"), a.restyle)
+                                          parts["fda_generator"], src.get("translated"),
+                                          a.restyle)
+        if "augment_generator" in parts:  # pseudo labels were made from the plain images
+            tgt["image"] = colour_jitter(tgt["image"], parts["augment_generator"])
         clock("forward")
         # The generator's backward pass needs the discriminators' input gradients only, not
         # their weight gradients (the discriminator step sets those to None first).

@@ -13,12 +13,12 @@ switches (stages.stage_config), the network stages.build_model's, the steps
 engine.train_adaptation's, the evaluation evaluate.evaluate's. What differs from a real run:
 * the data: random images and labels of the right sizes (only speed and memory count);
 * the weights: random (model.backbone_weights=None; nothing is downloaded), with BatchNorm's
-  statistics measured once on the random target images, as ImageNet weights would bring
-  statistics that normalise; the paper's frozen BN with identity statistics blows an
-  untrained ResNet-101's activations up;
-* adapt.lr x LR_SCALE: an untrained ResNet-101 under frozen BN without gradient clipping
-  diverges in a few steps at the paper's lr (NaN at step 6 on a CPU); a step's work does not
-  depend on the lr;
+  running statistics measured once on the random target images (method.adabn), as ImageNet
+  weights would bring statistics that normalise (the paper presets' BatchNorm trains in
+  training mode with frozen scale and shift, as the released code);
+* adapt.lr x LR_SCALE: an untrained ResNet-101 without gradient clipping diverged in a few
+  steps at the paper's lr (NaN at step 6 on a CPU, measured with eval-mode BatchNorm before
+  the presets followed the released code); a step's work does not depend on the lr;
 * adapt.fda_prob = 1: every source image is restyled (the paper's share is 0.5), so that
   every step pays for pixel adaptation.
 
@@ -45,6 +45,7 @@ from .data.classes import protocol
 from .data.splits import InMemorySplit, Split
 from .engine import resolve_device, train_adaptation
 from .evaluate import eval_loader, evaluate
+from .method.adabn import reestimate_batchnorm
 from .reproduce import REPO
 from .stages import STAGES, build_model, stage_config
 
@@ -151,25 +152,6 @@ def synthetic_splits(sizes: Sizes, class_set, seed: int = 0) -> dict:
         image = _random(rng, size, c)[0][0]
         splits[name] = _Images(name, image, label, sizes.eval_images, class_set)
     return splits
-
-
-@torch.no_grad()
-def settle_batchnorm(model, images: torch.Tensor) -> None:
-    """Set every BatchNorm layer's running statistics to those of `images` (B, 3, H, W) in
-    [0, 1], on the model's device: what random weights lack and ImageNet weights bring. The
-    model's freeze_bn (DeepLabV2.train) and the layers' momentum are restored."""
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momentum, frozen = [m.momentum for m in layers], model.freeze_bn
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: one batch's statistics
-    model.freeze_bn = False
-    model.train()
-    model(images)
-    for m, value in zip(layers, momentum, strict=True):
-        m.momentum = value
-    model.freeze_bn = frozen
-    model.eval()
 
 
 def _sync(device: torch.device) -> None:
@@ -318,7 +300,9 @@ def run(out: Path | None = None, steps: int | None = None, warmup: int | None = 
     torch.manual_seed(0)
     model = build_model(cfg, class_set).to(device)
     target = splits["target_train"]
-    settle_batchnorm(model, torch.stack([target[i]["image"] for i in range(2)]).to(device))
+    # running statistics of two target images: what random weights lack and ImageNet
+    # weights bring (method.adabn)
+    reestimate_batchnorm(model, [torch.stack([target[i]["image"] for i in range(2)]).to(device)])
     initial = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     result = header(cfg, overrides, sizes, steps, warmup, tiny, device)
     for precision in PRECISIONS:  # each from the same weights

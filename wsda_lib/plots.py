@@ -481,3 +481,43 @@ def study_bars(study: dict):
     ax.title.set_fontsize(8)
     fig.tight_layout()
     return fig
+
+
+def strength_response(record: dict, names=None):
+    """The dose-response of each adversarial term (mechanisms.py): per term (a row) its
+    target val mIoU, its discriminator's accuracy over the last 100 steps and the category
+    features' domain separation against the term's weight (log axis). Dashed: the same loop
+    with the term off, its control; dotted grey: AdaBN (source-only with target BatchNorm
+    statistics, nothing trained); the vertical line marks the paper's weight and a ring the
+    weight the rule chose. `names`: only the terms of these names."""
+    terms = [t for t in record["terms"] if names is None or t["name"] in names]
+    fig, axes = plt.subplots(len(terms), 3, figsize=(11, 3.0 * len(terms)), squeeze=False)
+    adabn = record["references"]["adabn"]["target_val_miou"]
+    panels = (("target_val_miou", "target val mIoU (%)"),
+              ("disc_accuracy", "discriminator accuracy (%)"),
+              ("separation", "domain separation of F_c"))
+    for row, t in zip(axes, terms, strict=True):
+        x = [p["strength"] for p in t["points"]]
+        for ax, (key, label) in zip(row, panels, strict=True):
+            y = [p.get(key, np.nan) for p in t["points"]]
+            ax.plot(x, y, "o-", color="C0")
+            off = t["off_scores"].get(key)
+            if off is not None:
+                ax.axhline(off, ls="--", color="C3", label="term off (control)")
+            if key == "target_val_miou":
+                ax.axhline(adabn, ls=":", color="0.5", label="AdaBN, nothing trained")
+                if t["chosen"]:
+                    chosen = next(p for p in t["points"] if p["strength"] == t["chosen"])
+                    ax.plot(t["chosen"], chosen[key], "o", ms=12, mfc="none", color="C2",
+                            label="chosen on val")
+            if key == "disc_accuracy":
+                ax.axhline(50, ls=":", color="0.5", label="chance")
+            ax.axvline(t["paper"], color="0.7", lw=0.8)
+            ax.set_xscale("log")
+            ax.set(xlabel=t["field"].split(".")[-1].replace("lambda_", "λ_"), ylabel=label)
+            ax.set_title(t["name"], fontsize=9)
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"each adversarial term over its weight, seed {record['seed']} (vertical "
+                 f"line: the paper's weight)", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -17,6 +17,7 @@ and target test). Every stage keeps its final weights: none is selected by a tar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -31,6 +32,7 @@ from . import distributed, runs
 from .analysis import class_presence, pseudo_label_file, pseudo_label_folder, write_pseudo_labels
 from .config import (
     PAPER_UDA,
+    AdaptConfig,
     Config,
     check_switches,
     key_config,
@@ -44,6 +46,7 @@ from .data.splits import InMemorySplit, LabelFiles, WithItems
 from .data.translated import TranslatedSource
 from .engine import set_seed, train_adaptation, train_supervised
 from .evaluate import eval_loader, evaluate, presence_scores
+from .method.adabn import target_statistics
 from .method.category_alignment import category_features
 from .method.objective import Discriminators, LossWeights
 from .method.output_alignment import output_probabilities
@@ -53,6 +56,10 @@ from .models import build_deeplab
 
 EVAL_SPLITS = ("source_val", "target_val", "target_test")
 PAPER_POOLING = {"adapt.pool_positions": None}
+# The self-training round the weak-label study chose on target val (mechanisms.ST_CANDIDATES,
+# figures/mechanisms.md): class-balanced, labels with target statistics, augmented student.
+CHOSEN_SELF_TRAINING = {"adapt.st_cap": 1.0, "adapt.st_label_statistics": "target",
+                        "adapt.st_augment": True}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,13 @@ class Stage:
     title: str                        # the row name in tables
     start_from: str | None = None     # whose weights it starts from; None: trained from scratch
     overrides: dict = field(default_factory=dict)  # dotted config field -> value
+    # True: trains nothing; the starting weights with BatchNorm's running statistics
+    # re-estimated on target train (method.adabn), the baseline every UDA step must beat.
+    statistics_only: bool = False
+    # True: a control that runs the adaptation loop with every target term off, so target
+    # batches pass through BatchNorm in training mode and nothing else reads them. Any other
+    # adaptation stage with no target term is refused (`stage_config`).
+    no_target_term: bool = False
 
 
 def _adapt(weak_labels: str, weak_loss: bool, category: bool, pixel: bool,
@@ -74,6 +88,8 @@ def _adapt(weak_labels: str, weak_loss: bool, category: bool, pixel: bool,
 
 STAGES = {
     "source_only": Stage("source-only"),
+    "adabn": Stage("source-only + target BatchNorm statistics (AdaBN)", "source_only",
+                   statistics_only=True),
     "adaptsegnet": Stage("output-space adversarial (AdaptSegNet)", "source_only",
                          _adapt("none", False, False, False)),
     "uda_weak": Stage("UDA: pseudo-weak labels + L_c (N = 8385)", "source_only",
@@ -98,11 +114,28 @@ STAGES = {
                        {**_adapt("image", True, True, True), **PAPER_POOLING}),
     "wda_point": Stage("WDA: one point per class, full recipe", "source_only",
                        {**_adapt("point", True, True, True), **PAPER_POOLING}),
+    # The weak-label filter where it can act: a person's image labels filter the pixel
+    # pseudo labels (UDA's pseudo-weak labels say "present" for nearly every class).
+    "wda_self_training": Stage("WDA: image labels, full recipe + self-training (this "
+                               "project's extension)", "wda_image",
+                               {**_adapt("image", True, True, True, self_training=True),
+                                **PAPER_POOLING}),
     "oracle": Stage("oracle (target labels)", overrides={"train.split": "target_train"}),
     # Controls (`make ablation`, ablation.py): each rules out the obvious other explanation
     # of one step's effect.
+    "no_target_term": Stage("control: the adaptation loop with no target term (target "
+                            "batches through BatchNorm only)", "source_only",
+                            {**_adapt("none", False, False, False),
+                             "adapt.output_alignment": False}, no_target_term=True),
     "uda_pixel_continued": Stage("control: UDA + pixel, 1000 more steps without self-training",
                                  "uda_pixel", _adapt("pseudo", True, True, True)),
+    # The round chosen on target val (docs/method.md §16) with its pseudo labels weighted 0:
+    # its steps and its student's augmentation alone.
+    "uda_self_training_no_labels": Stage("control: the chosen self-training round with its "
+                                         "pseudo labels weighted 0 (λ_st = 0)", "uda_pixel",
+                                         {**_adapt("pseudo", True, True, True,
+                                                   self_training=True),
+                                          **CHOSEN_SELF_TRAINING, "adapt.lambda_st": 0.0}),
     "uda_weak_all_present": Stage("control: L_c with every class labelled present",
                                   "source_only", _adapt("present", True, False, False)),
     "wda_category": Stage("WDA: image labels + L_c + category-wise alignment", "source_only",
@@ -131,7 +164,7 @@ def build_model(cfg: Config, class_set):
     """DeepLab-v2 as cfg.model describes it, with one output per class of `class_set`."""
     m = cfg.model
     return build_deeplab(class_set.num_classes, m.backbone, m.base_width, m.aspp_rates,
-                         m.legacy_aspp, m.freeze_bn, m.backbone_weights)
+                         m.legacy_aspp, m.freeze_bn, m.backbone_weights, m.freeze_bn_affine)
 
 
 def model_weights(state, path) -> dict:
@@ -223,7 +256,9 @@ def stage_config(name: str, cfg: Config) -> Config:
     """The config stage `name` trains with: `cfg` with the stage's overrides, checked."""
     resolved = override(cfg, **stage(name).overrides)
     check_switches(resolved)
-    if stage(name).start_from and not LossWeights.from_config(resolved.adapt).target_terms():
+    st = stage(name)
+    if st.start_from and not (st.no_target_term or st.statistics_only) and \
+            not LossWeights.from_config(resolved.adapt).target_terms():
         raise ValueError(f"stage {name!r} would adapt with no target term: every term that "
                          f"reads the target is switched off or has weight 0 "
                          f"(method.objective.LossWeights)")
@@ -261,15 +296,15 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
                             sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        decides = key_config(cfg)
-        folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
+        decides, labeller = key_config(cfg), pseudo_label_model(model, cfg, target, device)
+        folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, labeller, target,
                                                       decides, seed))
         # Under torchrun every rank holds the same weights: the first rank to take the lock
         # beside the folder writes the labels, the others wait on the lock (not in a
         # collective, which would time out on a large split), then read its record.
         done = distributed.once(folder.parent / f".{folder.name}.lock",
-                                partial(write_pseudo_labels, model, target, a, device, folder,
-                                        cfg.train.eval_batch_size))
+                                partial(write_pseudo_labels, labeller, target, a, device,
+                                        folder, cfg.train.eval_batch_size))
         extras["pseudo_label"] = LabelFiles(len(target), partial(pseudo_label_file, folder))
         metrics.update(pseudo_labels=done["quality"], thresholds=done["thresholds"])
     if extras:
@@ -277,6 +312,18 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
     if a.pixel_adaptation and a.translated_source_dir:
         source = TranslatedSource(source, a.translated_source_dir)
     return source, target, metrics
+
+
+def pseudo_label_model(model, cfg: Config, split, device):
+    """The network self-training's pixel pseudo labels of `split` are made with:
+    `model` itself (adapt.st_label_statistics "running": its BatchNorm running statistics,
+    as trained), or a copy with those statistics re-estimated on `split` ("target",
+    method.adabn). `model` is never changed."""
+    if cfg.adapt.st_label_statistics == "running":
+        return model
+    labeller = copy.deepcopy(model)
+    target_statistics(labeller, split, device, cfg.train.eval_batch_size)
+    return labeller
 
 
 def pseudo_weak_quality(model, split, cfg: Config, device) -> tuple[np.ndarray, dict]:
@@ -301,9 +348,16 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
     parameters (of `benchmark`, a loaded one, or else of the calibrated benchmark), and,
     under torchrun, the number of processes, which multiplies the effective batch. Raises
     ValueError for an embedded benchmark without a fingerprint."""
-    config = {"stage": name, "seed": seed, **key_config(stage_config(name, cfg))}
-    if stage(name).start_from is None:
+    resolved = stage_config(name, cfg)
+    config = {"stage": name, "seed": seed, **key_config(resolved)}
+    if stage(name).start_from is None or stage(name).statistics_only:  # reads no adapt field
         del config["adapt"]
+    elif resolved.adapt.self_training:  # keyed at their values, whatever their defaults
+        config["adapt"].update({f: getattr(resolved.adapt, f) for f in SELF_TRAINING_FIELDS})
+    else:  # the self-training fields change nothing here
+        for field_name in SELF_TRAINING_FIELDS:
+            config["adapt"].pop(field_name, None)
+        config["adapt"].update(SELF_TRAINING_KEYED_AS)
     if cfg.data.dataset == "embedded":  # runs on older images of the benchmark are not reused
         if benchmark is not None and not getattr(benchmark, "fingerprint", None):
             raise ValueError(f"stage {name!r}: the embedded benchmark given has no fingerprint "
@@ -320,6 +374,17 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had
         config["world_size"] = distributed.world_size()
     return config
+
+
+# The adaptation fields only self-training reads. A stage that does not self-train is keyed
+# with those of them that keys always held at the values they had then (2026-12), whatever
+# the config says, so that neither an override for a self-training stage nor a change of
+# their defaults retrains the stages it starts from. A stage that self-trains is keyed with
+# all of them at their values, so that a change of a default never lets a run trained under
+# the old default stand for the new one.
+SELF_TRAINING_FIELDS = ("lambda_st", "st_quantile", "st_cap", "st_label_statistics",
+                        "st_augment")
+SELF_TRAINING_KEYED_AS = {"lambda_st": 1.0, "st_quantile": 0.5, "st_cap": 0.9}
 
 
 def folder_files_digest(data_cfg) -> dict:
@@ -346,7 +411,9 @@ def chain(name: str) -> list[str]:
 def check_chain_uses(name: str, cfg: Config) -> None:
     """Settings that no stage of `name`'s chain reads are refused by name rather than
     silently ignored: adapt.translated_source_dir without a stage that restyles source images
-    (pixel adaptation), and the same for adapt.restyle other than "fda". Raises ValueError."""
+    (pixel adaptation), the same for adapt.restyle other than "fda", and a self-training
+    field away from its default (SELF_TRAINING_FIELDS) without a stage that self-trains.
+    Raises ValueError."""
     a = cfg.adapt
     restyles = any(stage_config(each, cfg).adapt.pixel_adaptation for each in chain(name))
     if stage_config(name, cfg).adapt.restyle != "fda" and not restyles:
@@ -354,6 +421,14 @@ def check_chain_uses(name: str, cfg: Config) -> None:
                          f"of {' -> '.join(chain(name))} uses pixel adaptation, so no image "
                          f"would be restyled; choose a stage with it (uda_pixel, uda_colour, "
                          f"...) or leave the field at 'fda'")
+    self_trains = any(stage_config(each, cfg).adapt.self_training for each in chain(name))
+    changed = [f"adapt.{f}" for f in SELF_TRAINING_FIELDS
+               if getattr(a, f) != getattr(AdaptConfig(), f)]
+    if changed and not self_trains:
+        raise ValueError(f"{', '.join(changed)}: no stage of {' -> '.join(chain(name))} "
+                         f"self-trains, so the setting would not be read; choose a stage with "
+                         f"self-training (uda_self_training, wda_self_training) or leave it at "
+                         f"its default")
     if a.translated_source_dir and not restyles:
         raise ValueError(f"adapt.translated_source_dir={a.translated_source_dir!r}: no stage "
                          f"of {' -> '.join(chain(name))} uses pixel adaptation, so the "
@@ -497,7 +572,16 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
 
     def train(resume):
         metrics = {}
-        if st.start_from is None:
+        if st.statistics_only:
+            start = run_stage(st.start_from, cfg, benchmark, seed, device, run_root, progress)
+            model.load_state_dict(start.model.state_dict())
+            model.to(device)
+            clock = time.perf_counter()
+            images = target_statistics(model, benchmark["target_train"], device,
+                                       stage_cfg.train.eval_batch_size)
+            history = {"statistics_images": images,
+                       "phase_seconds": {"statistics": time.perf_counter() - clock}}
+        elif st.start_from is None:
             t = stage_cfg.train
             val = "source_val" if t.split == "source_train" else "target_val"
             history = train_supervised(model, benchmark[t.split], benchmark[val], t, seed,
@@ -529,4 +613,31 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
     if run.loaded:
         load_weights(model, run.state, run.dir / "checkpoint.pt", stage_cfg.model)
     model.to(device).eval()
-    return StageResult(model, run.metrics, run)
+    metrics = {**run.metrics, TARGET_STATISTICS: target_statistics_scores(
+        model, run.dir, benchmark, stage_cfg, device)}
+    return StageResult(model, metrics, run)
+
+
+TARGET_STATISTICS = "target_statistics"   # the metrics key of `target_statistics_scores`
+TARGET_STATISTICS_FILE = "target_statistics.json"
+
+
+def target_statistics_scores(model, directory: Path, benchmark, cfg: Config, device) -> dict:
+    """The scores of `model` on target val and target test ({split: {"miou", "iou"}}, %)
+    after its BatchNorm statistics are re-estimated on target train (method.adabn): what
+    the run would score with target-domain statistics at evaluation. Computed on a copy (the
+    model is untouched) and cached in the run's directory as TARGET_STATISTICS_FILE, whose
+    absence or damage only means it is computed again."""
+    path = Path(directory) / TARGET_STATISTICS_FILE
+    if path.is_file():
+        try:
+            return runs.read_json(path)
+        except ValueError:
+            pass
+    adapted = copy.deepcopy(model)
+    target_statistics(adapted, benchmark["target_train"], device, cfg.train.eval_batch_size)
+    scores = evaluate_splits(adapted, benchmark, cfg, device, ("target_val", "target_test"))
+    out = {s: {"miou": m["miou"], "iou": m["iou"]} for s, m in scores.items()}
+    if distributed.rank() == 0:
+        runs.write_json(path, out)
+    return out

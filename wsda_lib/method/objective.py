@@ -171,8 +171,10 @@ def discriminator_loss(discs: Discriminators, logits_s, feats_s, weak_s, logits_
     the category term on the present classes, weak_s (B, C) from the source ground truth and
     weak_t (B, C) the target's weak labels. Returns (loss, terms), or (None, {}) without
     discriminators; terms["disc_cw_accuracy"] is the share of present (image, class) pairs
-    whose domain the category discriminators get right. `kept`: what generator_loss kept of
-    the same step's target outputs (the same values, not computed twice)."""
+    whose domain the category discriminators get right, terms["disc_accuracy"] the share of
+    output-space positions whose domain the output discriminator gets right. `kept`: what
+    generator_loss kept of the same step's target outputs (the same values, not computed
+    twice)."""
     loss, terms, kept = None, {}, kept or {}
     logits_s, feats_s = logits_s.detach(), feats_s.detach()
     logits_t, feats_t = logits_t.detach(), feats_t.detach()
@@ -180,8 +182,10 @@ def discriminator_loss(discs: Discriminators, logits_s, feats_s, weak_s, logits_
         probs_t = kept.get("probs_t")
         if probs_t is None:
             probs_t = output_probabilities(logits_t, sizes[1])
-        loss = output_discriminator_loss(discs.output(output_probabilities(logits_s, sizes[0])),
-                                         discs.output(probs_t))
+        d_s, d_t = discs.output(output_probabilities(logits_s, sizes[0])), discs.output(probs_t)
+        loss = output_discriminator_loss(d_s, d_t)
+        terms["disc_accuracy"] = discriminator_accuracy(d_s, torch.ones_like(d_s), d_t,
+                                                        torch.ones_like(d_t))
     if discs.category is not None:
         category_t = kept.get("category_t")
         if category_t is None:

@@ -45,6 +45,23 @@ def fourier_amplitude_swap(source: torch.Tensor, target: torch.Tensor, beta: flo
     return torch.fft.ifft2(mixed).real.clamp(0, 1)
 
 
+def _jitter(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One image (3, H, W) in [0, 1] with JITTER's adjustments, four draws of `generator`."""
+    u, j = torch.rand(4, generator=generator).tolist(), JITTER
+    x = TF.adjust_brightness(image, 1 + j["brightness"] * (2 * u[0] - 1))
+    x = TF.adjust_contrast(x, 1 + j["contrast"] * (2 * u[1] - 1))
+    x = TF.adjust_saturation(x, 1 + j["saturation"] * (2 * u[2] - 1))
+    return TF.adjust_hue(x, j["hue"] * (2 * u[3] - 1))
+
+
+def colour_jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Photometric augmentation: each image of (B, 3, H, W) in [0, 1] jittered in
+    brightness, contrast, saturation and hue by factors drawn from JITTER with `generator`
+    (four draws per image). Returns (B, 3, H, W) in [0, 1]. What self-training's student
+    sees with adapt.st_augment (this project's extension, docs/method.md §16)."""
+    return torch.stack([_jitter(image, generator) for image in images]).clamp(0, 1)
+
+
 def colour_jitter_like(source: torch.Tensor, restyled: torch.Tensor,
                        generator: torch.Generator) -> torch.Tensor:
     """The control for restyling: each source image jittered in colour at random (torchvision's
@@ -56,13 +73,7 @@ def colour_jitter_like(source: torch.Tensor, restyled: torch.Tensor,
     in [0, 1]; returns (B, 3, H, W) in [0, 1]."""
     out = torch.empty_like(source)
     for i, image in enumerate(source):
-        u = torch.rand(4, generator=generator).tolist()
-        j = JITTER
-        x = TF.adjust_brightness(image, 1 + j["brightness"] * (2 * u[0] - 1))
-        x = TF.adjust_contrast(x, 1 + j["contrast"] * (2 * u[1] - 1))
-        x = TF.adjust_saturation(x, 1 + j["saturation"] * (2 * u[2] - 1))
-        x = TF.adjust_hue(x, j["hue"] * (2 * u[3] - 1))
-        change = x - image
+        change = _jitter(image, generator) - image
         scale = (restyled[i] - image).abs().mean() / change.abs().mean().clamp_min(1e-8)
         out[i] = (image + scale * change).clamp(0, 1)
     return out

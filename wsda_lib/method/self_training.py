@@ -23,9 +23,20 @@ def _check_quantile(quantile: float):
 def class_thresholds(confidence: torch.Tensor, prediction: torch.Tensor, num_classes: int,
                      quantile: float = 0.5, cap: float = 0.9) -> torch.Tensor:
     """Per-class confidence thresholds: the `quantile` of the confidences of the pixels
-    predicted as each class, capped at `cap` (so every class keeps its most confident pixels,
-    rare ones included). confidence, prediction (N, H, W) -> (C,); classes never predicted
-    get `cap`. ClassThresholds gives the same from batches."""
+    predicted as each class, or `cap` where that is lower. With cap = 1 every class keeps the
+    same share (1 - quantile) of its pixels, its most confident ones, rare classes included
+    (class-balanced, as CBST). A cap below 1 only lowers the thresholds of classes whose
+    quantile is above it, the ones predicted most confidently (the easy, frequent ones), so
+    those keep more than the share and the others keep it: the cap favours easy classes.
+    confidence, prediction (N, H, W) -> (C,); classes never predicted get `cap`.
+    ClassThresholds gives the same from batches.
+
+    >>> conf = torch.tensor([[[0.99, 0.97, 0.6, 0.5]]]); pred = torch.tensor([[[0, 0, 1, 1]]])
+    >>> class_thresholds(conf, pred, 2, 0.5, 1.0)     # each class's median
+    tensor([0.9800, 0.5500])
+    >>> class_thresholds(conf, pred, 2, 0.5, 0.9)     # class 0 now keeps both pixels
+    tensor([0.9000, 0.5500])
+    """
     _check_quantile(quantile)
     thresholds = torch.full((num_classes,), float(cap))
     for c in range(num_classes):

@@ -110,7 +110,8 @@ class ASPP(nn.Module):
 
 class DeepLabV2(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, aspp_rates=(6, 12, 18, 24),
-                 legacy_aspp: bool = False, freeze_bn: bool = False):
+                 legacy_aspp: bool = False, freeze_bn: bool = False,
+                 freeze_bn_affine: bool = False):
         super().__init__()
         self.backbone = backbone
         self.classifier = ASPP(backbone.out_channels, num_classes, aspp_rates, legacy_aspp)
@@ -118,7 +119,10 @@ class DeepLabV2(nn.Module):
         self.freeze_bn = freeze_bn
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if freeze_bn:
+        # freeze_bn: BatchNorm in eval mode (running statistics) with its affine weights
+        # frozen. freeze_bn_affine: only the affine weights frozen, statistics in training
+        # mode (per batch, running statistics updated): the released code's BatchNorm.
+        if freeze_bn or freeze_bn_affine:
             for m in self.backbone.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.weight.requires_grad_(False)
@@ -174,7 +178,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 def build_deeplab(num_classes: int, backbone: str = "slim", base_width: int = 16,
                   aspp_rates=(6, 12, 18, 24), legacy_aspp: bool = False,
-                  freeze_bn: bool = False, backbone_weights: str | None = None) -> DeepLabV2:
+                  freeze_bn: bool = False, backbone_weights: str | None = None,
+                  freeze_bn_affine: bool = False) -> DeepLabV2:
     """DeepLab-v2 with the named backbone: "slim" (CPU), "resnet50" or "resnet101" (paper)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -185,4 +190,5 @@ def build_deeplab(num_classes: int, backbone: str = "slim", base_width: int = 16
         net = TorchvisionResNet(int(backbone[len("resnet"):]))
     if backbone_weights:
         load_backbone_weights(net, backbone_weights)
-    return DeepLabV2(net, num_classes, tuple(aspp_rates), legacy_aspp, freeze_bn)
+    return DeepLabV2(net, num_classes, tuple(aspp_rates), legacy_aspp, freeze_bn,
+                     freeze_bn_affine)

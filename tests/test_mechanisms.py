@@ -1,0 +1,208 @@
+"""Each mechanism against its control: the AdaBN baseline, the loop with no target term, the
+evaluation with target BatchNorm statistics, the discriminators' accuracy, the strength rule,
+self-training's candidates and the record that holds them (wsda_lib/mechanisms.py)."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from wsda_lib import mechanisms
+from wsda_lib.config import override, preset
+from wsda_lib.method.adabn import reestimate_batchnorm
+from wsda_lib.method.objective import Discriminators, LossWeights, discriminator_loss
+from wsda_lib.method.pixel_adaptation import colour_jitter
+from wsda_lib.models import build_deeplab
+from wsda_lib.results import KINDS
+from wsda_lib.runs import config_key
+from wsda_lib.stages import (
+    TARGET_STATISTICS,
+    TARGET_STATISTICS_FILE,
+    check_chain_uses,
+    run_config,
+    run_stage,
+    stage_config,
+)
+
+TINY = {"train.iterations": 6, "train.eval_every": 6, "adapt.iterations": 4}
+
+
+def test_reestimated_statistics_are_the_batches_average_by_hand():
+    """Two batches of one channel, values (1, 3) and (5, 7): batch means 2 and 6, unbiased
+    variances 2 and 2; the cumulative average gives mean 4 and variance 2. The weights are
+    untouched, momentum and mode restored."""
+    net = nn.Sequential(nn.BatchNorm2d(1, momentum=0.3))
+    weight = net[0].weight.detach().clone()
+    batches = [torch.tensor([1.0, 3.0]).view(2, 1, 1, 1), torch.tensor([5.0, 7.0]).view(2, 1, 1, 1)]
+    assert reestimate_batchnorm(net, batches) == 4
+    assert net[0].running_mean.item() == pytest.approx(4.0)
+    assert net[0].running_var.item() == pytest.approx(2.0)
+    assert torch.equal(net[0].weight, weight) and net[0].momentum == 0.3 and not net.training
+
+
+def test_no_images_is_an_error_and_leaves_the_statistics():
+    net = nn.Sequential(nn.BatchNorm2d(1))
+    net[0].running_mean.fill_(5.0)
+    with pytest.raises(ValueError, match="no images"):
+        reestimate_batchnorm(net, [])
+    assert net[0].running_mean.item() == 5.0
+
+
+def test_adabn_stage_trains_nothing_but_the_statistics(smoke_bench, tmp_path):
+    cfg = override(preset("smoke"), **TINY)
+    source = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    adabn = run_stage("adabn", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    before, after = source.model.state_dict(), adabn.model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                         for k in moved)
+    # the stage's own scores are what "source-only with target statistics" reports
+    for split in ("target_val", "target_test"):
+        assert adabn.metrics[split]["miou"] == pytest.approx(
+            source.metrics[TARGET_STATISTICS][split]["miou"])
+    assert (source.run.dir / TARGET_STATISTICS_FILE).is_file()
+    # cached: the file is read back, not recomputed
+    record = json.loads((source.run.dir / TARGET_STATISTICS_FILE).read_text())
+    record["target_val"]["miou"] = -1.0
+    (source.run.dir / TARGET_STATISTICS_FILE).write_text(json.dumps(record))
+    again = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    assert again.metrics[TARGET_STATISTICS]["target_val"]["miou"] == -1.0
+
+
+def test_the_loop_with_no_target_term_is_a_control_only(smoke_bench, tmp_path):
+    cfg = override(preset("smoke"), **TINY)
+    off = override(cfg, **{"adapt.output_alignment": False})
+    with pytest.raises(ValueError, match="no target term"):
+        stage_config("adaptsegnet", off)
+    control = stage_config("no_target_term", cfg).adapt
+    assert not LossWeights.from_config(control).target_terms()
+    source = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    result = run_stage("no_target_term", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    a, b = source.model.state_dict(), result.model.state_dict()
+    assert not torch.equal(a["classifier.branches.0.weight"], b["classifier.branches.0.weight"])
+    assert "disc" not in result.metrics["history"]   # no discriminator was built
+
+
+def test_self_training_fields_key_only_stages_that_self_train():
+    cfg = preset("smoke")
+    changed = override(cfg, **{"adapt.st_cap": 0.8, "adapt.st_augment": True})
+    for name in ("uda_pixel", "wda_image", "adaptsegnet"):
+        assert config_key(run_config(name, changed, 0)) == config_key(run_config(name, cfg, 0))
+    assert config_key(run_config("uda_self_training", changed, 0)) != config_key(
+        run_config("uda_self_training", cfg, 0))
+    # a self-training stage keys every one of them at its value, so that a change of a
+    # default never lets a run of the old default stand for the new one
+    from wsda_lib.stages import SELF_TRAINING_FIELDS
+
+    keyed = run_config("uda_self_training", cfg, 0)["adapt"]
+    assert {f: keyed[f] for f in SELF_TRAINING_FIELDS} == {
+        f: getattr(cfg.adapt, f) for f in SELF_TRAINING_FIELDS}
+    with pytest.raises(ValueError, match="adapt.st_cap, adapt.st_augment: no stage of "
+                                         "source_only -> uda_pixel self-trains"):
+        check_chain_uses("uda_pixel", changed)
+    check_chain_uses("wda_self_training", changed)
+
+
+def test_discriminator_accuracies_by_hand():
+    """The output discriminator sees a source map whose logits are (-1, +1, -1, -1) and a
+    target map of (+1, +1, -1, +1): right on 3 of 4 source positions (logit < 0 means
+    source, label 0) and 3 of 4 target ones: 75%."""
+    class Fixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, probs):
+            self.calls += 1
+            values = [-1.0, 1.0, -1.0, -1.0] if self.calls == 1 else [1.0, 1.0, -1.0, 1.0]
+            return torch.tensor(values).view(1, 1, 2, 2)
+
+    discs = Discriminators(LossWeights(lambda_adv=1.0), 2, 4)
+    discs.output = Fixed()
+    logits = torch.zeros(1, 2, 2, 2)
+    _, terms = discriminator_loss(discs, logits, torch.zeros(1, 4, 2, 2), None, logits,
+                                  torch.zeros(1, 4, 2, 2), None, ((2, 2), (2, 2)))
+    assert terms["disc_accuracy"] == pytest.approx(0.75)
+
+
+def test_the_strength_rule_moves_only_for_more_than_the_noise():
+    off = {"target_val_miou": 50.0}
+    points = [{"strength": s, "target_val_miou": v}
+              for s, v in ((1e-4, 50.2), (1e-3, 50.6), (1e-2, 50.9), (1e-1, 48.0))]
+    assert mechanisms.choose_strength(off, points) == 1e-3        # 50.6 > 50.0 + 0.5
+    assert mechanisms.choose_strength(off, points[:1]) == 0.0      # +0.2: stays off
+    assert mechanisms.choose_strength({"target_val_miou": 60.0}, points) == 0.0
+
+
+def test_colour_jitter_is_seeded_and_stays_in_range():
+    images = torch.rand(3, 3, 8, 8)
+    a = colour_jitter(images, torch.Generator().manual_seed(1))
+    b = colour_jitter(images, torch.Generator().manual_seed(1))
+    c = colour_jitter(images, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == images.shape and a.min() >= 0 and a.max() <= 1
+
+
+def test_wda_self_training_filters_by_a_persons_labels(smoke_bench):
+    from wsda_lib.analysis import pixel_prediction_batches
+
+    model = build_deeplab(smoke_bench.class_set.num_classes, "slim", base_width=4)
+    split = smoke_bench["target_train"]
+    human = stage_config("wda_self_training", preset("smoke")).adapt
+    _, _, weak, _ = next(pixel_prediction_batches(model, split, human, "cpu", batch_size=4))
+    truth = torch.stack([torch.as_tensor(split[i]["weak_label"]) for i in range(4)])
+    assert torch.equal(weak.float(), truth.float())
+
+
+def test_the_paper_presets_keep_batchnorm_as_the_released_code():
+    """Training mode (statistics per batch, running statistics updated), scale and shift
+    frozen; `freeze_bn` (eval-mode statistics) is off."""
+    model_cfg = preset("paper_gta5").model
+    assert model_cfg.freeze_bn_affine and not model_cfg.freeze_bn
+    model = build_deeplab(3, "slim", base_width=4, freeze_bn_affine=True).train()
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.training and not m.weight.requires_grad for m in norms)
+    before = norms[0].running_mean.clone()
+    model(torch.rand(2, 3, 32, 32))
+    assert not torch.equal(before, norms[0].running_mean)
+
+
+@pytest.mark.notebook
+def test_the_record_runs_end_to_end_in_the_smoke_preset(tmp_path, monkeypatch):
+    """One strength per term and one self-training candidate: the record names its commit,
+    date and rule, each term's choice is one of its strengths or off, and its Markdown and
+    figure are written."""
+    monkeypatch.setattr(mechanisms, "GRID", (1.0,))
+    monkeypatch.setattr(mechanisms, "SEEDS", (0, 1))
+    monkeypatch.setattr(mechanisms, "ST_CANDIDATES", mechanisms.ST_CANDIDATES[1:2])
+    record = mechanisms.run_mechanisms("smoke", tmp_path / "runs", tmp_path / "out",
+                                       progress=False, log=lambda *_: None)
+    assert record["commit"] and record["date"] and record["chosen_on"] == "target_val"
+    for term in record["terms"]:
+        assert term["chosen"] in (0.0, 1.0)
+        assert [p["strength"] for p in term["points"]] == [1.0]
+        assert all(0 <= p["disc_accuracy"] <= 100 for p in term["points"])
+        assert ("confirmation" in term) == bool(term["chosen"])
+    bn = record["batchnorm"]
+    assert [v["control"] for v in bn["verdicts"]] == ["source_only", "adabn", "no_target_term"]
+    assert all(len(v["stage_miou"]) == 2 and v["verdict"] in KINDS for v in bn["verdicts"])
+    assert bn["statistics_choice"]["chosen"] == (bn["statistics_choice"]["verdict"] == "helps")
+    names = [c["name"] for c in record["self_training"]["candidates"]]
+    assert record["self_training"]["chosen"] in names
+    written = json.loads((tmp_path / "out" / "mechanisms.json").read_text())
+    assert (tmp_path / "out" / "mechanisms.md").read_text() == mechanisms.render_markdown(written)
+    assert (tmp_path / "out" / "mechanisms_strengths.png").stat().st_size > 10_000
+
+
+def test_a_round_at_zero_weight_is_refused_unless_it_still_augments():
+    """self_training with λ_st = 0 trains exactly as without it, and is refused, unless the
+    round colour-augments its student: then it is self-training's control (its steps and
+    augmentation without its pseudo labels)."""
+    cfg = preset("smoke")
+    bare = {"adapt.lambda_st": 0.0, "adapt.st_augment": False}
+    with pytest.raises(ValueError, match="adapt.self_training=True and adapt.lambda_st=0"):
+        stage_config("uda_self_training", override(cfg, **bare))
+    control = stage_config("uda_self_training_no_labels", cfg).adapt
+    assert control.self_training and control.st_augment and control.lambda_st == 0
+    assert LossWeights.from_config(control).lambda_st == 0
