@@ -14,8 +14,8 @@ of it (0.95 is not "95%"), so a number typed at random passes this check about o
 twenty at one decimal (test_a_number_from_nowhere_is_caught measures it). A hand computation
 or a definition is accepted anywhere in its notebook, not only at its place.
 The README's results prose may also quote the committed records (figures/results.json,
-ablation.json, study.json's reported values, benchmark_calibration.json), or the mean or
-standard deviation of one of their lists, at the precision the text gives. That check is
+ablation.json, study.json's reported values, benchmark_calibration.json, mechanisms.json), or
+the mean or standard deviation of one of their lists, at the precision the text gives. That check is
 weaker: one decimal agrees with some record value by chance about half the time, a whole
 percentage nearly always; the tables beside it are checked exactly (tests/test_results.py).
 Numbers inside `code spans` are inputs a reader types, and whole numbers without % are counts,
@@ -38,7 +38,8 @@ from wsda_lib.reproduce import series
 from wsda_lib.results import render_markdown, verdict
 
 REPO = Path(__file__).resolve().parent.parent
-RECORDS = ("results.json", "ablation.json", "study.json", "benchmark_calibration.json")
+RECORDS = ("results.json", "ablation.json", "study.json", "benchmark_calibration.json",
+           "mechanisms.json")
 # A number: not part of a word, a version (2.14.1) or a longer number; a sentence's full stop
 # after it is allowed.
 NUMBER = re.compile(r"(?<![\w.§/])[-+−]?(\d+(?:\.\d+)?)(%?)(?!\.?\d|\w)")

@@ -187,27 +187,3 @@ def test_power_per_step_by_hand():
     one = {**results, "seeds": [0],
            "stages": [{"stage": n, "miou_per_seed": v[:1]} for n, v in stages.items()]}
     assert "| Output-space alignment | — | — |" in power_markdown(one)
-
-
-def test_a_control_row_of_other_runs_is_left_out_and_the_others_kept():
-    """attach_controls pairs row by row: a row whose stage the series also has, with other
-    per-seed numbers (an older recipe), is left out; the rows on the series' runs join."""
-    from wsda_lib.results import attach_controls
-
-    results = {"preset": "default", "seeds": [0, 1],
-               "stages": [{"stage": "uda_pixel", "miou_per_seed": [50.0, 51.0],
-                           "target_val_miou_per_seed": [52.0, 53.0]}]}
-
-    def row(what, stage, test):
-        return {"what": what, "stage": stage, "control": "c",
-                "stage_miou": {"target_test": test, "target_val": [52.0, 53.0]},
-                "control_miou": {"target_test": [1.0, 2.0], "target_val": [1.0, 2.0]}}
-
-    record = {"preset": "default", "seeds": [0, 1], "commit": "abc",
-              "controls": [row("paired", "uda_pixel", [50.0, 51.0]),
-                           row("stale", "uda_pixel", [49.0, 51.0]),
-                           row("elsewhere", "uda_colour", [3.0, 4.0])]}
-    joined = attach_controls(results, record)
-    assert [r["what"] for r in joined["controls"]] == ["paired", "elsewhere"]
-    assert attach_controls(results, {**record, "seeds": [0, 1, 2]}) is results
-    assert attach_controls(results, {**record, "controls": record["controls"][1:2]}) is results

@@ -442,18 +442,14 @@ def controls_markdown(rows: list[dict]) -> list[str]:
 
 def attach_controls(results: dict, record: dict) -> dict:
     """results.json's content with the control rows of an ablation record (ablation.json)
-    under "controls", when both measured the same preset and seeds: each row whose stages,
-    where the series has them too, have the same per-seed numbers (the same runs). A row
-    measured on other runs (an older recipe of a stage) is left out, as it is not paired
-    with these stages; `results` unchanged when no row is left."""
+    under "controls", when both measured the same preset and seeds and every stage they
+    share has the same per-seed numbers (the same runs); otherwise `results` unchanged, as
+    such controls are not paired with these stages."""
     if (record.get("preset"), record.get("seeds")) != (results["preset"], results["seeds"]):
         return results
-    unpaired = set(_unpaired_controls(results, record["controls"]))
-    rows = [r for r in record["controls"]
-            if not {f"{r['what']}: {r['stage']}", f"{r['what']}: {r['control']}"} & unpaired]
-    if not rows:
+    if _unpaired_controls(results, record["controls"]):
         return results
-    return {**results, "controls": rows, "controls_commit": record["commit"]}
+    return {**results, "controls": record["controls"], "controls_commit": record["commit"]}
 
 
 def _unpaired_controls(results: dict, rows: list[dict]) -> list[str]:
