@@ -13,6 +13,10 @@ and target test). Every stage keeps its final weights: none is selected by a tar
   in practice (it uses the very labels that domain adaptation does without).
 * the adaptation stages start from the cached source-only weights, as in the paper; the
   self-training round (this project's extension) starts from the full UDA recipe.
+* adabn trains nothing: the source-only weights with BatchNorm's running statistics
+  re-estimated on target train (method.adabn), the side effect every adaptation step has;
+  no_target_term and the other "control:" stages each differ from a step only in what the
+  step's claim is about (docs/method.md §15-§16).
 """
 
 from __future__ import annotations
