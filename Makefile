@@ -28,14 +28,17 @@ smoke: venv  ## the series in the smoke preset; figures go to build/smoke/, not 
 	$(PY) -m wsda_lib.cli reproduce --preset smoke --seed $(SEED) --seeds $(SEEDS) --out build/smoke
 
 # The weak-label study behind the default UDA recipe (seed 0, chosen on target val); about
-# an hour on two cores, not part of `make reproduce`. Writes figures/study.json.
+# an hour on two cores, not part of `make reproduce`. Writes figures/study.json; then the
+# mechanisms' record below (another hour).
 study: venv
 	$(PY) -m wsda_lib.cli study --preset $(PRESET)
 	$(PY) -m wsda_lib.cli mechanisms --preset $(PRESET)
 
 # Each adversarial term over a range of strengths and the self-training candidates, against
-# their controls (seed 0, chosen on target val; a chosen strength confirmed over seeds 0-2);
-# about 45 minutes on two cores when the series' seed-0 runs are cached. Writes
+# their controls (seed 0, chosen on target val; a chosen strength confirmed over seeds 0-2;
+# AdaBN and output-space alignment judged over seeds 0-2, which it trains); about an hour on
+# two cores when the series' seed-0 runs are cached (the sum of its runs' times here,
+# 2026-12-07). Writes
 # figures/mechanisms.json. Also the second half of `make study`.
 mechanisms: venv
 	$(PY) -m wsda_lib.cli mechanisms --preset $(PRESET)

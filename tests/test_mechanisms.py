@@ -4,6 +4,7 @@ self-training's candidates and the record that holds them (wsda_lib/mechanisms.p
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -20,9 +21,11 @@ from wsda_lib.stages import (
     TARGET_STATISTICS,
     TARGET_STATISTICS_FILE,
     check_chain_uses,
+    pseudo_label_model,
     run_config,
     run_stage,
     stage_config,
+    target_statistics_scores,
 )
 
 TINY = {"train.iterations": 6, "train.eval_every": 6, "adapt.iterations": 4}
@@ -30,8 +33,9 @@ TINY = {"train.iterations": 6, "train.eval_every": 6, "adapt.iterations": 4}
 
 def test_reestimated_statistics_are_the_batches_average_by_hand():
     """Two batches of one channel, values (1, 3) and (5, 7): batch means 2 and 6, unbiased
-    variances 2 and 2; the cumulative average gives mean 4 and variance 2. The weights are
-    untouched, momentum and mode restored."""
+    variances 2 and 2; the average over batches gives mean 4 and variance 2 (not the four
+    values' 6.67: the spread between batch means is left out). The weights are untouched,
+    the momentum restored, and the net left in eval mode."""
     net = nn.Sequential(nn.BatchNorm2d(1, momentum=0.3))
     weight = net[0].weight.detach().clone()
     batches = [torch.tensor([1.0, 3.0]).view(2, 1, 1, 1), torch.tensor([5.0, 7.0]).view(2, 1, 1, 1)]
@@ -51,8 +55,10 @@ def test_no_images_is_an_error_and_leaves_the_statistics():
 
 def test_adabn_stage_trains_nothing_but_the_statistics(smoke_bench, tmp_path):
     cfg = override(preset("smoke"), **TINY)
-    source = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    source = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False,
+                       with_target_statistics=True)
     adabn = run_stage("adabn", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    assert TARGET_STATISTICS not in adabn.metrics   # only where asked for
     before, after = source.model.state_dict(), adabn.model.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
@@ -66,8 +72,16 @@ def test_adabn_stage_trains_nothing_but_the_statistics(smoke_bench, tmp_path):
     record = json.loads((source.run.dir / TARGET_STATISTICS_FILE).read_text())
     record["target_val"]["miou"] = -1.0
     (source.run.dir / TARGET_STATISTICS_FILE).write_text(json.dumps(record))
-    again = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    again = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False,
+                      with_target_statistics=True)
     assert again.metrics[TARGET_STATISTICS]["target_val"]["miou"] == -1.0
+    # neither the scores nor the labeller touch the model they are given
+    before = {k: v.clone() for k, v in source.model.state_dict().items()}
+    target_statistics_scores(source.model, tmp_path / "fresh", smoke_bench, cfg, "cpu")
+    labeller = pseudo_label_model(source.model, override(cfg, **{
+        "adapt.st_label_statistics": "target"}), smoke_bench["target_train"], "cpu")
+    assert labeller is not source.model and all(
+        torch.equal(v, source.model.state_dict()[k]) for k, v in before.items())
 
 
 def test_the_loop_with_no_target_term_is_a_control_only(smoke_bench, tmp_path):
@@ -91,13 +105,13 @@ def test_self_training_fields_key_only_stages_that_self_train():
         assert config_key(run_config(name, changed, 0)) == config_key(run_config(name, cfg, 0))
     assert config_key(run_config("uda_self_training", changed, 0)) != config_key(
         run_config("uda_self_training", cfg, 0))
-    # a self-training stage keys every one of them at its value, so that a change of a
-    # default never lets a run of the old default stand for the new one
-    from wsda_lib.stages import SELF_TRAINING_FIELDS
-
-    keyed = run_config("uda_self_training", cfg, 0)["adapt"]
-    assert {f: keyed[f] for f in SELF_TRAINING_FIELDS} == {
-        f: getattr(cfg.adapt, f) for f in SELF_TRAINING_FIELDS}
+    # keys made before these fields existed (commit 9d67ff6) are kept, for the stages that
+    # self-train too; a new field away from its reference value is keyed at that value
+    for name, key in (("uda_self_training", "a4920a3f8cd7"), ("uda_pixel", "39d5b7b1d90d"),
+                      ("adaptsegnet", "261782de559b")):
+        assert config_key(run_config(name, cfg, 0)) == key, name
+    target = override(cfg, **{"adapt.st_label_statistics": "target"})
+    assert run_config("uda_self_training", target, 0)["adapt"]["st_label_statistics"] == "target"
     with pytest.raises(ValueError, match="adapt.st_cap, adapt.st_augment: no stage of "
                                          "source_only -> uda_pixel self-trains"):
         check_chain_uses("uda_pixel", changed)
@@ -186,12 +200,17 @@ def test_the_record_runs_end_to_end_in_the_smoke_preset(tmp_path, monkeypatch):
         assert ("confirmation" in term) == bool(term["chosen"])
     bn = record["batchnorm"]
     assert [v["control"] for v in bn["verdicts"]] == ["source_only", "adabn", "no_target_term"]
-    assert all(len(v["stage_miou"]) == 2 and v["verdict"] in KINDS for v in bn["verdicts"])
+    for v in bn["verdicts"]:   # each verdict is the rule's on the per-seed numbers it lists
+        assert len(v["stage_miou"]) == 2 and v["verdict"] in KINDS
+        assert v["gain"] == pytest.approx(np.mean(np.subtract(v["stage_miou"],
+                                                              v["control_miou"])))
     assert bn["statistics_choice"]["chosen"] == (bn["statistics_choice"]["verdict"] == "helps")
-    names = [c["name"] for c in record["self_training"]["candidates"]]
-    assert record["self_training"]["chosen"] in names
+    # the one candidate run here is not stages.CHOSEN_SELF_TRAINING, and the record says so
+    assert not record["self_training"]["control_is_the_chosen_round"]
     written = json.loads((tmp_path / "out" / "mechanisms.json").read_text())
-    assert (tmp_path / "out" / "mechanisms.md").read_text() == mechanisms.render_markdown(written)
+    markdown = (tmp_path / "out" / "mechanisms.md").read_text()
+    assert markdown == mechanisms.render_markdown(written)
+    assert "NOT the round chosen below" in markdown
     assert (tmp_path / "out" / "mechanisms_strengths.png").stat().st_size > 10_000
 
 
@@ -206,3 +225,16 @@ def test_a_round_at_zero_weight_is_refused_unless_it_still_augments():
     control = stage_config("uda_self_training_no_labels", cfg).adapt
     assert control.self_training and control.st_augment and control.lambda_st == 0
     assert LossWeights.from_config(control).lambda_st == 0
+
+
+def test_the_student_sees_colour_jittered_target_images(smoke_bench, tmp_path, monkeypatch):
+    """adapt.st_augment jitters every target batch of the self-training round (and no batch
+    of a stage that does not self-train)."""
+    from wsda_lib import engine
+
+    calls = []
+    real = engine.colour_jitter
+    monkeypatch.setattr(engine, "colour_jitter", lambda x, g: calls.append(len(x)) or real(x, g))
+    cfg = override(preset("smoke"), **TINY, **{"adapt.st_augment": True})
+    run_stage("uda_self_training", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
+    assert calls == [cfg.train.batch_size] * cfg.adapt.iterations

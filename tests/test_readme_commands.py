@@ -38,7 +38,7 @@ NOT_RUN = {
     ".venv/bin/python -m wsda_lib.bench --quick --out DIR": "a few minutes; tests/test_bench.py",
     ".venv/bin/python -m wsda_lib.bench --trade RUN_DIR": "an hour of training",
     "make study": "an hour; tests/test_weak_label_study.py runs the study on tiny runs",
-    "make mechanisms": "about 45 minutes after the series' seed 0; tests/test_mechanisms.py "
+    "make mechanisms": "about an hour after the series' seed 0; tests/test_mechanisms.py "
     "runs its record in the smoke preset",
     "make calibrate": "about an hour; `wsda calibrate --preset smoke` (below) runs its code",
     "make ablation": "half an hour after the series; `wsda ablation --preset smoke` (below)",

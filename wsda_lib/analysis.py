@@ -178,8 +178,9 @@ def pixel_prediction_batches(model, split, adapt, device, batch_size: int = 32, 
 
 def pixel_predictions(model, split, adapt, device, batch_size: int = 32, indices=None):
     """The model's confidence (N, H, W) (softmax maximum) and prediction (N, H, W) at the
-    labels' size, and its pseudo-weak labels (N, C) at threshold adapt.pseudo_threshold,
-    on the split's images (or those at `indices`)."""
+    labels' size, and the weak labels (N, C) that filter them (`pixel_prediction_batches`:
+    its pseudo-weak labels at threshold adapt.pseudo_threshold, or a person's image labels
+    for WDA), on the split's images (or those at `indices`)."""
     conf, pred, weak, _ = zip(*pixel_prediction_batches(model, split, adapt, device,
                                                         batch_size, indices), strict=True)
     return torch.cat(conf), torch.cat(pred), torch.cat(weak)
@@ -197,8 +198,8 @@ def pseudo_label_maps(model, split, adapt, device, batch_size: int = 32, indices
                       thresholds=None) -> dict:
     """Self-training's pixel pseudo labels for a target split (the extension's round), with
     the two steps that make them: "raw" (every prediction), "confidence_only" (per-class
-    confidence thresholds only) and "filtered" (confident *and* in the image's pseudo-weak
-    label: the labels trained on). Each map is (N, H, W) uint8, 255 = no label.
+    confidence thresholds only) and "filtered" (confident *and* in the image's weak label,
+    pseudo-weak or a person's: the labels trained on). Each map is (N, H, W) uint8, 255 = no label.
 
     Also returns "thresholds" (C,) and "quality": each map's precision and coverage (%)
     against the split's ground truth (read only to report it). With `indices`, only those

@@ -34,19 +34,20 @@ THE RULES, fixed before any of these runs were looked at:
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import plots
-from .analysis import domain_separation, pseudo_label_maps
+from .analysis import domain_separation, write_pseudo_labels
 from .atomic import atomic_write, write_json
 from .config import override, preset
 from .data import load
 from .engine import resolve_device
 from .results import paired_test, run_metadata
-from .stages import TARGET_STATISTICS, run_stage, stage_config
+from .stages import CHOSEN_SELF_TRAINING, TARGET_STATISTICS, run_stage, stage_config
 from .study import MIN_GAIN
 
 SEED = 0
@@ -200,7 +201,8 @@ def run_mechanisms(preset_name: str = "default", run_dir: Path = Path("runs"),
         changed = override(cfg, **changes)
         stage_config(stage, changed)     # refuse a bad point before anything trains
         log(f"mechanisms: {stage} {changes or ''} seed {seed}")
-        return run_stage(stage, changed, bench, seed, device, models, progress)
+        return run_stage(stage, changed, bench, seed, device, models, progress,
+                         with_target_statistics=True)
 
     record = {**run_metadata(preset_name, device), "seed": SEED, "chosen_on": "target_val",
               "min_gain": MIN_GAIN}
@@ -216,10 +218,11 @@ def run_mechanisms(preset_name: str = "default", run_dir: Path = Path("runs"),
                            **summary(result, bench, device)})
     wda = run("wda_image", {})
     human = stage_config("wda_self_training", override(cfg, **WDA_FILTER)).adapt
-    record["self_training_wda"] = {
-        "start": summary(wda, bench, device), "overrides": WDA_FILTER,
-        "pseudo_labels": pseudo_label_maps(wda.model, bench["target_train"], human, device,
-                                           cfg.train.eval_batch_size)["quality"]}
+    with tempfile.TemporaryDirectory() as folder:  # PNGs one at a time, not held in memory
+        quality = write_pseudo_labels(wda.model, bench["target_train"], human, device, folder,
+                                      cfg.train.eval_batch_size)["quality"]
+    record["self_training_wda"] = {"start": summary(wda, bench, device),
+                                   "overrides": WDA_FILTER, "pseudo_labels": quality}
     record["self_training"] = {"start": summary(run("uda_pixel", {}), bench, device),
                                "continued": summary(run("uda_pixel_continued", {}), bench,
                                                     device),
@@ -228,6 +231,9 @@ def run_mechanisms(preset_name: str = "default", run_dir: Path = Path("runs"),
                                "candidates": candidates,
                                "chosen": max(candidates,
                                              key=lambda c: c["target_val_miou"])["name"]}
+    chosen = next(c for c in candidates if c["name"] == record["self_training"]["chosen"])
+    record["self_training"]["control_is_the_chosen_round"] = all(
+        chosen["overrides"][k] == v for k, v in CHOSEN_SELF_TRAINING.items())
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "mechanisms.json", record)
     atomic_write(out / "mechanisms.md", lambda f: f.write(render_markdown(record).encode()))
@@ -272,9 +278,11 @@ def _self_training_markdown(record: dict) -> list[str]:
     lines += ["## Self-training candidates (this project's extension)", "",
               f"Target val mIoU: the starting point (UDA full recipe) "
               f"{st['start']['target_val_miou']:.1f}; the same continued as long without "
-              f"self-training {st['continued']['target_val_miou']:.1f}; the chosen round with "
-              f"its pseudo labels weighted 0 (its augmentation and steps alone) "
-              f"{st['without_labels']['target_val_miou']:.1f}.", "",
+              f"self-training {st['continued']['target_val_miou']:.1f}; the round of "
+              f"stages.CHOSEN_SELF_TRAINING with its pseudo labels weighted 0 (its augmentation "
+              f"and steps alone) {st['without_labels']['target_val_miou']:.1f}"
+              + ("" if st.get("control_is_the_chosen_round", True) else
+                 " — NOT the round chosen below: update stages.CHOSEN_SELF_TRAINING") + ".", "",
               "| candidate | target val mIoU | with target BN statistics | pseudo-label "
               "precision (%) | coverage (%) |", "|---|---|---|---|---|"]
     for c in st["candidates"]:
@@ -285,10 +293,10 @@ def _self_training_markdown(record: dict) -> list[str]:
                      f"{q.get('coverage', float('nan')):.1f} |")
     lines += ["", f"Chosen by the rule: {st['chosen']}.", "",
               "The weak-label filter, where it acts: precision and coverage (%) of the pixel "
-              "pseudo labels on target train with confidence alone -> with the filter "
-              "(class-balanced, no cap). UDA: the chosen candidate's labels, filtered by its "
-              "pseudo-weak labels; WDA: the WDA full recipe's labels, filtered by a person's "
-              "image labels (measured, not trained on).", ""]
+              "pseudo labels on target train with confidence alone -> with the filter. UDA: "
+              "the chosen candidate's labels, filtered by its "
+              "pseudo-weak labels; WDA: the WDA full recipe's labels (class-balanced, no cap), "
+              "filtered by a person's image labels (measured, not trained on).", ""]
     chosen = next(c for c in st["candidates"] if c["name"] == st["chosen"])
     for name, q in (("UDA, pseudo-weak labels", chosen.get("pseudo_labels") or {}),
                     ("WDA, image labels", record["self_training_wda"]["pseudo_labels"])):

@@ -301,7 +301,9 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
         decides, labeller = key_config(cfg), pseudo_label_model(model, cfg, target, device)
-        folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, labeller, target,
+        # keyed by the trained weights and the config (which names the statistics): the
+        # same on every rank, whatever the re-estimation's last bits
+        folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
                                                       decides, seed))
         # Under torchrun every rank holds the same weights: the first rank to take the lock
         # beside the folder writes the labels, the others wait on the lock (not in a
@@ -356,10 +358,15 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
     config = {"stage": name, "seed": seed, **key_config(resolved)}
     if stage(name).start_from is None or stage(name).statistics_only:  # reads no adapt field
         del config["adapt"]
-    elif resolved.adapt.self_training:  # keyed at their values, whatever their defaults
-        config["adapt"].update({f: getattr(resolved.adapt, f) for f in SELF_TRAINING_FIELDS})
+    elif resolved.adapt.self_training:  # against fixed values, whatever their defaults
+        for field_name, reference in SELF_TRAINING_REFERENCE.items():
+            value = getattr(resolved.adapt, field_name)
+            if field_name in SELF_TRAINING_KEYED_AS or value != reference:
+                config["adapt"][field_name] = value
+            else:
+                config["adapt"].pop(field_name, None)
     else:  # the self-training fields change nothing here
-        for field_name in SELF_TRAINING_FIELDS:
+        for field_name in SELF_TRAINING_REFERENCE:
             config["adapt"].pop(field_name, None)
         config["adapt"].update(SELF_TRAINING_KEYED_AS)
     if cfg.data.dataset == "embedded":  # runs on older images of the benchmark are not reused
@@ -380,15 +387,18 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
     return config
 
 
-# The adaptation fields only self-training reads. A stage that does not self-train is keyed
-# with those of them that keys always held at the values they had then (2026-12), whatever
-# the config says, so that neither an override for a self-training stage nor a change of
-# their defaults retrains the stages it starts from. A stage that self-trains is keyed with
-# all of them at their values, so that a change of a default never lets a run trained under
-# the old default stand for the new one.
-SELF_TRAINING_FIELDS = ("lambda_st", "st_quantile", "st_cap", "st_label_statistics",
-                        "st_augment")
-SELF_TRAINING_KEYED_AS = {"lambda_st": 1.0, "st_quantile": 0.5, "st_cap": 0.9}
+# The adaptation fields only self-training reads, with the values they had when this rule was
+# written (2026-12). A stage that does not self-train is keyed with those that keys always
+# held (SELF_TRAINING_KEYED_AS) at these values, whatever the config says, so that neither an
+# override for a self-training stage nor a change of their defaults retrains the stages it
+# starts from. A stage that self-trains is keyed with those at their values, and with the
+# others only where they differ from these values (not from the defaults): a change of a
+# default re-keys no cached run and never lets a run of the old default stand for the new.
+SELF_TRAINING_REFERENCE = {"lambda_st": 1.0, "st_quantile": 0.5, "st_cap": 0.9,
+                           "st_label_statistics": "running", "st_augment": False}
+SELF_TRAINING_FIELDS = tuple(SELF_TRAINING_REFERENCE)
+SELF_TRAINING_KEYED_AS = {k: SELF_TRAINING_REFERENCE[k] for k in ("lambda_st", "st_quantile",
+                                                                   "st_cap")}
 
 
 def folder_files_digest(data_cfg) -> dict:
@@ -564,9 +574,10 @@ def _checkpoint_bytes(cfg: Config, class_set) -> int:
 
 
 def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
-              progress: bool = True) -> StageResult:
+              progress: bool = True, with_target_statistics: bool = False) -> StageResult:
     """Load or train stage `name` from the base config `cfg` (a preset, perhaps overridden)
-    for `seed`; its starting stage is loaded or trained first."""
+    for `seed`; its starting stage is loaded or trained first. with_target_statistics: its
+    metrics also hold TARGET_STATISTICS (`target_statistics_scores`, cached in the run)."""
     st, stage_cfg = stage(name), stage_config(name, cfg)
     if not runs.run_dir(run_root, name, run_config(name, cfg, seed, benchmark)).joinpath(
             "config.json").is_file():
@@ -617,8 +628,10 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
     if run.loaded:
         load_weights(model, run.state, run.dir / "checkpoint.pt", stage_cfg.model)
     model.to(device).eval()
-    metrics = {**run.metrics, TARGET_STATISTICS: target_statistics_scores(
-        model, run.dir, benchmark, stage_cfg, device)}
+    metrics = run.metrics
+    if with_target_statistics:
+        metrics = {**metrics, TARGET_STATISTICS: target_statistics_scores(
+            model, run.dir, benchmark, stage_cfg, device)}
     return StageResult(model, metrics, run)
 
 

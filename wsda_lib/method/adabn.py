@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 
 
@@ -28,10 +29,14 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
 def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Replace every BatchNorm layer's running statistics by their cumulative average over
     `batches` (each (B, 3, H, W) in [0, 1], already on the model's device), computed in
-    training mode without gradients: AdaBN (Li et al. 2016). Weights, the layers' momentum
-    and the model's `freeze_bn` (models.deeplab.DeepLabV2.train) are restored; the model is
-    left in eval mode. Returns the number of images seen. Raises ValueError when `batches`
-    is empty (the statistics would be reset to 0 and 1).
+    training mode without gradients: AdaBN (Li et al. 2016), by torch's
+    `torch.optim.swa_utils.update_bn`. The average is over batches, each weighing the same:
+    the mean of the batches' means and of their (unbiased) variances, which leaves out the
+    spread between the batches' means, as every running-statistics estimate does. Weights,
+    the layers' momentum and the model's `freeze_bn` (models.deeplab.DeepLabV2.train) are
+    restored; the model is left in eval mode. Returns the number of images seen. Raises
+    ValueError when `batches` is empty (the statistics would be reset to 0 and 1), with the
+    statistics left as they were.
 
     >>> from torch import nn
     >>> net = nn.Sequential(nn.BatchNorm2d(1))
@@ -40,35 +45,36 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> i
     >>> net[0].running_mean   # the average of the two batches' means, 3 and 5
     tensor([4.])
     """
-    layers = batchnorm_layers(model)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
-    momentum, frozen = [m.momentum for m in layers], getattr(model, "freeze_bn", False)
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    if hasattr(model, "freeze_bn"):
-        model.freeze_bn = False
-    model.train()
-    seen = 0
-    try:
+    seen = []
+
+    def counted():  # one pass, never held in memory at once
         for images in batches:
-            model(images)
-            seen += len(images)
+            seen.append(len(images))
+            yield images
+
+    frozen = getattr(model, "freeze_bn", False)
+    if hasattr(model, "freeze_bn"):  # DeepLabV2.train would keep BatchNorm in eval mode
+        model.freeze_bn = False
+    try:
+        update_bn(counted(), model)
     finally:
-        for m, value in zip(layers, momentum, strict=True):
-            m.momentum = value
         if hasattr(model, "freeze_bn"):
             model.freeze_bn = frozen
         model.eval()
     if not seen:
         model.load_state_dict(saved)
         raise ValueError("reestimate_batchnorm: no images to estimate BatchNorm statistics from")
-    return seen
+    return sum(seen)
 
 
 def target_statistics(model: nn.Module, split, device, batch_size: int = 32) -> int:
     """AdaBN on every image of `split` (a dataset of {"image": (3, H, W), ...} items), in
-    order; under torchrun every rank reads the whole split, so all ranks end with the same
-    statistics. Returns the number of images. See `reestimate_batchnorm`."""
+    order, `batch_size` at a time; under torchrun every rank reads the whole split, so all
+    ranks end with the same statistics. Returns the number of images. See
+    `reestimate_batchnorm`; an empty split is a ValueError naming it."""
+    if len(split) == 0:
+        raise ValueError(f"split {getattr(split, 'name', '?')!r} has no images to estimate "
+                         f"BatchNorm statistics from")
     loader = DataLoader(split, batch_size=batch_size)
     return reestimate_batchnorm(model, (b["image"].to(device) for b in loader))
