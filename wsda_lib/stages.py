@@ -33,7 +33,13 @@ import numpy as np
 import torch
 
 from . import distributed, runs
-from .analysis import class_presence, pseudo_label_file, pseudo_label_folder, write_pseudo_labels
+from .analysis import (
+    PSEUDO_LABEL_RECORD,
+    class_presence,
+    pseudo_label_file,
+    pseudo_label_folder,
+    write_pseudo_labels,
+)
 from .config import (
     PAPER_UDA,
     AdaptConfig,
@@ -300,17 +306,21 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
                             sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        decides, labeller = key_config(cfg), pseudo_label_model(model, cfg, target, device)
         # keyed by the trained weights and the config (which names the statistics): the
         # same on every rank, whatever the re-estimation's last bits
         folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
-                                                      decides, seed))
+                                                      key_config(cfg), seed))
+
+        def write():  # the labeller is made only when the labels are not written yet
+            labeller = model if (folder / PSEUDO_LABEL_RECORD).is_file() else \
+                pseudo_label_model(model, cfg, target, device)
+            return write_pseudo_labels(labeller, target, a, device, folder,
+                                       cfg.train.eval_batch_size)
+
         # Under torchrun every rank holds the same weights: the first rank to take the lock
         # beside the folder writes the labels, the others wait on the lock (not in a
         # collective, which would time out on a large split), then read its record.
-        done = distributed.once(folder.parent / f".{folder.name}.lock",
-                                partial(write_pseudo_labels, labeller, target, a, device,
-                                        folder, cfg.train.eval_batch_size))
+        done = distributed.once(folder.parent / f".{folder.name}.lock", write)
         extras["pseudo_label"] = LabelFiles(len(target), partial(pseudo_label_file, folder))
         metrics.update(pseudo_labels=done["quality"], thresholds=done["thresholds"])
     if extras:
