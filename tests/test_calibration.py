@@ -14,7 +14,7 @@ from wsda_lib.calibration import PAPER_SOURCE_ONLY, TARGETS, meets_targets, shif
 from wsda_lib.config import override, preset
 from wsda_lib.data import synthetic
 from wsda_lib.method.pixel_adaptation import colour_jitter_like, restyle_source
-from wsda_lib.results import attach_controls, validate, verdict_records
+from wsda_lib.results import attach_controls, statistics_choice, validate, verdict_records
 from wsda_lib.stages import STAGES, run_config, stage_config
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
@@ -149,13 +149,15 @@ def test_the_all_present_control_labels_every_class_present_whatever_the_scores(
 
 
 def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_path):
-    base = {"uda_self_training": 40.0, "uda_pixel_continued": 41.0, "uda_weak": 31.0,
+    base = {"uda_self_training": 40.0, "uda_self_training_no_labels": 41.0, "uda_weak": 31.0,
+            "adaptsegnet": 29.0, "no_target_term": 29.0,
             "uda_weak_all_present": 30.0, "uda_paper_labels": 30.5, "wda_category": 36.0,
             "wda_weak": 36.0, "uda_pixel": 41.0, "uda_colour": 35.0}
 
     def test_miou(name, seed):
         # seed-dependent spread; the stage minus its control is fixed by `base`, plus noise
-        return base[name] + seed + (0.2 * seed if name in ("uda_weak", "wda_category") else 0)
+        return base[name] + seed + (0.2 * seed if name in ("uda_weak", "wda_category",
+                                                           "adaptsegnet") else 0)
 
     def fake_run_stage(name, cfg, bench, seed, *args, **kwargs):
         # on target val the paper's labels score 1 higher than on test: the choice (val)
@@ -174,6 +176,7 @@ def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_pa
             s["miou_per_seed"] = s["target_val_miou_per_seed"] = [
                 test_miou(s["stage"], seed) for seed in (0, 1, 2)]
     series["verdicts"] = verdict_records(series)
+    series["statistics_choice"] = statistics_choice(series)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text(json.dumps(series))
     logged = []
@@ -195,7 +198,8 @@ def test_the_ablation_judges_each_control_by_the_paired_test(monkeypatch, tmp_pa
     other = series | {"stages": [s | {"miou_per_seed": [1.0, 2.0, 3.0]} for s in series["stages"]]}
     assert attach_controls(other, record) is other
     by = {(r["stage"], r["control"]): r for r in record["controls"]}
-    assert by[("uda_self_training", "uda_pixel_continued")]["verdict"] == "hurts"   # -1 each
+    assert by[("uda_self_training", "uda_self_training_no_labels")]["verdict"] == "hurts"
+    assert by[("adaptsegnet", "no_target_term")]["gain"] == pytest.approx(0.2)  # 0, .2, .4
     assert by[("uda_weak", "uda_weak_all_present")]["verdict"] == "helps"  # +1, +1.2, +1.4
     assert by[("uda_weak", "uda_weak_all_present")]["gain"] == pytest.approx(1.2)
     # +0, +0.2, +0.4: mean 0.2, interval 0.2 ± 4.303 * 0.2 / sqrt(3), which holds 0

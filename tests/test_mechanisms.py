@@ -18,6 +18,7 @@ from wsda_lib.models import build_deeplab
 from wsda_lib.results import KINDS
 from wsda_lib.runs import config_key
 from wsda_lib.stages import (
+    CHOSEN_SELF_TRAINING,
     TARGET_STATISTICS,
     TARGET_STATISTICS_FILE,
     check_chain_uses,
@@ -100,18 +101,25 @@ def test_the_loop_with_no_target_term_is_a_control_only(smoke_bench, tmp_path):
 
 def test_self_training_fields_key_only_stages_that_self_train():
     cfg = preset("smoke")
-    changed = override(cfg, **{"adapt.st_cap": 0.8, "adapt.st_augment": True})
+    changed = override(cfg, **{"adapt.st_cap": 0.8, "adapt.st_augment": False})
     for name in ("uda_pixel", "wda_image", "adaptsegnet"):
         assert config_key(run_config(name, changed, 0)) == config_key(run_config(name, cfg, 0))
     assert config_key(run_config("uda_self_training", changed, 0)) != config_key(
         run_config("uda_self_training", cfg, 0))
     # keys made before these fields existed (commit 9d67ff6) are kept, for the stages that
-    # self-train too; a new field away from its reference value is keyed at that value
+    # self-train too (the round of then, spelled out now that the defaults are the chosen
+    # round); a field away from its reference value is keyed at that value
+    before = override(cfg, **{"adapt.st_cap": 0.9, "adapt.st_label_statistics": "running",
+                              "adapt.st_augment": False})
     for name, key in (("uda_self_training", "a4920a3f8cd7"), ("uda_pixel", "39d5b7b1d90d"),
                       ("adaptsegnet", "261782de559b")):
-        assert config_key(run_config(name, cfg, 0)) == key, name
-    target = override(cfg, **{"adapt.st_label_statistics": "target"})
-    assert run_config("uda_self_training", target, 0)["adapt"]["st_label_statistics"] == "target"
+        assert config_key(run_config(name, before, 0)) == key, name
+    for name in ("uda_pixel", "adaptsegnet"):   # the new defaults retrain no stage before it
+        assert config_key(run_config(name, cfg, 0)) == config_key(run_config(name, before, 0))
+    # the default round is keyed as the same round spelled out (the runs of `make mechanisms`)
+    chosen = override(cfg, **CHOSEN_SELF_TRAINING)
+    assert run_config("uda_self_training", cfg, 0) == run_config("uda_self_training", chosen, 0)
+    assert run_config("uda_self_training", cfg, 0)["adapt"]["st_label_statistics"] == "target"
     with pytest.raises(ValueError, match="adapt.st_cap, adapt.st_augment: no stage of "
                                          "source_only -> uda_pixel self-trains"):
         check_chain_uses("uda_pixel", changed)

@@ -34,7 +34,7 @@ CLAIMS = [
     ("04", rf"\$y_c = 1\[P_c > (?P<v>{N})\]\$", D.adapt.pseudo_threshold),
     ("04", r"with probability one (?P<v>half)", D.adapt.fda_prob),
     ("04", r"the (?P<v>median) confidence of each predicted class", D.adapt.st_quantile),
-    ("04", rf"capped at (?P<v>{N})", D.adapt.st_cap),
+    ("04", r"with (?P<v>no) cap, so each class", D.adapt.st_cap),
     ("04", rf"β = (?P<v>{N}): at 64", D.adapt.fda_beta),
     ("05", rf"WDA, λ_c = (?P<v>{N}) instead", D.adapt.lambda_c_human),
     ("05", rf"instead of (?P<v>{N})\)", D.adapt.lambda_c),
@@ -47,7 +47,7 @@ CLAIMS = [
     ("07", rf"T = (?P<v>{N})", P.adapt.pseudo_threshold),
     ("07", r"batch (?P<v>\d+),", P.train.batch_size),
 ]
-WORDS = {"half": 0.5, "median": 0.5}
+WORDS = {"half": 0.5, "median": 0.5, "no": 1.0}   # "no cap": thresholds capped at 1
 
 
 def _markdown(prefix: str) -> str:

@@ -75,14 +75,17 @@ def test_the_readme_reports_the_committed_results_and_their_verdicts():
     table = [line for line in render_markdown(results).splitlines() if line.startswith("|")]
     assert all(line in readme for line in table)  # the verdicts' table among them
     assert power_note(results) in readme
-    # every verdict the README states is the rule's on target test
-    stated = re.findall(r"^\| ([^|]+) \| [^|]+ \| [^|]+ \| [^|]+ \| [^|]+ \| "
-                        r"(helps|hurts|no clear difference) \|$", readme, re.M)
-    rule = {v["what"]: v["verdict"] for v in verdict_records(results)}
-    assert dict(stated) == rule and all(v["split"] == "target_test"
-                                        for v in results["verdicts"])
-    assert [line.split(" — ")[0] for line in verdicts(results)] == [
-        f"{what}: {kind}" for what, kind in rule.items()]
+    # every verdict the README states is the rule's on target test, scored both ways
+    stated = re.findall(r"^\| ([^|]+) \| [^|]+ \| (as trained|target BN statistics) \| "
+                        r"[^|]+ \| [^|]+ \| [^|]+ \| (helps|hurts|no clear difference) \|$",
+                        readme, re.M)
+    scored = {"as_trained": "as trained", "target_statistics": "target BN statistics"}
+    rule = {(v["what"], scored[v["evaluation"]]): v["verdict"] for v in verdict_records(results)}
+    assert {(w, s): k for w, s, k in stated} == rule and all(
+        v["split"] == "target_test" for v in results["verdicts"])
+    for evaluation, name in scored.items():
+        assert [line.split(" — ")[0] for line in verdicts(results, evaluation)] == [
+            f"{what}: {kind}" for (what, s), kind in rule.items() if s == name]
 
 
 def test_paired_test_by_hand():
@@ -132,22 +135,29 @@ def test_validate_names_what_is_wrong():
         validate({k: v for k, v in good.items() if k != "machine"})
 
 
+def _metrics(miou, weak=None, target_statistics=None):
+    """A stage's metrics as run_stage returns them: both target splits scored as trained,
+    and with target BatchNorm statistics (`target_statistics`, default: the same)."""
+    m = {s: {"miou": miou, "iou": [miou, miou]} for s in ("target_val", "target_test")}
+    ts = miou if target_statistics is None else target_statistics
+    m["target_statistics"] = {s: {"miou": ts, "iou": [ts, ts]}
+                              for s in ("target_val", "target_test")}
+    if weak:
+        m["pseudo_weak_start"], m["pseudo_weak_end"] = weak
+    return m
+
+
 def test_results_carry_the_pseudo_weak_labels_start_and_end_by_hand():
-    from wsda_lib.results import ABLATION, summarise
+    from wsda_lib.results import RESULT_STAGES, summarise
 
-    def metrics(miou, weak=None):
-        m = {s: {"miou": miou, "iou": [miou, miou]} for s in ("target_val", "target_test")}
-        if weak:
-            m["pseudo_weak_start"], m["pseudo_weak_end"] = weak
-        return m
-
-    per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in ABLATION}
+    metrics = _metrics
+    per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in RESULT_STAGES}
     per_seed["uda_weak"] = {0: metrics(30.0, ({"precision": 80.0, "recall": 90.0},
                                               {"precision": 70.0, "recall": 100.0})),
                             1: metrics(32.0, ({"precision": 84.0, "recall": 88.0},
                                               {"precision": 74.0, "recall": 98.0}))}
     per_seed["oracle"] = {0: metrics(70.0), 1: metrics(72.0)}
-    out = summarise(per_seed, {n: n for n in ABLATION}, ["a", "b"],
+    out = summarise(per_seed, {n: n for n in RESULT_STAGES}, ["a", "b"],
                     {"preset": "smoke", "commit": "x", "date": "d", "machine": "m"})
     by = {s["stage"]: s for s in out["stages"]}
     weak = by["uda_weak"]["pseudo_weak_labels"]
@@ -176,14 +186,49 @@ def test_power_per_step_by_hand():
     from wsda_lib.results import COMPARISONS, detectable_gain, power_markdown
 
     stages = {name: [30.0, 30.0, 30.0] for _, a, b in COMPARISONS for name in (a, b)}
-    stages["adaptsegnet"] = [31.0, 31.5, 32.0]   # gains over source-only 1, 1.5, 2: sd 0.5
+    stages["adaptsegnet"] = [31.0, 31.5, 32.0]   # gains over AdaBN 1, 1.5, 2: sd 0.5
     results = {"seeds": [0, 1, 2],
                "stages": [{"stage": n, "miou_per_seed": v} for n, v in stages.items()]}
     rows = power_markdown(results)
-    assert f"| Output-space alignment | 0.50 | {detectable_gain(3, 0.5):.1f} |" in rows
+    assert (f"| Output-space alignment, against AdaBN | 0.50 | {detectable_gain(3, 0.5):.1f} |"
+            in rows)
     # L_c's gains over AdaptSegNet are -1, -1.5, -2: the same spread
     assert f"| L_c with pseudo-weak labels | 0.50 | {detectable_gain(3, 0.5):.1f} |" in rows
     assert "| Category-wise alignment | 0.00 | — |" in rows
     one = {**results, "seeds": [0],
            "stages": [{"stage": n, "miou_per_seed": v[:1]} for n, v in stages.items()]}
-    assert "| Output-space alignment | — | — |" in power_markdown(one)
+    assert "| Output-space alignment, against AdaBN | — | — |" in power_markdown(one)
+
+
+def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_hand():
+    """Three seeds where every stage scores 30, 31, 32 as trained, and the full UDA recipe
+    gains 1, 1.5, 2 with target BatchNorm statistics: on target val the choice's paired test
+    is the hand-worked one of test_paired_test_by_hand (helps: chosen), and pixel adaptation
+    is judged twice, with no gain as trained and +1.5 with target statistics."""
+    from wsda_lib.results import COMPARISONS, RESULT_STAGES, statistics_choice, summarise
+
+    per_seed = {n: {s: _metrics(30.0 + s) for s in range(3)} for n in RESULT_STAGES}
+    per_seed["uda_pixel"] = {s: _metrics(30.0 + s, target_statistics=31.0 + 1.5 * s)
+                             for s in range(3)}
+    per_seed["oracle"] = {s: _metrics(70.0 + s) for s in range(3)}
+    for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
+        for s in range(3):
+            per_seed[name][s]["pseudo_weak_start"] = per_seed[name][s]["pseudo_weak_end"] = {
+                "precision": 90.0, "recall": 90.0}
+    out = summarise(per_seed, {n: n for n in RESULT_STAGES}, ["a", "b"],
+                    {"preset": "smoke", "commit": "x", "date": "d", "machine": "m"})
+    validate(out)
+    choice = statistics_choice(out)
+    assert choice["chosen"] and choice["gain"] == pytest.approx(1.5)
+    assert (choice["ci_low"], choice["ci_high"]) == pytest.approx((0.2579, 2.7421), abs=1e-4)
+    assert len(out["verdicts"]) == 2 * len(COMPARISONS)
+    pixel = {v["evaluation"]: v for v in out["verdicts"]
+             if v["what"] == "Pixel adaptation (FDA stand-in)"}
+    assert pixel["as_trained"]["gain"] == 0 and pixel["as_trained"]["verdict"] == (
+        "no clear difference")
+    assert pixel["target_statistics"]["gain"] == pytest.approx(1.5)
+    assert "| target BN statistics | +1.50 | [+0.26, +2.74] | 0.035 | helps |" in \
+        render_markdown(out)
+    out["statistics_choice"]["chosen"] = False
+    with pytest.raises(ValueError, match="statistics_choice"):
+        validate(out)

@@ -192,7 +192,7 @@ def test_the_default_recipe_is_what_the_committed_study_chose():
 
 N8385 = "area prior of the paper's map (N = 8385)"
 EVAL_LABELS = "labels from BatchNorm's running statistics"
-FROZEN_BN = "BatchNorm statistics frozen (as the paper's batch-1 network)"
+FROZEN_BN = "BatchNorm statistics frozen (running statistics; affine weights still trained)"
 SHIFT_LABELS = "T = 0.9425: N = 8385's labels, L_c without its shift"
 
 

@@ -5,8 +5,12 @@ control is a stage trained like the step in every way but the one that matters, 
 step is judged against it by the series' one rule (results.paired_test: a paired t-test
 over the seeds on target test):
 
-* self-training trains 1000 steps more than the stage it starts from: against the same
-  stage continued for 1000 steps without it (uda_pixel_continued);
+* output-space alignment passes target batches through BatchNorm, which adapts its running
+  statistics whatever the loss says: against the same loop with every target term off
+  (no_target_term); AdaBN, the same side effect without training, is in the series' own
+  ladder (results.COMPARISONS);
+* the self-training round trains 1000 steps more, on colour-augmented target images: against
+  the same round with its pseudo labels weighted 0 (uda_self_training_no_labels);
 * L_c with pseudo-weak labels may help without any image-specific label: against L_c with
   every class labelled present (uda_weak_all_present);
 * the default's pseudo-weak labels depart from the paper's: against the paper's recipe
@@ -45,9 +49,11 @@ from .stages import run_stage, stage
 
 # (what, stage, the control it is judged against)
 CONTROLS = (
+    ("Output-space alignment, against the same loop with no target term", "adaptsegnet",
+     "no_target_term"),
+    ("Self-training, against the same round without its pseudo labels (λ_st = 0)",
+     "uda_self_training", "uda_self_training_no_labels"),
     ("The default's pseudo-weak labels, against the paper's", "uda_weak", "uda_paper_labels"),
-    ("Self-training, against 1000 more steps without it", "uda_self_training",
-     "uda_pixel_continued"),
     ("Pseudo-weak labels, against every class labelled present", "uda_weak",
      "uda_weak_all_present"),
     ("Category-wise alignment, with WDA image labels", "wda_category", "wda_weak"),

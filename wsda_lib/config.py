@@ -189,18 +189,16 @@ class AdaptConfig:
     # ... or at least st_cap, whichever threshold is lower. A cap below 1 lowers the threshold
     # of the classes predicted most confidently, the easy ones, so they keep more than the
     # share (docs/method.md §16); 1.0 keeps the same share of every class, as CBST does.
-    # The defaults are the series' round as its results were measured. The candidate chosen
-    # on target val (docs/method.md §16, figures/mechanisms.md) is st_cap=1.0,
-    # st_label_statistics="target", st_augment=True; it becomes the default when the series
-    # is retrained with it (results.json).
+    # The defaults are the round chosen on target val over the candidates of docs/method.md
+    # §16 (figures/mechanisms.md): no cap, labels with target statistics, augmented student.
     st_quantile: float = 0.5
-    st_cap: float = 0.9
+    st_cap: float = 1.0
     # The BatchNorm statistics the pixel pseudo labels are made with: "running" (the model as
     # trained, in eval mode) or "target" (re-estimated on target train first, method.adabn).
-    st_label_statistics: str = "running"
+    st_label_statistics: str = "target"
     # A random colour jitter (method.pixel_adaptation.JITTER) of every target image the
     # network trains on while it self-trains: photometric augmentation of the student's input.
-    st_augment: bool = False
+    st_augment: bool = True
 
 
 @dataclass

@@ -62,15 +62,19 @@ class Session:
     def classes(self) -> tuple[str, ...]:
         return self.bench.class_set.names
 
-    def stage(self, name: str, seed: int | None = None) -> StageResult:
+    def stage(self, name: str, seed: int | None = None,
+              with_target_statistics: bool = False) -> StageResult:
         """The cached run of stage `name` (trained first if needed) for `seed` (default
         SEED). Interactive: a progress bar. Under `make reproduce`: a line in the
-        instructor's log when the stage starts and when it ends (PROGRESS_LOG)."""
+        instructor's log when the stage starts and when it ends (PROGRESS_LOG).
+        with_target_statistics: its metrics also hold its scores with BatchNorm statistics
+        re-estimated on target train (stages.TARGET_STATISTICS; seconds, cached)."""
         seed = self.seed if seed is None else seed
         self._log(f"stage {name}, seed {seed}: loading or training")
         start = time.perf_counter()
         result = run_stage(name, self.cfg, self.bench, seed, self.device,
-                           self.run_dir / "models", progress=self.interactive)
+                           self.run_dir / "models", progress=self.interactive,
+                           with_target_statistics=with_target_statistics)
         how = "loaded" if result.run.loaded else "trained"
         self._log(f"stage {name}, seed {seed}: {how} in {time.perf_counter() - start:.0f} s, "
                   f"target val mIoU {result.metrics['target_val']['miou']:.1f}")
@@ -162,6 +166,15 @@ class Session:
             raise FileNotFoundError(f"{path} is missing; `make study` writes it")
         return json.loads(path.read_text())
 
+    def mechanisms(self) -> dict:
+        """The committed record of each mechanism against its control: figures/
+        mechanisms.json, made by `make study` (`wsda mechanisms`; seed 0, default preset,
+        chosen on target val), whatever preset this notebook runs."""
+        path = REPO / "figures" / "mechanisms.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; `make mechanisms` writes it")
+        return json.loads(path.read_text())
+
     def saw(self, text: str) -> None:
         """Show "what we saw" as rendered markdown: `text` with this run's numbers formatted
         into it by the cell that calls this, so the prose a reader sees is the run's own."""
@@ -225,7 +238,7 @@ def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
 
 
 def _imported(name: str, value, namespace: dict) -> bool:
-    """Whether `name` is a module's constant imported into the notebook (ABLATION, ...); the
+    """Whether `name` is a module's constant imported into the notebook (RESULT_STAGES, ...); the
     notebook's own module (__main__, whose namespace this is) does not count. Scalars (the
     parameters' own types) never count: Python shares small ints and short strings between
     modules, so another module's `SEED = 0` is the very same object as the notebook's."""

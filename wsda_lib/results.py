@@ -233,40 +233,72 @@ def stage_mious(results: dict, name: str, key: str = "miou_per_seed") -> list:
     return stage[key]
 
 
-# The comparisons notebook 06 states, each (what, stage, baseline stage).
+# The comparisons notebook 06 states, each (what, stage, baseline stage). Each UDA step is
+# judged against the row before it, which differs from it in its own term only, and
+# output-space alignment, the first step, against AdaBN: the side effect every adaptation
+# stage shares (target batches through BatchNorm) without any term. The controls that need
+# training of their own (the loop with no target term, the self-training round without its
+# pseudo labels, a colour jitter for FDA) are ablation.CONTROLS (`make ablation`), attached
+# to results.json under "controls".
 COMPARISONS = (
-    ("Output-space alignment", "adaptsegnet", "source_only"),
+    ("Target BatchNorm statistics alone (AdaBN, nothing trained)", "adabn", "source_only"),
+    ("Output-space alignment, against AdaBN", "adaptsegnet", "adabn"),
     ("L_c with pseudo-weak labels", "uda_weak", "adaptsegnet"),
     ("Category-wise alignment", "uda_category", "uda_weak"),
     ("Pixel adaptation (FDA stand-in)", "uda_pixel", "uda_category"),
-    ("Self-training (extension)", "uda_self_training", "uda_pixel"),
+    ("Self-training round (extension: its pseudo labels, extra steps and augmentation "
+     "together)", "uda_self_training", "uda_pixel"),
     ("WDA image labels, against the best UDA recipe", "wda_image", "uda_pixel"),
     ("One point per class, against image labels", "wda_point", "wda_image"),
 )
+# How a stage is scored: "as_trained" (BatchNorm's running statistics, as every stage ends
+# training) or "target_statistics" (re-estimated on target train first, method.adabn): the
+# second takes BatchNorm statistics out of every comparison. The per-seed keys of each.
+EVALUATIONS = {"as_trained": ("miou_per_seed", "target_val_miou_per_seed"),
+               "target_statistics": ("miou_per_seed_target_statistics",
+                                     "target_val_miou_per_seed_target_statistics")}
 
 
-def tally(results: dict) -> dict[str, int]:
-    """How many COMPARISONS get each verdict of KINDS in results.json (on target test). A
-    single-seed run counts every comparison under "one seed: no test", so the counts always
-    sum to len(COMPARISONS)."""
-    kinds = [judge(stage_mious(results, a), stage_mious(results, b))[0]
+def tally(results: dict, evaluation: str = "as_trained") -> dict[str, int]:
+    """How many COMPARISONS get each verdict of KINDS in results.json (on target test, scored
+    as `evaluation` of EVALUATIONS says). A single-seed run counts every comparison under
+    "one seed: no test", so the counts always sum to len(COMPARISONS)."""
+    key = EVALUATIONS[evaluation][0]
+    kinds = [judge(stage_mious(results, a, key), stage_mious(results, b, key))[0]
              for _, a, b in COMPARISONS]
     return {k: kinds.count(k) for k in KINDS}
 
 
-def verdicts(results: dict) -> list[str]:
-    """The verdict of every COMPARISONS row from results.json, on target test per seed."""
+def verdicts(results: dict, evaluation: str = "as_trained") -> list[str]:
+    """The verdict of every COMPARISONS row from results.json, on target test per seed,
+    scored as `evaluation` (EVALUATIONS) says."""
+    key = EVALUATIONS[evaluation][0]
     titles = {s["stage"]: s["title"] for s in results["stages"]}
-    return [verdict(what, stage_mious(results, a), titles[b], stage_mious(results, b),
-                    split="target test") for what, a, b in COMPARISONS]
+    return [verdict(what, stage_mious(results, a, key), titles[b],
+                    stage_mious(results, b, key), split="target test")
+            for what, a, b in COMPARISONS]
 
 
 def verdict_records(results: dict) -> list[dict]:
-    """Every COMPARISONS row's test (`paired_test` on target test), with its stage and
-    baseline, as results.json keeps them."""
+    """Every COMPARISONS row's test (`paired_test` on target test) under each of
+    EVALUATIONS, with its stage and baseline, as results.json keeps them."""
     return [{"what": what, "stage": a, "baseline": b, "split": "target_test",
-             **paired_test(stage_mious(results, a), stage_mious(results, b))}
-            for what, a, b in COMPARISONS]
+             "evaluation": evaluation,
+             **paired_test(stage_mious(results, a, key), stage_mious(results, b, key))}
+            for evaluation, (key, _) in EVALUATIONS.items() for what, a, b in COMPARISONS]
+
+
+def statistics_choice(results: dict) -> dict:
+    """Whether target BatchNorm statistics at evaluation belong in the recipe, decided on
+    target val (never test): the paired test over the seeds of the full UDA recipe
+    (uda_pixel) scored with target statistics against as trained. Chosen when the test says
+    "helps"; the record says so in "chosen"."""
+    name = "uda_pixel"
+    a = stage_mious(results, name, EVALUATIONS["target_statistics"][1])
+    b = stage_mious(results, name, EVALUATIONS["as_trained"][1])
+    t = paired_test(a, b)
+    return {"stage": name, "split": "target_val", "target_statistics_miou": a,
+            "as_trained_miou": b, **t, "chosen": t["verdict"] == "helps"}
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -278,13 +310,13 @@ def mean_std(values) -> tuple[float, float]:
 # The paper's GTA5 -> Cityscapes mIoU (docs/method.md §9), by our stage names. Self-training is this
 # project's extension and has no paper number.
 PAPER_MIOU = {
-    "source_only": 36.6, "adaptsegnet": 42.4, "uda_weak": 44.2, "uda_category": 45.5,
+    "source_only": 36.6, "adabn": None, "adaptsegnet": 42.4, "uda_weak": 44.2, "uda_category": 45.5,
     "uda_pixel": 48.2, "uda_self_training": None, "wda_image": 53.0, "wda_point": 56.4,
     "oracle": 64.0,
 }
-ABLATION = tuple(PAPER_MIOU)           # the rows of the results table, in order
+RESULT_STAGES = tuple(PAPER_MIOU)      # the rows of the results table, in order
 # Row labels where space is short (the qualitative figure).
-SHORT_TITLES = {"source_only": "source-only", "adaptsegnet": "AdaptSegNet",
+SHORT_TITLES = {"source_only": "source-only", "adabn": "AdaBN", "adaptsegnet": "AdaptSegNet",
                 "uda_weak": "UDA: L_c", "uda_paper_labels": "UDA: L_c, paper's pooling",
                 "uda_category": "UDA: + category", "wda_weak": "WDA: image labels + L_c",
                 "uda_pixel": "UDA: full recipe", "uda_self_training": "UDA: full + self-train.",
@@ -318,6 +350,10 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
             "target_val_miou_per_seed": [by_seed[s]["target_val"]["miou"] for s in seeds],
             "target_val_miou_mean": mean_std([by_seed[s]["target_val"]["miou"]
                                               for s in seeds])[0],
+            EVALUATIONS["target_statistics"][0]: [
+                by_seed[s]["target_statistics"]["target_test"]["miou"] for s in seeds],
+            EVALUATIONS["target_statistics"][1]: [
+                by_seed[s]["target_statistics"]["target_val"]["miou"] for s in seeds],
             "gap_closed_mean": mean_std(gaps)[0], "gap_closed_std": mean_std(gaps)[1],
             "iou_mean": np.nanmean(ious, axis=0).tolist() if len(ious) else [],
             "paper_miou": paper,
@@ -327,7 +363,8 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
         })
     out = {**meta, "seeds": seeds, "split": "target_test", "classes": list(class_names),
            "stages": stages}
-    return {**out, "verdicts": verdict_records(out)}
+    return {**out, "verdicts": verdict_records(out), "statistics_choice":
+            statistics_choice(out)}
 
 
 def study_table(study: dict) -> pd.DataFrame:
@@ -383,14 +420,26 @@ def render_markdown(results: dict) -> str:
         "gap closed = (stage − source-only) / (oracle − source-only). The paper's columns "
         "are GTA5 → Cityscapes (docs/method.md §9).",
         "",
-        "| stage | paper mIoU | paper gap closed | ours mIoU | ours gap closed |",
-        "|---|---|---|---|---|",
+        "| stage | paper mIoU | paper gap closed | ours mIoU | ours gap closed | ours with "
+        "target BN statistics |",
+        "|---|---|---|---|---|---|",
     ]
     for s in results["stages"]:
+        ts = mean_std(s[EVALUATIONS["target_statistics"][0]])
         lines.append(f"| {s['title']} | {_fmt(s['paper_miou'])} | "
                      f"{_fmt(s['paper_gap_closed'], '.0f', '%')} | "
                      f"{s['miou_mean']:.1f} ± {s['miou_std']:.1f} | "
-                     f"{s['gap_closed_mean']:.0f} ± {s['gap_closed_std']:.0f}% |")
+                     f"{s['gap_closed_mean']:.0f} ± {s['gap_closed_std']:.0f}% | "
+                     f"{ts[0]:.1f} ± {ts[1]:.1f} |")
+    chosen = results.get("statistics_choice", {}).get("chosen")
+    lines += ["", "Ours as trained: every stage scored with the BatchNorm running statistics "
+              "it ended training with. With target BN statistics: the same weights with those "
+              "statistics re-estimated on target train (AdaBN, method.adabn), which takes "
+              "BatchNorm statistics out of every comparison. " + (
+                  "The recipe's evaluation is the second (domain-specific BatchNorm statistics, "
+                  "chosen on target val: see below)." if chosen else
+                  "The recipe's evaluation is the first: target statistics were not chosen on "
+                  "target val (see below).")]
     weak = [s for s in results["stages"] if "pseudo_weak_labels" in s]
     if weak:
         lines += ["", "Pseudo-weak labels of the UDA stages on the target training images, "
@@ -404,17 +453,7 @@ def render_markdown(results: dict) -> str:
                          f"{w['pseudo_weak_precision_end']['mean']:.1f} | "
                          f"{w['pseudo_weak_recall_start']['mean']:.1f} -> "
                          f"{w['pseudo_weak_recall_end']['mean']:.1f} |")
-    lines += ["", f"Verdicts: {TEST}, on target test, {100 * LEVEL:.0f}% confidence interval "
-              f"of the mean paired gain (mIoU); \"helps\" or \"hurts\" when the interval "
-              f"excludes 0.", "",
-              "| step | against | mean gain | interval | p | verdict |",
-              "|---|---|---|---|---|---|"]
-    titles = {s["stage"]: s["title"] for s in results["stages"]}
-    for v in results["verdicts"]:
-        interval = ("—" if v["ci_low"] is None else
-                    f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]")
-        lines.append(f"| {v['what']} | {titles[v['baseline']]} | {v['gain']:+.2f} | "
-                     f"{interval} | {_fmt(v['p'], '.3f')} | {v['verdict']} |")
+    lines += verdicts_markdown(results)
     lines += ["", *power_markdown(results)]
     if results.get("controls"):
         lines += ["", "Controls (`make ablation`, docs/method.md §15), judged by the same rule:",
@@ -422,6 +461,37 @@ def render_markdown(results: dict) -> str:
     lines += ["", f"Measured {results['date']} on {results['machine']} "
               f"(commit {results['commit']}).", ""]
     return "\n".join(lines)
+
+
+def verdicts_markdown(results: dict) -> list[str]:
+    """The verdicts of results.json as the lines of one Markdown table (each step scored as
+    trained and with target BatchNorm statistics), and the choice of the evaluation's
+    statistics on target val (`statistics_choice`)."""
+    lines = []
+    lines += ["", f"Verdicts: {TEST}, on target test, {100 * LEVEL:.0f}% confidence interval "
+              f"of the mean paired gain (mIoU); \"helps\" or \"hurts\" when the interval "
+              f"excludes 0. Each step is scored as trained, and with target BN statistics.", "",
+              "| step | against | scored | mean gain | interval | p | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    titles = {s["stage"]: s["title"] for s in results["stages"]}
+    scored = {"as_trained": "as trained", "target_statistics": "target BN statistics"}
+    for v in sorted(results["verdicts"], key=lambda v: [w for w, _, _ in COMPARISONS].index(
+            v["what"])):
+        interval = ("—" if v["ci_low"] is None else
+                    f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]")
+        lines.append(f"| {v['what']} | {titles[v['baseline']]} | {scored[v['evaluation']]} | "
+                     f"{v['gain']:+.2f} | {interval} | {_fmt(v['p'], '.3f')} | "
+                     f"{v['verdict']} |")
+    c = results.get("statistics_choice")
+    if c:
+        interval = "" if c["ci_low"] is None else (f", 95% CI [{c['ci_low']:+.2f}, "
+                                                   f"{c['ci_high']:+.2f}]")
+        lines += ["", f"Target BN statistics at evaluation, decided on target val for the "
+                  f"full UDA recipe: {np.mean(c['target_statistics_miou']):.1f} against "
+                  f"{np.mean(c['as_trained_miou']):.1f} as trained (paired gain "
+                  f"{c['gain']:+.2f}{interval}): "
+                  f"{'chosen' if c['chosen'] else 'not chosen'}."]
+    return lines
 
 
 def controls_markdown(rows: list[dict]) -> list[str]:
@@ -503,8 +573,8 @@ def validate(results: dict) -> None:
     for key in ("preset", "commit", "date", "machine", "seeds", "classes", "stages",
                 "verdicts"):
         check(key in results, f"missing key {key!r}")
-    check([s.get("stage") for s in results["stages"]] == list(ABLATION),
-          f"stages must be {list(ABLATION)} in order")
+    check([s.get("stage") for s in results["stages"]] == list(RESULT_STAGES),
+          f"stages must be {list(RESULT_STAGES)} in order")
     n_seeds, n_classes = len(results["seeds"]), len(results["classes"])
     check(n_seeds >= 1, "no seeds")
     for s in results["stages"]:
@@ -521,8 +591,15 @@ def validate(results: dict) -> None:
     for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
         check("pseudo_weak_labels" in by[name], f"{name}: the precision and recall of its "
               f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 06 again")
+    for s in results["stages"]:
+        check(all(len(s.get(k, [])) == n_seeds for k, _ in EVALUATIONS.values()),
+              f"{s['stage']}: one target-statistics mIoU per seed expected; a results.json "
+              f"from an older version: run notebook 06 again")
     check(results["verdicts"] == verdict_records(results), "verdicts are not the rule's "
           "(paired_test on each stage's target test mIoU per seed); run notebook 06 again")
+    check(results.get("statistics_choice") == statistics_choice(results),
+          "statistics_choice is not the rule's (results.statistics_choice); run notebook 06 "
+          "again")
     for r in results.get("controls", []):
         a, b = r["stage_miou"]["target_test"], r["control_miou"]["target_test"]
         check(len(a) == len(b) == n_seeds and {k: r.get(k) for k in paired_test(a, b)} ==

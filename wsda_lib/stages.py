@@ -66,8 +66,9 @@ from .models import build_deeplab
 
 EVAL_SPLITS = ("source_val", "target_val", "target_test")
 PAPER_POOLING = {"adapt.pool_positions": None}
-# The self-training round the weak-label study chose on target val (mechanisms.ST_CANDIDATES,
-# figures/mechanisms.md): class-balanced, labels with target statistics, augmented student.
+# The self-training round chosen on target val (mechanisms.ST_CANDIDATES, figures/mechanisms.md):
+# class-balanced, labels with target statistics, augmented student; config.AdaptConfig's
+# defaults. Spelled out, so that the controls stay this round whatever the defaults.
 CHOSEN_SELF_TRAINING = {"adapt.st_cap": 1.0, "adapt.st_label_statistics": "target",
                         "adapt.st_augment": True}
 
@@ -112,7 +113,8 @@ STAGES = {
                           _adapt("pseudo", True, True, False)),
     "uda_pixel": Stage("UDA: + pixel adaptation (FDA stand-in), full recipe", "source_only",
                        _adapt("pseudo", True, True, True)),
-    "uda_self_training": Stage("UDA: + self-training (this project's extension)", "uda_pixel",
+    "uda_self_training": Stage("UDA: + self-training, class-balanced, colour-augmented (this "
+                               "project's extension)", "uda_pixel",
                                _adapt("pseudo", True, True, True, self_training=True)),
     # Human weak labels keep the paper's pooling (N = the map's own size): the area prior of
     # the UDA rows was chosen for pseudo-weak labels, whose negatives are unreliable
