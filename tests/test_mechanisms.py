@@ -3,6 +3,7 @@ evaluation with target BatchNorm statistics, the discriminators' accuracy, the s
 self-training's candidates and the record that holds them (wsda_lib/mechanisms.py)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,8 @@ from wsda_lib.stages import (
     stage_config,
     target_statistics_scores,
 )
+
+FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
 TINY = {"train.iterations": 6, "train.eval_every": 6, "adapt.iterations": 4}
 
@@ -246,3 +249,51 @@ def test_the_student_sees_colour_jittered_target_images(smoke_bench, tmp_path, m
     cfg = override(preset("smoke"), **TINY, **{"adapt.st_augment": True})
     run_stage("uda_self_training", cfg, smoke_bench, 0, "cpu", tmp_path, progress=False)
     assert calls == [cfg.train.batch_size] * cfg.adapt.iterations
+
+
+def test_the_strength_explorer_shows_the_records_points_off_first():
+    """widgets.strength_rows on a record of one term: the term off first (no discriminator,
+    so no accuracy), then each weight with its own numbers; headless, the same as a table;
+    interactive, a slider whose every position draws without error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from wsda_lib import widgets
+
+    record = {"terms": [{"name": "t", "off_scores": {"target_val_miou": 50.0, "separation": 0.9},
+                         "points": [{"strength": 1e-3, "target_val_miou": 51.0,
+                                     "disc_accuracy": 80.0, "separation": 0.8},
+                                    {"strength": 1e-1, "target_val_miou": 48.0,
+                                     "disc_accuracy": 55.0, "separation": 0.7}]}]}
+    rows = widgets.strength_rows(record, "t")
+    assert [r["strength"] for r in rows] == [0.0, 1e-3, 1e-1]
+    assert rows[0]["discriminator accuracy (%)"] is None and rows[2]["target val mIoU"] == 48.0
+    table = widgets.strength_explorer(record, "t", interactive=False)
+    assert table.loc[0.1, "domain separation"] == 0.7
+    with pytest.raises(KeyError, match=r"no term 'u'.*\['t'\]"):
+        widgets.strength_rows(record, "u")
+    explorer = widgets.strength_explorer(record, "t", interactive=True)
+    slider = explorer.children[0]
+    assert [v for _, v in slider.options] == [0.0, 1e-3, 1e-1]
+    for value in (1e-1, 0.0):
+        slider.value = value
+        assert not any(o.get("output_type") == "error" for o in explorer.out.outputs)
+
+
+def test_results_name_the_weights_the_series_trains_with_beside_the_records_choice():
+    """results.adversarial_weights on the committed mechanisms record and the default preset:
+    the series trains both adversarial terms at the paper's 0.001; the rule's seed-0 choice
+    for λ_adv (0.01) lost over the seeds (mean paired gain below 0 on target val), and for
+    λ_cw it kept the term off, so there is nothing to confirm."""
+    from wsda_lib.results import adversarial_weights, weights_markdown
+
+    record = json.loads((FIGURES / "mechanisms.json").read_text())
+    rows = {w["field"]: w for w in adversarial_weights(record, preset("default"))}
+    adv, cw = rows["adapt.lambda_adv"], rows["adapt.lambda_cw"]
+    assert (adv["series"], adv["paper"], adv["rule_choice"]) == (0.001, 0.001, 0.01)
+    assert adv["confirmed"] is False and adv["confirmation_gain"] < 0
+    assert cw["rule_choice"] == 0.0 and cw["confirmed"] is None
+    text = "\n".join(weights_markdown(list(rows.values())))
+    assert "trained at adapt.lambda_adv = 0.001 (the paper's 0.001)" in text
+    assert "the rule chose 0.01 at seed 0, which did not hold over the seeds (-1.95 on target val)" \
+        in text and "the rule kept the term off" in text

@@ -33,6 +33,7 @@ from .engine import DEVICE_NAMES, resolve_device
 from .method.weak_classification import Pooling, image_class_scores
 from .results import (
     SHORT_TITLES,
+    adversarial_weights,
     attach_controls,
     run_metadata,
     stage_table,
@@ -112,12 +113,18 @@ class Session:
     def summarise(self, per_seed: dict) -> dict:
         """results.json's content from per_seed[stage][seed] = metrics (results.summarise),
         with this run's preset, commit, date and machine, and the controls of
-        figures_dir/ablation.json when they were measured for the same preset and seeds."""
+        figures_dir/ablation.json when they were measured for the same preset and seeds, and
+        the adversarial weights this preset trains with beside what the committed mechanisms
+        record chose (results.adversarial_weights)."""
         results = summarise(per_seed, self.titles(per_seed), self.classes,
                             run_metadata(self.preset, str(self.device)))
         controls = self.figures_dir / "ablation.json"
         if controls.exists():
             results = attach_controls(results, json.loads(controls.read_text()))
+        mechanisms = REPO / "figures" / "mechanisms.json"
+        if mechanisms.is_file():
+            results["weights"] = adversarial_weights(json.loads(mechanisms.read_text()),
+                                                     self.cfg)
         return results
 
     ATTENTION_IMAGES = (0, 1, 2)  # the target val images every notebook shows attention on

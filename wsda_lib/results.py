@@ -301,6 +301,41 @@ def statistics_choice(results: dict) -> dict:
             "as_trained_miou": b, **t, "chosen": t["verdict"] == "helps"}
 
 
+def adversarial_weights(record: dict, cfg) -> list[dict]:
+    """Each adversarial weight of a mechanisms record (figures/mechanisms.json, `wsda
+    mechanisms`) beside the value the series trains with (`cfg`, a config.Config): the
+    paper's, the rule's choice at the record's seed on target val (0.0: the term off), and,
+    for a weight it chose, whether the choice held over the seeds on target val (its mean
+    paired gain over the term off above 0), with the record's commit. The series' stages keep
+    the paper's weights whatever the rule chose (docs/method.md §16)."""
+    rows = []
+    for t in record["terms"]:
+        section, name = t["field"].split(".")
+        c = t.get("confirmation")
+        rows.append({"term": t["name"], "field": t["field"], "paper": t["paper"],
+                     "series": getattr(getattr(cfg, section), name),
+                     "rule_choice": t["chosen"], "chosen_on": record["chosen_on"],
+                     "seed": record["seed"], "confirmed": None if c is None else c["gain"] > 0,
+                     "confirmation_gain": None if c is None else c["gain"],
+                     "record": "figures/mechanisms.json", "record_commit": record["commit"]})
+    return rows
+
+
+def weights_markdown(rows: list[dict]) -> list[str]:
+    """adversarial_weights as the sentences of results.md: one per term."""
+    lines = []
+    for w in rows:
+        if not w["rule_choice"]:
+            said = "the rule kept the term off: no weight beat it by its margin"
+        else:
+            held = "held" if w["confirmed"] else "did not hold"
+            said = (f"the rule chose {w['rule_choice']:g} at seed {w['seed']}, which {held} over "
+                    f"the seeds ({w['confirmation_gain']:+.2f} on {w['chosen_on'].replace('_', ' ')})")
+        lines.append(f"- {w['term']}: trained at {w['field']} = {w['series']:g} (the paper's "
+                     f"{w['paper']:g}); in the record (commit {w['record_commit']}) {said}.")
+    return lines
+
+
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     v = np.asarray(values, dtype=float)
@@ -454,6 +489,10 @@ def render_markdown(results: dict) -> str:
                          f"{w['pseudo_weak_recall_start']['mean']:.1f} -> "
                          f"{w['pseudo_weak_recall_end']['mean']:.1f} |")
     lines += verdicts_markdown(results)
+    if results.get("weights"):
+        lines += ["", "The adversarial weights, against the record of each term over its strength "
+                  "(`make mechanisms`, docs/method.md §16; chosen on target val):", "",
+                  *weights_markdown(results["weights"])]
     lines += ["", *power_markdown(results)]
     if results.get("controls"):
         lines += ["", "Controls (`make ablation`, docs/method.md §15), judged by the same rule:",

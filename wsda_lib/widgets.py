@@ -95,3 +95,60 @@ def presence_explorer(logits, truth, class_names, interactive: bool = True):
                                                  description="T"),
                          positions=w.Dropdown(options=[(f"h·w = {hw}", 0), ("8385", 8385)],
                                               description="N"))
+
+
+def strength_rows(record: dict, name: str) -> list[dict]:
+    """The dose-response of one adversarial term of a mechanisms record (figures/
+    mechanisms.json, term `name`): one row per strength, the term off (strength 0) first,
+    with target val mIoU (%), the discriminator's accuracy over the last 100 steps (%; None
+    with the term off, as no discriminator is trained) and the category features' domain
+    separation. Raises KeyError naming the record's terms when `name` is not one of them."""
+    terms = {t["name"]: t for t in record["terms"]}
+    if name not in terms:
+        raise KeyError(f"no term {name!r} in the mechanisms record; it has {sorted(terms)}")
+    t = terms[name]
+    return [{"strength": p.get("strength", 0.0), "target val mIoU": p["target_val_miou"],
+             "discriminator accuracy (%)": p.get("disc_accuracy"),
+             "domain separation": p["separation"]}
+            for p in [t["off_scores"], *t["points"]]]
+
+
+def strength_explorer(record: dict, name: str, interactive: bool = True):
+    """A slider over the weights of term `name` in a mechanisms record (nothing trains: every
+    point is a cached run of `make study`): the three curves of plots.strength_response with
+    the chosen weight marked, and its numbers in the title. Headless, or without ipywidgets:
+    the same numbers as a table (strength_rows)."""
+    rows = strength_rows(record, name)
+    if interactive:
+        try:
+            import ipywidgets as w
+        except ImportError:
+            interactive = False
+    if not interactive:
+        import pandas as pd
+
+        return pd.DataFrame(rows).set_index("strength").round(2)
+    on = rows[1:]
+
+    def show(strength):
+        row = next(r for r in rows if r["strength"] == strength)
+        fig, axes = plt.subplots(1, 3, figsize=(11, 2.8))
+        keys = ("target val mIoU", "discriminator accuracy (%)", "domain separation")
+        for ax, key in zip(axes, keys, strict=True):
+            ax.plot([r["strength"] for r in on], [r[key] for r in on], "o-", color="C0")
+            if rows[0][key] is not None:
+                ax.axhline(rows[0][key], ls="--", color="C3", label="term off")
+            if strength and row[key] is not None:
+                ax.plot(strength, row[key], "o", ms=12, mfc="none", color="C2")
+            ax.set(xscale="log", xlabel="weight", ylabel=key)
+        accuracy = ("—" if row["discriminator accuracy (%)"] is None
+                    else f"{row['discriminator accuracy (%)']:.0f}%")
+        fig.suptitle(f"{name} at {'off' if not strength else f'{strength:g}'}: target val "
+                     f"{row['target val mIoU']:.1f} mIoU, discriminator {accuracy} right, "
+                     f"separation {row['domain separation']:.2f}", fontsize=10)
+        fig.tight_layout()
+        plt.show()
+
+    options = [("off", 0.0)] + [(f"{r['strength']:g}", r["strength"]) for r in on]
+    return w.interactive(show, strength=w.SelectionSlider(options=options, value=0.0,
+                                                          description="weight"))
