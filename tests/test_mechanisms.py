@@ -291,9 +291,37 @@ def test_results_name_the_weights_the_series_trains_with_beside_the_records_choi
     rows = {w["field"]: w for w in adversarial_weights(record, preset("default"))}
     adv, cw = rows["adapt.lambda_adv"], rows["adapt.lambda_cw"]
     assert (adv["series"], adv["paper"], adv["rule_choice"]) == (0.001, 0.001, 0.01)
-    assert adv["confirmed"] is False and adv["confirmation_gain"] < 0
+    assert adv["confirmed"] is False and adv["confirmation_verdict"] == "no clear difference"
     assert cw["rule_choice"] == 0.0 and cw["confirmed"] is None
     text = "\n".join(weights_markdown(list(rows.values())))
     assert "trained at adapt.lambda_adv = 0.001 (the paper's 0.001)" in text
-    assert "the rule chose 0.01 at seed 0, which did not hold over the seeds (-1.95 on target val)" \
-        in text and "the rule kept the term off" in text
+    assert "the rule chose 0.01 at seed 0, which did not hold over the seeds (-1.95 on target " \
+        "val: no clear difference)" in text and "the rule kept the term off" in text
+
+
+def test_pseudo_labels_made_with_other_statistics_never_share_a_folder():
+    """The default round makes its labels with target statistics; under the defaults before
+    it (running statistics) the class-balanced candidate {st_cap: 1.0} had the very same
+    key_config. Their folder keys differ, because pseudo_label_key names the statistics
+    whatever the default."""
+    from wsda_lib.config import key_config
+    from wsda_lib.stages import pseudo_label_key
+
+    cfg = stage_config("uda_self_training", preset("smoke"))
+    running = override(cfg, **{"adapt.st_label_statistics": "running"})
+    assert pseudo_label_key(cfg) != pseudo_label_key(running)
+    assert pseudo_label_key(cfg)["st_label_statistics"] == "target"
+    assert {k: v for k, v in pseudo_label_key(cfg).items() if k != "st_label_statistics"} == \
+        key_config(cfg)
+
+
+def test_the_default_self_training_is_the_round_the_committed_record_chose():
+    """config.AdaptConfig's self-training fields are the overrides of the candidate that
+    figures/mechanisms.json chose on target val, and the default round is not keyed as the
+    round before it (commit 9d67ff6: a4920a3f8cd7)."""
+    record = json.loads((FIGURES / "mechanisms.json").read_text())["self_training"]
+    chosen = next(c for c in record["candidates"] if c["name"] == record["chosen"])
+    cfg = preset("default")
+    assert {k: getattr(cfg.adapt, k.split(".")[1]) for k in chosen["overrides"]} == \
+        chosen["overrides"] == CHOSEN_SELF_TRAINING
+    assert config_key(run_config("uda_self_training", preset("smoke"), 0)) != "a4920a3f8cd7"

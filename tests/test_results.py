@@ -135,13 +135,15 @@ def test_validate_names_what_is_wrong():
         validate({k: v for k, v in good.items() if k != "machine"})
 
 
-def _metrics(miou, weak=None, target_statistics=None):
+def _metrics(miou, weak=None, target_statistics=None, target_statistics_test=None):
     """A stage's metrics as run_stage returns them: both target splits scored as trained,
-    and with target BatchNorm statistics (`target_statistics`, default: the same)."""
+    and with target BatchNorm statistics (`target_statistics`, default: the same; on
+    target test `target_statistics_test`, default: as on val)."""
     m = {s: {"miou": miou, "iou": [miou, miou]} for s in ("target_val", "target_test")}
     ts = miou if target_statistics is None else target_statistics
-    m["target_statistics"] = {s: {"miou": ts, "iou": [ts, ts]}
-                              for s in ("target_val", "target_test")}
+    tt = ts if target_statistics_test is None else target_statistics_test
+    m["target_statistics"] = {s: {"miou": v, "iou": [v, v]}
+                              for s, v in (("target_val", ts), ("target_test", tt))}
     if weak:
         m["pseudo_weak_start"], m["pseudo_weak_end"] = weak
     return m
@@ -202,13 +204,18 @@ def test_power_per_step_by_hand():
 
 def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_hand():
     """Three seeds where every stage scores 30, 31, 32 as trained, and the full UDA recipe
-    gains 1, 1.5, 2 with target BatchNorm statistics: on target val the choice's paired test
-    is the hand-worked one of test_paired_test_by_hand (helps: chosen), and pixel adaptation
-    is judged twice, with no gain as trained and +1.5 with target statistics."""
-    from wsda_lib.results import COMPARISONS, RESULT_STAGES, statistics_choice, summarise
+    gains 1, 1.5, 2 with target BatchNorm statistics on target val but loses 1, 1.5, 2 on
+    target test: the choice reads val only — its paired test is the hand-worked one of
+    test_paired_test_by_hand (helps: chosen) — and the verdicts test only, so pixel
+    adaptation is judged twice, with no gain as trained and -1.5 (hurts) with target
+    statistics. AdaBN against source-only is not judged with target statistics (the same
+    weights, scored so)."""
+    from wsda_lib.results import COMPARISONS, RESULT_STAGES, comparisons, statistics_choice, \
+        summarise
 
     per_seed = {n: {s: _metrics(30.0 + s) for s in range(3)} for n in RESULT_STAGES}
-    per_seed["uda_pixel"] = {s: _metrics(30.0 + s, target_statistics=31.0 + 1.5 * s)
+    per_seed["uda_pixel"] = {s: _metrics(30.0 + s, target_statistics=31.0 + 1.5 * s,
+                                         target_statistics_test=29.0 + 0.5 * s)
                              for s in range(3)}
     per_seed["oracle"] = {s: _metrics(70.0 + s) for s in range(3)}
     for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
@@ -221,14 +228,19 @@ def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_h
     choice = statistics_choice(out)
     assert choice["chosen"] and choice["gain"] == pytest.approx(1.5)
     assert (choice["ci_low"], choice["ci_high"]) == pytest.approx((0.2579, 2.7421), abs=1e-4)
-    assert len(out["verdicts"]) == 2 * len(COMPARISONS)
+    assert len(out["verdicts"]) == 2 * len(COMPARISONS) - 1
+    assert len(comparisons("target_statistics")) == len(COMPARISONS) - 1
+    assert not any(v["stage"] == "adabn" and v["evaluation"] == "target_statistics"
+                   for v in out["verdicts"])
     pixel = {v["evaluation"]: v for v in out["verdicts"]
              if v["what"] == "Pixel adaptation (FDA stand-in)"}
     assert pixel["as_trained"]["gain"] == 0 and pixel["as_trained"]["verdict"] == (
         "no clear difference")
-    assert pixel["target_statistics"]["gain"] == pytest.approx(1.5)
-    assert "| target BN statistics | +1.50 | [+0.26, +2.74] | 0.035 | helps |" in \
+    assert pixel["target_statistics"]["gain"] == pytest.approx(-1.5)
+    assert "| target BN statistics | -1.50 | [-2.74, -0.26] | 0.035 | hurts |" in \
         render_markdown(out)
+    with pytest.raises(ValueError, match="evaluation must be one of"):
+        comparisons("target_test")
     out["statistics_choice"]["chosen"] = False
     with pytest.raises(ValueError, match="statistics_choice"):
         validate(out)

@@ -115,16 +115,16 @@ class Session:
         with this run's preset, commit, date and machine, and the controls of
         figures_dir/ablation.json when they were measured for the same preset and seeds, and
         the adversarial weights this preset trains with beside what the committed mechanisms
-        record chose (results.adversarial_weights)."""
+        record chose for the same preset (results.adversarial_weights)."""
         results = summarise(per_seed, self.titles(per_seed), self.classes,
                             run_metadata(self.preset, str(self.device)))
         controls = self.figures_dir / "ablation.json"
         if controls.exists():
             results = attach_controls(results, json.loads(controls.read_text()))
         mechanisms = REPO / "figures" / "mechanisms.json"
-        if mechanisms.is_file():
-            results["weights"] = adversarial_weights(json.loads(mechanisms.read_text()),
-                                                     self.cfg)
+        record = json.loads(mechanisms.read_text()) if mechanisms.is_file() else {}
+        if record.get("preset") == self.preset:  # the record measured this preset's weights
+            results["weights"] = adversarial_weights(record, self.cfg)
         return results
 
     ATTENTION_IMAGES = (0, 1, 2)  # the target val images every notebook shows attention on

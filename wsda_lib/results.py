@@ -257,35 +257,47 @@ COMPARISONS = (
 EVALUATIONS = {"as_trained": ("miou_per_seed", "target_val_miou_per_seed"),
                "target_statistics": ("miou_per_seed_target_statistics",
                                      "target_val_miou_per_seed_target_statistics")}
+# AdaBN is source-only scored with target statistics: scored so, the two are the same
+# weights, and that comparison is left out of the "target_statistics" evaluation.
+SAME_UNDER_TARGET_STATISTICS = {("adabn", "source_only")}
+
+
+def comparisons(evaluation: str = "as_trained") -> tuple:
+    """The COMPARISONS rows judged under `evaluation` (EVALUATIONS)."""
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"evaluation must be one of {list(EVALUATIONS)}, got {evaluation!r}")
+    return tuple(c for c in COMPARISONS if evaluation == "as_trained" or
+                 (c[1], c[2]) not in SAME_UNDER_TARGET_STATISTICS)
 
 
 def tally(results: dict, evaluation: str = "as_trained") -> dict[str, int]:
-    """How many COMPARISONS get each verdict of KINDS in results.json (on target test, scored
-    as `evaluation` of EVALUATIONS says). A single-seed run counts every comparison under
-    "one seed: no test", so the counts always sum to len(COMPARISONS)."""
+    """How many of the comparisons judged under `evaluation` (`comparisons`) get each verdict
+    of KINDS in results.json, on target test. A single-seed run counts every comparison
+    under "one seed: no test", so the counts always sum to len(comparisons(evaluation))."""
     key = EVALUATIONS[evaluation][0]
     kinds = [judge(stage_mious(results, a, key), stage_mious(results, b, key))[0]
-             for _, a, b in COMPARISONS]
+             for _, a, b in comparisons(evaluation)]
     return {k: kinds.count(k) for k in KINDS}
 
 
 def verdicts(results: dict, evaluation: str = "as_trained") -> list[str]:
-    """The verdict of every COMPARISONS row from results.json, on target test per seed,
-    scored as `evaluation` (EVALUATIONS) says."""
+    """The verdict of every comparison judged under `evaluation` (`comparisons`) from
+    results.json, on target test per seed."""
     key = EVALUATIONS[evaluation][0]
     titles = {s["stage"]: s["title"] for s in results["stages"]}
     return [verdict(what, stage_mious(results, a, key), titles[b],
                     stage_mious(results, b, key), split="target test")
-            for what, a, b in COMPARISONS]
+            for what, a, b in comparisons(evaluation)]
 
 
 def verdict_records(results: dict) -> list[dict]:
-    """Every COMPARISONS row's test (`paired_test` on target test) under each of
-    EVALUATIONS, with its stage and baseline, as results.json keeps them."""
+    """Every comparison's test (`paired_test` on target test) under each of EVALUATIONS
+    (`comparisons`), with its stage and baseline, as results.json keeps them."""
     return [{"what": what, "stage": a, "baseline": b, "split": "target_test",
              "evaluation": evaluation,
              **paired_test(stage_mious(results, a, key), stage_mious(results, b, key))}
-            for evaluation, (key, _) in EVALUATIONS.items() for what, a, b in COMPARISONS]
+            for evaluation, (key, _) in EVALUATIONS.items()
+            for what, a, b in comparisons(evaluation)]
 
 
 def statistics_choice(results: dict) -> dict:
@@ -305,8 +317,8 @@ def adversarial_weights(record: dict, cfg) -> list[dict]:
     """Each adversarial weight of a mechanisms record (figures/mechanisms.json, `wsda
     mechanisms`) beside the value the series trains with (`cfg`, a config.Config): the
     paper's, the rule's choice at the record's seed on target val (0.0: the term off), and,
-    for a weight it chose, whether the choice held over the seeds on target val (its mean
-    paired gain over the term off above 0), with the record's commit. The series' stages keep
+    for a weight it chose, whether the choice held over the seeds on target val (the paired
+    test against the term off says "helps"), with the record's commit. The series' stages keep
     the paper's weights whatever the rule chose (docs/method.md §16)."""
     rows = []
     for t in record["terms"]:
@@ -315,8 +327,10 @@ def adversarial_weights(record: dict, cfg) -> list[dict]:
         rows.append({"term": t["name"], "field": t["field"], "paper": t["paper"],
                      "series": getattr(getattr(cfg, section), name),
                      "rule_choice": t["chosen"], "chosen_on": record["chosen_on"],
-                     "seed": record["seed"], "confirmed": None if c is None else c["gain"] > 0,
+                     "seed": record["seed"],
+                     "confirmed": None if c is None else c["verdict"] == "helps",
                      "confirmation_gain": None if c is None else c["gain"],
+                     "confirmation_verdict": None if c is None else c["verdict"],
                      "record": "figures/mechanisms.json", "record_commit": record["commit"]})
     return rows
 
@@ -330,7 +344,8 @@ def weights_markdown(rows: list[dict]) -> list[str]:
         else:
             held = "held" if w["confirmed"] else "did not hold"
             said = (f"the rule chose {w['rule_choice']:g} at seed {w['seed']}, which {held} over "
-                    f"the seeds ({w['confirmation_gain']:+.2f} on {w['chosen_on'].replace('_', ' ')})")
+                    f"the seeds ({w['confirmation_gain']:+.2f} on "
+                    f"{w['chosen_on'].replace('_', ' ')}: {w['confirmation_verdict']})")
         lines.append(f"- {w['term']}: trained at {w['field']} = {w['series']:g} (the paper's "
                      f"{w['paper']:g}); in the record (commit {w['record_commit']}) {said}.")
     return lines
@@ -631,7 +646,7 @@ def validate(results: dict) -> None:
         check("pseudo_weak_labels" in by[name], f"{name}: the precision and recall of its "
               f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 06 again")
     for s in results["stages"]:
-        check(all(len(s.get(k, [])) == n_seeds for k, _ in EVALUATIONS.values()),
+        check(all(len(s.get(k, [])) == n_seeds for pair in EVALUATIONS.values() for k in pair),
               f"{s['stage']}: one target-statistics mIoU per seed expected; a results.json "
               f"from an older version: run notebook 06 again")
     check(results["verdicts"] == verdict_records(results), "verdicts are not the rule's "

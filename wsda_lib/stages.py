@@ -308,10 +308,10 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
                             sample_points(target.labels_array(), target.weak_labels, seed)
                             if isinstance(target, InMemorySplit) else ItemPoints(seed))
     if a.self_training:
-        # keyed by the trained weights and the config (which names the statistics): the
-        # same on every rank, whatever the re-estimation's last bits
+        # keyed by the trained weights and pseudo_label_key: the same on every rank,
+        # whatever the re-estimation's last bits
         folder = Path(work_dir or pseudo_label_folder(benchmark.cache_dir, model, target,
-                                                      key_config(cfg), seed))
+                                                      pseudo_label_key(cfg), seed))
 
         def write():  # the labeller is made only when the labels are not written yet
             labeller = model if (folder / PSEUDO_LABEL_RECORD).is_file() else \
@@ -330,6 +330,15 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
     if a.pixel_adaptation and a.translated_source_dir:
         source = TranslatedSource(source, a.translated_source_dir)
     return source, target, metrics
+
+
+def pseudo_label_key(cfg: Config) -> dict:
+    """The config part of the key of self-training's pseudo-label folder
+    (analysis.pseudo_label_folder): config.key_config, and the BatchNorm statistics the
+    labels are made with (adapt.st_label_statistics) whatever its default, since key_config
+    leaves out a field at its default and a default can change: labels made with running
+    statistics are never reused for a round that makes them with target statistics."""
+    return {**key_config(cfg), "st_label_statistics": cfg.adapt.st_label_statistics}
 
 
 def pseudo_label_model(model, cfg: Config, split, device):
