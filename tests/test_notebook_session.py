@@ -63,3 +63,19 @@ def test_another_modules_scalar_of_the_same_value_does_not_hide_a_parameter():
         assert check_parameters(dict(GOOD))["SEED"] == 0
     finally:
         del sys.modules["has_a_seed"]
+
+
+def test_a_committed_record_is_read_by_name_and_an_unknown_one_refused():
+    """Session.record reads figures/<name>.json for the records the notebooks quote, and
+    refuses any other name by listing the known ones (it reads no session state)."""
+    from types import SimpleNamespace
+
+    from wsda_lib.notebook import Session
+
+    this = SimpleNamespace(RECORDS=Session.RECORDS)
+    ablation = Session.record(this, "ablation")
+    assert ablation["preset"] == "default" and {r["control"] for r in ablation["controls"]} >= {
+        "uda_colour", "no_target_term", "uda_self_training_no_labels"}
+    with pytest.raises(ValueError, match=r"record must be one of \['ablation', 'mechanisms', "
+                                         r"'study'\], got 'results'"):
+        Session.record(this, "results")

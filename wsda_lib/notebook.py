@@ -165,22 +165,30 @@ class Session:
         columns[("class", "area (%)")] = share["area"]
         return pd.DataFrame(columns, index=self.classes).round(1)
 
-    def study(self) -> dict:
-        """The committed weak-label study: figures/study.json, made by `make study` (seed 0,
-        default preset, chosen on target val), whatever preset this notebook runs."""
-        path = REPO / "figures" / "study.json"
+    RECORDS = {"study": "make study", "mechanisms": "make mechanisms",
+               "ablation": "make ablation"}
+
+    def record(self, name: str) -> dict:
+        """A committed record of the default preset, whatever preset this notebook runs:
+        figures/<name>.json for a name of RECORDS — the weak-label study ("study", seed 0,
+        chosen on target val), each mechanism against its control ("mechanisms", seed 0 and
+        seeds 0-2), the controls over seeds ("ablation"). Raises FileNotFoundError naming the
+        command that writes a missing one."""
+        if name not in self.RECORDS:
+            raise ValueError(f"record must be one of {sorted(self.RECORDS)}, got {name!r}")
+        path = REPO / "figures" / f"{name}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; `make study` writes it")
+            raise FileNotFoundError(f"{path} is missing; `{self.RECORDS[name]}` writes it")
         return json.loads(path.read_text())
 
+    def study(self) -> dict:
+        """The committed weak-label study (record "study")."""
+        return self.record("study")
+
     def mechanisms(self) -> dict:
-        """The committed record of each mechanism against its control: figures/
-        mechanisms.json, made by `make study` (`wsda mechanisms`; seed 0, default preset,
-        chosen on target val), whatever preset this notebook runs."""
-        path = REPO / "figures" / "mechanisms.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; `make mechanisms` writes it")
-        return json.loads(path.read_text())
+        """The committed record of each mechanism against its control (record
+        "mechanisms")."""
+        return self.record("mechanisms")
 
     def saw(self, text: str) -> None:
         """Show "what we saw" as rendered markdown: `text` with this run's numbers formatted
