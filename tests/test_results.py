@@ -210,8 +210,13 @@ def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_h
     adaptation is judged twice, with no gain as trained and -1.5 (hurts) with target
     statistics. AdaBN against source-only is not judged with target statistics (the same
     weights, scored so)."""
-    from wsda_lib.results import COMPARISONS, RESULT_STAGES, comparisons, statistics_choice, \
-        summarise
+    from wsda_lib.results import (
+        COMPARISONS,
+        RESULT_STAGES,
+        comparisons,
+        statistics_choice,
+        summarise,
+    )
 
     per_seed = {n: {s: _metrics(30.0 + s) for s in range(3)} for n in RESULT_STAGES}
     per_seed["uda_pixel"] = {s: _metrics(30.0 + s, target_statistics=31.0 + 1.5 * s,
