@@ -13,11 +13,12 @@ from PIL import Image
 
 from wsda_lib import data
 from wsda_lib.config import override, preset
-from wsda_lib.data.files import DatasetError
+from wsda_lib.data.files import DatasetError, read_index_png
 from wsda_lib.data.folders import (
     export_benchmark,
     open_folder_split,
     read_class_file,
+    read_folder_image,
 )
 
 LABEL = np.array([[0, 0, 1, 1], [0, 2, 2, 1], [255, 2, 1, 1]], np.uint8)  # 3 x 4
@@ -249,6 +250,9 @@ def test_points_are_scaled_to_the_training_size(tmp_path):
     ("points", "# clicks\nimage,class,x,y\na,car,1,0\n",
      "name(s) shared by two images, e.g. ['a.jpg', 'a.png'] ('a')"),
     ("image_labels", "image,class\n\xff\n", "not UTF-8 text"),
+    ("image_labels", "image;class\na.png;road\n", "one cell holding ';'; the file looks "
+                                                  "';'-separated"),
+    ("points", "a.png\tcar\t1\t0\n", "looks tab-separated"),
 ])
 def test_a_csv_mistake_is_refused_naming_the_file_line_and_field(tmp_path, kind, text, message):
     """Every mistake in the CSVs is refused when the data is loaded, before any training,
@@ -470,3 +474,56 @@ def test_data_check_names_the_classes_no_label_map_holds(tmp_path, capsys):
     _classes(root)
     assert main(["data", "check", "--dataset", "folders", "--root", str(root)]) == 0
     assert "in no label map checked: ['sky']" in capsys.readouterr().out
+
+
+def test_a_class_file_of_more_classes_than_8_bit_labels_hold_is_refused(tmp_path):
+    """255 classes fit (stored values 0-254, 255 the ignore value); with 256 the last class's
+    value would be the ignore value, so it is refused where the class file is read."""
+    names = [f"c{i}" for i in range(256)]
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({"classes": names[:255]}))
+    assert read_class_file(path).class_set.num_classes == 255
+    path.write_text(json.dumps({"classes": names}))
+    with pytest.raises(ValueError, match=r"classes.json: 256 classes; at most 255 fit: labels "
+                                         r"are 8-bit and 255 is the ignore value"):
+        read_class_file(path)
+
+
+def test_the_class_file_is_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    """A class named 'Straße', saved as UTF-8, reads as 'Straße' under a Latin-1 locale (the
+    locale's codec would give 'StraÃ\x9fe'), and a class file in another codec is refused as
+    not UTF-8, naming the file."""
+    import locale
+
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda *a, **k: "latin-1")
+    path = tmp_path / "classes.json"
+    path.write_bytes(json.dumps({"classes": ["Straße", "car"]}, ensure_ascii=False)
+                     .encode("utf-8"))
+    assert read_class_file(path).class_set.names == ("Straße", "car")
+    path.write_bytes(json.dumps({"classes": ["Straße"]}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"classes.json: class file is not UTF-8 text"):
+        read_class_file(path)
+
+
+def test_an_image_over_pillows_pixel_limit_is_refused_naming_file_size_and_limit(
+        tmp_path, monkeypatch, capsys):
+    """Pillow refuses an image of more than twice Image.MAX_IMAGE_PIXELS with a
+    DecompressionBombError, which is no OSError. Here the limit is lowered to 4 pixels, so
+    the 4x3 images of the fixture (12 pixels) stand for a 14000x13000 aerial tile:
+    `wsda data check` names the file, its size and the limit, with no traceback."""
+    from wsda_lib import cli
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4)
+    root = _domain(tmp_path / "t")
+    _classes(root)
+    with pytest.raises(DatasetError, match=r"a.png: image too large for Pillow's "
+                                           r"decompression-bomb limit \(4×3, 12 pixels; the "
+                                           r"limit is 4 pixels"):
+        read_folder_image(root / "img_dir/train/a.png")
+    with pytest.raises(DatasetError, match=r"a.png: label too large"):
+        read_index_png(root / "ann_dir/train/a.png")
+    _domain(root, "val")
+    code = cli.main(["data", "check", "--dataset", "folders", "--root", str(root)])
+    out = capsys.readouterr()
+    assert code != 0 and "a.png: image too large for Pillow's decompression-bomb limit" in \
+        out.out + out.err

@@ -134,3 +134,25 @@ def test_the_no_target_term_check_reads_the_loss_weights():
     assert terms("uda_self_training") == {"lambda_adv", "lambda_c", "lambda_cw", "lambda_st"}
     assert terms("wda_point") == {"lambda_adv", "lambda_c", "lambda_cw", "lambda_point"}
     assert terms("uda_weak", **{"adapt.source_weak_loss": True}) == {"lambda_adv", "lambda_c"}
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_in_one_short_line(tmp_path):
+    """torch refuses a numpy scalar beside the weights under weights_only=True, with a long
+    message that advises weights_only=False, which a wsda user cannot pass. The refusal names
+    the file and what to do, in one short line, for a run's checkpoint and for backbone
+    weights alike."""
+    import numpy as np
+
+    from wsda_lib.models.deeplab import load_backbone_weights
+
+    path = tmp_path / "with_numpy.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "best": np.float64(0.5)}, path)
+    with pytest.raises(ValueError) as e:
+        runs.load_checkpoint(path)
+    message = str(e.value)
+    assert message.startswith(f"checkpoint {path} holds pickled Python objects besides tensors")
+    assert "re-save it" in message and "weights_only=False" not in message
+    assert "\n" not in message and "\x1b" not in message and len(message) < 400
+    with pytest.raises(ValueError, match=r"the file holds pickled Python objects") as e:
+        load_backbone_weights(torch.nn.Linear(1, 1), path)
+    assert "weights_only=False" not in str(e.value) and len(str(e.value)) < 400

@@ -69,7 +69,8 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+                   Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 \
@@ -155,7 +156,7 @@ def profile(run_dir: Path, series_seconds: float, notebooks: int, startup: float
     seconds = dict.fromkeys(PHASES, 0.0)
     runs = 0
     for path in sorted(Path(run_dir).glob("models/*/metrics.json")):
-        phases = json.loads(path.read_text())["history"].get("phase_seconds", {})
+        phases = json.loads(path.read_text(encoding="utf-8"))["history"].get("phase_seconds", {})
         for k, v in phases.items():
             seconds[k] = seconds.get(k, 0.0) + v
         runs += 1

@@ -113,7 +113,7 @@ class Session:
                             run_metadata(self.preset, str(self.device)))
         controls = self.figures_dir / "ablation.json"
         if controls.exists():
-            results = attach_controls(results, json.loads(controls.read_text()))
+            results = attach_controls(results, json.loads(controls.read_text(encoding="utf-8")))
         return results
 
     ATTENTION_IMAGES = (0, 1, 2)  # the target val images every notebook shows attention on
@@ -160,7 +160,7 @@ class Session:
         path = REPO / "figures" / "study.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; `make study` writes it")
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def saw(self, text: str) -> None:
         """Show "what we saw" as rendered markdown: `text` with this run's numbers formatted

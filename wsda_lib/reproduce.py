@@ -173,7 +173,7 @@ def _own_kernel(name: str):
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
                      "-f", "{connection_file}"],
-            "display_name": "Python 3 (wsda)", "language": "python"}))
+            "display_name": "Python 3 (wsda)", "language": "python"}), encoding="utf-8")
         saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", PYTHON_PREFIX)}
         os.environ["JUPYTER_PATH"] = os.pathsep.join(
             [tmp] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))

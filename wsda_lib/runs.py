@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -45,7 +46,7 @@ def read_json(path: str | Path):
     """The JSON in `path`; errors name the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
@@ -64,6 +65,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):  # torch's words for a refused object
+            raise ValueError(f"checkpoint {path} holds pickled Python objects besides tensors "
+                             f"(e.g. numpy values), which wsda does not load (they can run "
+                             f"code); re-save it with only the state dict's tensors and plain "
+                             f"numbers") from None
+        raise ValueError(f"checkpoint {path} could not be loaded (UnpicklingError: "
+                         f"{str(e).splitlines()[0]}); it may be truncated or not a wsda "
+                         f"checkpoint") from None
     except Exception as e:
         raise ValueError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); "
                          f"it may be truncated or not a wsda checkpoint") from e

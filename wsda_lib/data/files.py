@@ -19,6 +19,7 @@ rather than converted.
 from __future__ import annotations
 
 import glob
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,25 @@ def png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
+def too_large(path: Path, error: Exception, what: str) -> DatasetError:
+    """The error for an image over Pillow's pixel limit (Image.MAX_IMAGE_PIXELS, a guard
+    against decompression bombs), naming the file, its size and the limit. wsda does not
+    raise the limit: training reads whole images, and one this large should be tiled or
+    downscaled first."""
+    found = re.search(r"\((\d+) pixels\)", str(error))  # Pillow names the pixel count
+    size = f"{int(found.group(1)):,} pixels" if found else "its size unknown"
+    with open(path, "rb") as f:  # a PNG's width and height, from its header
+        head = f.read(24)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        size = f"{int.from_bytes(head[16:20], 'big')}×{int.from_bytes(head[20:24], 'big')}, {size}"
+    limit = Image.MAX_IMAGE_PIXELS
+    kind = UNREADABLE_LABEL if what == "label" else UNREADABLE_IMAGE
+    return DatasetError(f"{path}: {what} too large for Pillow's decompression-bomb limit "
+                        f"({size}; the limit is {limit:,} pixels, twice that refused outright): "
+                        f"tile or downscale it before training; the limit can be raised "
+                        f"(PIL.Image.MAX_IMAGE_PIXELS) only for files you trust", kind)
+
+
 def read_image(path: Path, decode: bool = True) -> np.ndarray | None:
     """(H, W, 3) uint8 RGB of an 8-bit colour image (mode RGB, RGBA or palette; alpha is
     dropped). Errors (DatasetError) name the file: a missing or unreadable (truncated) file,
@@ -84,6 +104,8 @@ def read_image(path: Path, decode: bool = True) -> np.ndarray | None:
             return np.array(im.convert("RGB")) if decode else None  # writable, as torch wants
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing", "missing image file") from None
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, "image") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable image ({e})", UNREADABLE_IMAGE) from None
 
@@ -110,6 +132,8 @@ def read_index_png(path: Path) -> np.ndarray:
             return np.asarray(im).astype(np.int64)
     except FileNotFoundError:
         raise DatasetError(f"{path}: label file is missing", IMAGE_WITHOUT_LABEL) from None
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, "label") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable label file ({e})", UNREADABLE_LABEL) from None
 
@@ -120,6 +144,8 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, what) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         kind = UNREADABLE_LABEL if what == "label" else UNREADABLE_IMAGE
         raise DatasetError(f"{path}: unreadable {what} file ({e})", kind) from None
