@@ -42,7 +42,28 @@ class NotebookFailed(RuntimeError):
     the notebook, the cell and the executed copy."""
 
 
-# The parameters every notebook of the series declares; 05 also declares SEEDS.
+# What the kernel needs whatever the caller's environment holds: figures drawn inline (an
+# exported MPLBACKEND=Agg, common on headless servers and in CI images, would leave every
+# figure of the executed notebooks as its text repr).
+KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
+def unrendered_figures(notebook) -> list[int]:
+    """The code cells (0-based, counting every cell) of an executed notebook that displayed a
+    matplotlib figure as text only ("<Figure size ...>") and no image: a figure the
+    environment left undrawn."""
+    bad = []
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        data = [o.get("data", {}) for o in cell.get("outputs", [])]
+        text = "".join(str(d.get("text/plain", "")) for d in data)
+        if "<Figure size" in text and not any("image/png" in d for d in data):
+            bad.append(i)
+    return bad
+
+
+# The parameters every notebook of the series declares; 06 also declares SEEDS.
 SERIES_PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
 
 
@@ -166,14 +187,16 @@ def _own_kernel(name: str):
     """Kernel `name` is this interpreter: a kernel spec built from sys.executable, first on
     JUPYTER_PATH while the notebook runs, so that no other `python3` spec (a user's, or one
     on JUPYTER_PATH) can run the series on another environment; the kernel also checks its
-    own interpreter (notebook.start, PYTHON_PREFIX)."""
+    own interpreter (notebook.start, PYTHON_PREFIX). Its environment sets KERNEL_ENV over
+    the caller's."""
     with tempfile.TemporaryDirectory(prefix="wsda-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / name
         spec.mkdir(parents=True)
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
                      "-f", "{connection_file}"],
-            "display_name": "Python 3 (wsda)", "language": "python"}), encoding="utf-8")
+            "display_name": "Python 3 (wsda)", "language": "python",
+            "env": KERNEL_ENV}), encoding="utf-8")
         saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", PYTHON_PREFIX)}
         os.environ["JUPYTER_PATH"] = os.pathsep.join(
             [tmp] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))
@@ -227,8 +250,15 @@ def reader_copy(executed: Path, dest: Path, params: dict) -> Path:
     by `make reproduce` of the default preset only): its outputs as they ran, the parameters
     papermill injected shown with paths relative to notebooks/ rather than this machine's,
     papermill's per-cell timings dropped, and metadata["wsda"] = the commit, preset and
-    seeds it ran from (results.run_metadata's commit, as figures/results.json records)."""
+    seeds it ran from (results.run_metadata's commit, as figures/results.json records).
+    Raises NotebookFailed, and writes nothing, when a cell shows a figure as text only
+    (`unrendered_figures`)."""
     nb = nbformat.read(executed, as_version=4)
+    undrawn = unrendered_figures(nb)
+    if undrawn:
+        raise NotebookFailed(f"{executed}: cell(s) {undrawn} show a figure as text only, no "
+                             f"image (MPLBACKEND={os.environ.get('MPLBACKEND')!r} here); the "
+                             f"readers' copy {dest} is kept as it was")
     relative = {"RUN_DIR": "../runs", "FIGURES_DIR": "../figures"}
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
