@@ -156,3 +156,41 @@ def test_a_checkpoint_with_pickled_objects_is_refused_in_one_short_line(tmp_path
     with pytest.raises(ValueError, match=r"the file holds pickled Python objects") as e:
         load_backbone_weights(torch.nn.Linear(1, 1), path)
     assert "weights_only=False" not in str(e.value) and len(str(e.value)) < 400
+
+
+def _strict_parse(text: str):
+    """json.loads as RFC 8259 has it: NaN and Infinity refused."""
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_the_project_writes_is_strict_and_reads_back_nan_in_score_lists(tmp_path):
+    """A class never labelled nor predicted scores NaN: written as null (strict JSON, which
+    JSON.parse and jq read), and read back as NaN inside a list of scores, while a null that
+    stands for a missing value (not in a list of numbers) stays None."""
+    import math
+
+    from wsda_lib.atomic import write_json
+    from wsda_lib.cli import _json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"iou": [50.0, float("nan"), 25.0], "miou": 37.5, "ci_low": None,
+                      "worst": float("-inf"), "names": ["a", None]})
+    data = _strict_parse(path.read_text())
+    assert data["iou"] == [50.0, None, 25.0] and data["worst"] is None
+    back = runs.read_json(path)
+    assert back["iou"][0] == 50.0 and math.isnan(back["iou"][1]) and back["ci_low"] is None
+    assert back["names"] == ["a", None]
+    assert _strict_parse(_json({"iou": [float("nan"), 1.0]})) == {"iou": [None, 1.0]}
+
+
+def test_every_committed_record_is_strict_json():
+    """Every JSON file the repository commits (figures/, bench/) parses as RFC 8259 JSON."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    files = sorted([*repo.glob("figures/*.json"), *repo.glob("bench/*.json")])
+    assert len(files) >= 6
+    for path in files:
+        _strict_parse(path.read_text(encoding="utf-8"))

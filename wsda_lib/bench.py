@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from .atomic import write_json
+from .atomic import strict, write_json
 from .config import override, preset
 from .data import load
 from .engine import train_adaptation, train_supervised
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
         measured = trade(args.trade)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "trade.json", measured)
-        print(json.dumps(measured, indent=2))
+        print(json.dumps(strict(measured), indent=2, allow_nan=False))
         return 0
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="wsda-bench-"))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import __version__, distributed, runs, study
+from .atomic import strict
 from .config import (
     PRESETS,
     Config,
@@ -349,10 +350,10 @@ def _train(args) -> int:
                        progress=distributed.is_main())
     if not distributed.is_main():
         return 0
-    print(json.dumps({"run": str(result.run.dir), "loaded": result.run.loaded,
-                      **{s: round(result.metrics[s]["miou"], 2)
-                         for s in ("source_val", "target_val", "target_test")},
-                      "target_test_scored_on": result.metrics["target_test"].get("scored_on")}))
+    print(_json({"run": str(result.run.dir), "loaded": result.run.loaded,
+                 **{s: round(result.metrics[s]["miou"], 2)
+                    for s in ("source_val", "target_val", "target_test")},
+                 "target_test_scored_on": result.metrics["target_test"].get("scored_on")}))
     return 0
 
 
@@ -376,6 +377,11 @@ def _checkpoint_config(path: Path, state) -> Config:
                          f"({e})") from None
     cfg.model.backbone_weights = None
     return validate(cfg)
+
+
+def _json(obj) -> str:
+    """What a command prints as its result: strict JSON on one line (NaN as null)."""
+    return json.dumps(strict(obj), allow_nan=False)
 
 
 def _printed(scores: dict) -> dict:
@@ -404,7 +410,7 @@ def _evaluate(args) -> int:
     load_weights(model, state, args.checkpoint, cfg.model)
     device = resolve_device(args.device)
     scores = evaluate_splits(model.to(device), bench, cfg, device)
-    print(json.dumps({s: _printed(v) for s, v in scores.items()}))
+    print(_json({s: _printed(v) for s, v in scores.items()}))
     if args.export:
         split = args.split or "target_test"
         written = export_predictions(model, bench[split], args.export, device)
@@ -458,7 +464,7 @@ def _gpu_check(args) -> int:
 def _official_eval(args) -> int:
     from .export import official_scores
 
-    print(json.dumps(official_scores(args.predictions, args.gt, args.split, args.classes)))
+    print(_json(official_scores(args.predictions, args.gt, args.split, args.classes)))
     return 0
 
 

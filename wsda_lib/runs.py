@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .atomic import atomic_write, remove_stale_temporaries, write_json
+from .atomic import atomic_write, numbers, remove_stale_temporaries, write_json
 
 __all__ = ["Resume", "Run", "RunError", "config_key", "load_checkpoint", "load_or_train",
            "read_json", "run_dir", "save_checkpoint", "write_json"]
@@ -43,10 +43,11 @@ def config_key(config: dict) -> str:
 
 
 def read_json(path: str | Path):
-    """The JSON in `path`; errors name the file."""
+    """The JSON in `path`, with the nulls of numeric lists back to NaN (atomic.numbers: a
+    per-class score written as null); errors name the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return numbers(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
