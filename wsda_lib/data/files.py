@@ -110,6 +110,19 @@ def read_image(path: Path, decode: bool = True) -> np.ndarray | None:
         raise DatasetError(f"{path}: unreadable image ({e})", UNREADABLE_IMAGE) from None
 
 
+# Formats whose compression changes pixel values: a label map saved so has other ids at
+# edges (JPEG's ringing turns ids into other valid ids), whatever the file is called.
+LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000", "WEBP")
+
+
+def refuse_lossy_label(path: Path, im) -> None:
+    """A DatasetError naming a label file whose content (not its name) is a lossy format."""
+    if im.format in LOSSY_FORMATS:
+        raise DatasetError(f"{path}: the label file holds {im.format} data, whatever its name: "
+                           f"a lossy format, whose compression turns label ids into other "
+                           f"ids; save the labels losslessly (PNG)", UNSUPPORTED_LABEL)
+
+
 def read_index_png(path: Path) -> np.ndarray:
     """(H, W) int64 label ids stored as the *values* of an 8-bit palette ('P') or single-channel
     ('L') image (GTA5, Cityscapes).
@@ -121,6 +134,7 @@ def read_index_png(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as im:
+            refuse_lossy_label(path, im)
             depth = png_bit_depth(path)
             if im.mode not in LABEL_MODES or (depth is not None and depth > 8):
                 what = ("not colours" if im.mode.startswith(("RGB", "CMYK", "LA")) else
@@ -206,6 +220,22 @@ def unpaired_files(folder: Path, pattern: str, paired: set[Path],
         elif p not in matching:
             found.append((NOT_READ, f"{p}: the reader reads {folder}/{pattern} only"))
     return found
+
+
+def none_found(name: str, folder: Path, pattern: str) -> DatasetError:
+    """The error for a reader whose `pattern` (a glob relative to `folder`) matched no image:
+    what the folder holds instead (how many files, of which extensions, the first few
+    names), so that a tree of .jpg images where PNGs are read is named as such."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return DatasetError(f"{name}: the split is empty: {folder} holds no files; expected "
+                            f"{folder}/{pattern}")
+    kinds = sorted({p.suffix or "(no extension)" for p in files})
+    shown = [str(p.relative_to(folder)) for p in files[:3]]
+    return DatasetError(f"{name}: the split is empty: no {folder}/{pattern}; found "
+                        f"{len(files)} other file(s) ({', '.join(kinds)}), e.g. {shown}: "
+                        f"convert them (the dataset's own images are PNG) or check the path",
+                        NOT_READ)
 
 
 def labels_without_images(name: str, folder: Path, pattern: str, paired: set[Path],

@@ -54,6 +54,7 @@ from .files import (
     image_size,
     png_bit_depth,
     read_index_png,
+    refuse_lossy_label,
     too_large,
     unpaired_files,
 )
@@ -231,6 +232,7 @@ def _read_colour_png(path: Path) -> np.ndarray:
     """(H, W) int64 colour codes of an 8-bit RGB label PNG; DatasetError names the file."""
     try:
         with Image.open(path) as im:
+            refuse_lossy_label(path, im)
             depth = png_bit_depth(path)
             if im.mode != "RGB" or (depth is not None and depth > 8):
                 raise DatasetError(f"{path}: unsupported label format (mode {im.mode}); the "
