@@ -293,3 +293,22 @@ def test_a_gta5_tree_of_jpeg_images_says_what_it_found(tmp_path, capsys):
     assert main(["data", "check", "--dataset", "gta5", "--root", str(root)]) == 2
     assert f"the split is empty: no {root / 'images'}/*.png; found {count} other file(s) " \
         f"(.jpg), e.g. ['" in _one_line_error(capsys)
+
+
+def test_images_with_an_exif_orientation_are_named_by_the_check(tmp_path, capsys):
+    """Images tagged with EXIF orientation 6 and 3 are read as stored, which is right for
+    Cityscapes (its labels follow the stored pixels) and wrong for labels drawn on the
+    displayed image: `wsda data check` names them in a note, and still finds no problem."""
+    _trees(tmp_path)
+    root = tmp_path / "cityscapes"
+    images = sorted((root / "leftImg8bit/train").rglob("*.png"))[:2]
+    for image, orientation in zip(images, (6, 3), strict=True):
+        with Image.open(image) as im:
+            exif = im.getexif()
+            exif[0x0112] = orientation
+            im.save(image, exif=exif)
+    assert main(["data", "check", "--dataset", "cityscapes", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "no problems" in out and "note, EXIF orientation tag other than 1, read as stored " \
+        "(not as displayed)" in out and ": 2 file(s), e.g. [" in out
+    assert str(images[0]) in out and str(images[1]) in out

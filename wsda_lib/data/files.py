@@ -123,6 +123,23 @@ def refuse_lossy_label(path: Path, im) -> None:
                            f"ids; save the labels losslessly (PNG)", UNSUPPORTED_LABEL)
 
 
+# Images with an EXIF orientation tag are read as stored, not as a viewer displays them:
+# right when the labels follow the stored pixels (Cityscapes, GTA5), misaligned when they
+# were drawn on the displayed image. `check()` names them.
+ROTATED = ("EXIF orientation tag other than 1, read as stored (not as displayed): right if "
+           "the labels follow the stored pixels, as Cityscapes' and GTA5's do; rotate the "
+           "images first if the labels were drawn on the displayed image")
+
+
+def exif_orientation(path: Path) -> int | None:
+    """The EXIF orientation tag (1-8) of an image file, None without one or unreadable."""
+    try:
+        with Image.open(path) as im:
+            return im.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader itself
+        return None
+
+
 def read_index_png(path: Path) -> np.ndarray:
     """(H, W) int64 label ids stored as the *values* of an 8-bit palette ('P') or single-channel
     ('L') image (GTA5, Cityscapes).
@@ -271,6 +288,7 @@ class Report:
     problems: dict = field(default_factory=dict)
     unit: str = "image/label pairs"  # what `checked` counts
     labels_seen: set = field(default_factory=set)  # class indices the readable labels hold
+    notes: dict = field(default_factory=dict)  # what is read one way of two: kind -> files
 
     def add(self, kind: str, message: str):
         self.problems.setdefault(kind, []).append(message)
@@ -288,6 +306,8 @@ class Report:
             lines += [f"    {m}" for m in messages[:5]]
             if len(messages) > 5:
                 lines.append(f"    ... and {len(messages) - 5} more")
+        for kind, files in self.notes.items():
+            lines.append(f"  note, {kind}: {len(files)} file(s), e.g. {files[:3]}")
         return "\n".join(lines)
 
 
@@ -456,5 +476,9 @@ class FileSegmentation(Split):
                 report.add(e.kind or "unreadable file", str(e))
             except ValueError as e:  # unknown ids from the protocol
                 report.add(UNKNOWN_IDS if "unknown" in str(e) else "invalid label", str(e))
+        rotated = [str(image) for image, _ in self.pairs
+                   if exif_orientation(image) not in (None, 1)]
+        if rotated:
+            report.notes[ROTATED] = rotated
         report.checked = self.checked_pairs
         return report
