@@ -527,3 +527,35 @@ def test_an_image_over_pillows_pixel_limit_is_refused_naming_file_size_and_limit
     out = capsys.readouterr()
     assert code != 0 and "a.png: image too large for Pillow's decompression-bomb limit" in \
         out.out + out.err
+
+
+def test_images_of_several_sizes_without_a_resize_size_are_refused_before_training(
+        tmp_path, capsys):
+    """Source train of one 4x3 image and one 5x4 one, data.source_size unset: `wsda data
+    check` said "no problems" (it read the first image's size only) and training died at the
+    first batch with torch's "stack expects each tensor to be equal size". Every file's
+    header is read: the check names the sizes and the rarer images, and loading the data
+    for training refuses the same way, before any step."""
+    from wsda_lib.cli import main
+
+    source = _domain(tmp_path / "s")
+    _domain(source, "val")
+    Image.new("RGB", (5, 4)).save(source / "img_dir/train/b.png")
+    Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(source / "ann_dir/train/b.png")
+    _classes(source)
+    assert main(["data", "check", "--dataset", "folders", "--root", str(source)]) == 1
+    out = capsys.readouterr().out
+    assert "images of several sizes, none set to resize to: 1" in out
+    assert "images of 2 sizes (4x3: 1, 5x4: 1; e.g. [" in out and "b.png" in out
+    target = _domain(tmp_path / "t")
+    _domain(target, "val"), _domain(target, "test")
+    _classes(target)
+    cfg = override(preset("smoke"), **{"data.dataset": "folders",
+                                       "data.source_root": str(source),
+                                       "data.target_root": str(target)})
+    with pytest.raises(DatasetError, match=r"images of 2 sizes \(4x3: 1, 5x4: 1; .*set "
+                                           r"data.source_size or data.target_size"):
+        data.load(cfg.data, tmp_path / "cache")
+    sized = override(cfg, **{"data.source_size": (4, 3)})
+    assert data.load(sized.data, tmp_path / "cache2")["source_train"][1]["image"].shape == \
+        (3, 3, 4)

@@ -270,7 +270,7 @@ def _check_unlabelled(args, class_file) -> bool:
     images = folder_images(folder, args.img_suffix)
     strays = not_images(folder, {im for im, _ in images}, args.img_suffix)
     report = UnlabelledImages("train", [im for im, _ in images], class_file.class_set,
-                              folder=folder, unpaired=strays).check()
+                              folder=folder, unpaired=strays, checking=True).check()
     print(f"folders train at {args.root}: no ann_dir/train, images only (a target's training "
           f"images need no labels; a source's do): {report}")
     if not (args.image_labels or args.points):

@@ -52,6 +52,7 @@ UNREADABLE_LABEL = "unreadable label file"
 UNSUPPORTED_IMAGE = "unsupported image format"
 UNSUPPORTED_LABEL = "unsupported label format"
 SIZE_MISMATCH = "image/label size mismatch"
+MIXED_SIZES = "images of several sizes, none set to resize to"
 UNKNOWN_IDS = "unknown label ids"
 
 IMAGE_MODES = ("RGB", "RGBA", "P")  # 8-bit colour; alpha is dropped, a palette gives colours
@@ -255,6 +256,25 @@ def none_found(name: str, folder: Path, pattern: str) -> DatasetError:
                         NOT_READ)
 
 
+def one_size(name: str, images: list[Path], known: dict | None = None) -> str | None:
+    """None when every image of `images` has one size (from the file headers; `known`: sizes
+    already read, by path), else the message naming the sizes, how many images have each,
+    and a few images of the rarer ones: a batch stacks images of one size, so a split read
+    at its images' own size must have one, or a size to resize to."""
+    known = known or {}
+    sizes = {}
+    for image in images:
+        sizes.setdefault(known.get(image) or image_size(image), []).append(image)
+    if len(sizes) < 2:
+        return None
+    ranked = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+    counts = ", ".join(f"{w}x{h}: {len(v)}" for (w, h), v in ranked)
+    rare = [str(p) for _, v in ranked[1:] for p in v][:3]
+    return (f"{name}: images of {len(sizes)} sizes ({counts}; e.g. {rare}) and no size to "
+            f"resize them to; a batch holds images of one size: set data.source_size or "
+            f"data.target_size (width, height) for this domain, or make the images one size")
+
+
 def labels_without_images(name: str, folder: Path, pattern: str, paired: set[Path],
                           known, image_for, evaluation: bool) -> None:
     """For a reader opened to train or score (not checking): the label files of a split
@@ -359,9 +379,14 @@ class FileSegmentation(Split):
                           for im, lb in missing]
         pairs = [p for p in pairs if p not in missing]
         self.checked_pairs = len(pairs)  # pairs with both files, for check()'s count
-        self.mismatched = []
+        self.mismatched, self.image_sizes = [], {}
         if check_sizes:
             pairs = self._matching_sizes(name, pairs, checking, on_size_mismatch)
+        if not size:  # read as they are: a batch stacks images of one size only
+            found = one_size(name, [im for im, _ in pairs], self.image_sizes)
+            if found and not checking:
+                raise DatasetError(found, MIXED_SIZES)
+            self.problems += [(MIXED_SIZES, found)] if found else []
         self.name, self.pairs, self.protocol = name, pairs, protocol
         self.class_set = protocol.class_set
         self.id_source, self.read_label = id_source, read_label
@@ -387,6 +412,7 @@ class FileSegmentation(Split):
                 continue
             if sizes[0] == sizes[1]:
                 kept.append((im, lb))
+                self.image_sizes[im] = sizes[0]
             else:
                 self.mismatched.append(f"{im}: image {sizes[0][0]}x{sizes[0][1]} vs label "
                                        f"{lb} {sizes[1][0]}x{sizes[1][1]}")

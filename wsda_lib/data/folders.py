@@ -43,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from ..config import check_range
 from .classes import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, ClassSet, protocol
 from .files import (
+    MIXED_SIZES,
     NOT_READ,
     UNREADABLE_IMAGE,
     UNREADABLE_LABEL,
@@ -52,6 +53,7 @@ from .files import (
     FileSegmentation,
     Report,
     image_size,
+    one_size,
     png_bit_depth,
     read_index_png,
     refuse_lossy_label,
@@ -285,13 +287,17 @@ class UnlabelledImages(Split):
 
     def __init__(self, name: str, images: list[Path], class_set: ClassSet, size=None,
                  tags: np.ndarray | None = None, points: np.ndarray | None = None,
-                 folder: Path | None = None, unpaired: list = ()):
+                 folder: Path | None = None, unpaired: list = (), checking: bool = False):
         if not images:
             raise DatasetError(f"{name}: the split is empty: no images in {folder}")
         self.name, self.images, self.class_set = name, list(images), class_set
         self.size = tuple(size) if size else None
         self.tags, self.points, self.folder = tags, points, folder
         self.problems = list(unpaired)  # (kind, message): files never read, for check()
+        mixed = None if self.size else one_size(name, self.images)
+        if mixed and not checking:
+            raise DatasetError(mixed, MIXED_SIZES)
+        self.problems += [(MIXED_SIZES, mixed)] if mixed else []
 
     def _weak_label(self, i: int, label: np.ndarray) -> np.ndarray:
         if self.tags is None:
