@@ -507,6 +507,9 @@ def main(argv=None) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"wsda {args.command}: {' '.join(str(message).split())}", file=sys.stderr)
         return 1 if isinstance(e, NotebookFailed) else 2
+    except KeyboardInterrupt:  # Ctrl-C: a training loop has said where it stopped
+        print(f"wsda {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         if distributed.is_distributed():
             torch.distributed.destroy_process_group()
