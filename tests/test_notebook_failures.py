@@ -210,3 +210,21 @@ def test_a_readers_copy_whose_figures_were_left_as_text_is_refused_and_kept(tmp_
     assert dest.read_text() == "committed bytes"
     nb.cells[1].outputs[0]["data"]["image/png"] = "iVBORw0KGgo="
     assert unrendered_figures(nb) == []
+
+
+def test_a_cell_that_waits_forever_on_an_idle_kernel_is_stopped_by_the_watchdog(tmp_path):
+    """Cells have no time limit, so a cell waiting on something nothing will send (a widget
+    comm with no browser) used to hang the series forever. With the kernel idle and nothing
+    written for idle_limit seconds, the watchdog stops it with the one-line error naming the
+    notebook and the cell; a cell that works (CPU) for longer than the limit is left alone."""
+    path = _notebook(tmp_path / "waits.ipynb", "x = 1",
+                     "import threading\nthreading.Event().wait()")
+    with pytest.raises(NotebookFailed) as failed:
+        run_notebook(path, tmp_path / "out.ipynb", {}, idle_limit=4)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("waits.ipynb: cell 2") and "waited with an idle kernel and " \
+        "nothing written for" in message and "the watchdog stopped it" in message
+    busy = _notebook(tmp_path / "busy.ipynb", "import time\nend = time.time() + 8\n"
+                     "while time.time() < end:\n    pass")
+    run_notebook(busy, tmp_path / "busy_out.ipynb", {}, idle_limit=4)

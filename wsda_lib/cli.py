@@ -40,7 +40,7 @@ from .engine import resolve_device
 from .evaluate import scores as evaluate_scores
 from .export import export_predictions
 from .method.point_supervision import split_points
-from .reproduce import SERIES_PRESETS, NotebookFailed, reproduce
+from .reproduce import IDLE_LIMIT, SERIES_PRESETS, NotebookFailed, reproduce
 from .stages import (
     STAGES,
     build_model,
@@ -90,6 +90,9 @@ def _reproduce_parser(sub) -> None:
     r.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds a cell may run (default: no limit; a training cell grows with "
                         "the seeds, the stages and the machine)")
+    r.add_argument("--idle-limit", type=int, default=IDLE_LIMIT,
+                   help=f"seconds a cell's kernel may sit idle with nothing written before the "
+                        f"run is stopped (default {IDLE_LIMIT}; 0: no watchdog)")
 
 
 def _train_parser(sub) -> None:
@@ -479,8 +482,12 @@ def _reproduce(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     _check_seed_and_device(args)  # before notebook 00, not in it
+    if args.idle_limit < 0:
+        raise ValueError(f"--idle-limit must be >= 0 seconds (0: no watchdog), got "
+                         f"{args.idle_limit}")
     reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
-              device=args.device, cell_timeout=args.cell_timeout)
+              device=args.device, cell_timeout=args.cell_timeout,
+              idle_limit=args.idle_limit or None)
     return 0
 
 
