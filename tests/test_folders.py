@@ -559,3 +559,34 @@ def test_images_of_several_sizes_without_a_resize_size_are_refused_before_traini
     sized = override(cfg, **{"data.source_size": (4, 3)})
     assert data.load(sized.data, tmp_path / "cache2")["source_train"][1]["image"].shape == \
         (3, 3, 4)
+
+
+def test_a_cached_run_is_never_served_for_data_changed_in_place(exported, tmp_path, capsys):
+    """`wsda train` on a folder pair, then pixels of one source label relabelled in place,
+    then the same command: it used to print "loaded": true with the old scores (the key
+    covered the class file and the CSVs, not the images and labels). Now the run's key
+    covers every file the splits read, so the changed data is another run, trained anew,
+    and unchanged data still loads the cached one."""
+    import shutil
+
+    from wsda_lib.cli import main
+
+    root = tmp_path / "copy"
+    shutil.copytree(exported / "labelled", root)
+    sets = [f"{k}={v}" for k, v in _folders(root, False).items()]
+    command = ["train", "--preset", "smoke", "--stage", "source_only", "--run-dir",
+               str(tmp_path / "runs"), "--set", *sets]
+
+    def train():
+        assert main(command) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    first = train()
+    assert train()["loaded"] and train()["run"] == first["run"]
+    label = sorted((root / "source/ann_dir/train").iterdir())[0]
+    with Image.open(label) as im:
+        ids = np.array(im)
+    ids[ids == ids.max()] = ids.min()  # one class relabelled as another, in place
+    Image.fromarray(ids, "L").save(label)
+    changed = train()
+    assert not changed["loaded"] and changed["run"] != first["run"]

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -194,3 +195,32 @@ def test_every_committed_record_is_strict_json():
     assert len(files) >= 6
     for path in files:
         _strict_parse(path.read_text(encoding="utf-8"))
+
+
+def test_a_run_being_trained_by_another_process_is_refused_naming_it(tmp_path, capsys):
+    """Two trainings of the same settings used to share one run folder without a word (the
+    work done twice, one result silently winning). While one process holds the run's lock,
+    another asking for the same run gets one line naming the holder, before any training;
+    once the lock is free it trains, and the next asks load it."""
+    from wsda_lib.cli import main
+    from wsda_lib.config import preset as load_preset
+    from wsda_lib.stages import run_config
+
+    run_dir = tmp_path / "runs"
+    command = ["train", "--preset", "smoke", "--stage", "source_only", "--run-dir",
+               str(run_dir), "--set", "train.iterations=4", "train.eval_every=4"]
+    cfg = override(load_preset("smoke"), **{"train.iterations": 4, "train.eval_every": 4})
+    from wsda_lib import data
+
+    bench = data.load(cfg.data, run_dir / "data", verbose=False)
+    directory = runs.run_dir(run_dir / "models", "source_only",
+                             json.loads(json.dumps(run_config("source_only", cfg, 0, bench))))
+    with runs.training_lock(directory):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"run {directory} is being trained by process {os.getpid()} on " in err
+        assert "wait for it to end (the same command then loads it)" in err
+        assert not (directory / "checkpoint.pt").exists()
+    assert main(command) == 0 and (directory / "checkpoint.pt").is_file()
+    capsys.readouterr()
+    assert main(command) == 0 and '"loaded": true' in capsys.readouterr().out

@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import distributed
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
 from .atomic import atomic_write, numbers, remove_stale_temporaries, write_json
 
 __all__ = ["Resume", "Run", "RunError", "config_key", "load_checkpoint", "load_or_train",
@@ -162,20 +171,69 @@ def load_or_train(root: str | Path, stage: str, config: dict,
     to `fallback_path` and the error names it."""
     config = json.loads(json.dumps(config))  # the form it takes on disk: tuples become lists
     directory = run_dir(root, stage, config)
+    if (directory / "config.json").is_file():
+        return _finished(directory, config)
+    with training_lock(directory):
+        if (directory / "config.json").is_file():  # finished just before the lock was taken
+            return _finished(directory, config)
+        return _train(directory, config, train, checkpoint_every)
+
+
+def _finished(directory: Path, config: dict) -> Run:
+    """The finished run in `directory`, checked against `config`; RunError names a damaged
+    one and the folder to delete."""
+    config_path = directory / "config.json"
+    try:
+        saved = read_json(config_path)
+        if saved != config:
+            raise ValueError(f"{config_path}: holds a different config than the one asked "
+                             f"for (a hash collision or an edited file)")
+        run = Run(directory, load_checkpoint(directory / "checkpoint.pt"),
+                  read_json(directory / "metrics.json"), loaded=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise RunError(f"finished run {directory} is damaged: {e}. Delete the folder "
+                       f"{directory} to train it again") from None
+    Resume(directory / "resume.pt", None).clear()  # left if a kill came before the end
+    return run
+
+
+@contextmanager
+def training_lock(directory: Path):
+    """Held while this process trains the run in `directory` (rank 0 under torchrun): an
+    exclusive flock of a file beside the folder, which names the holder. A second process
+    asked for the same run while one trains it gets a RunError naming the other, instead of
+    doing the work twice with one result silently winning. Where flock is not available or
+    refused, nothing is locked."""
+    if fcntl is None or not distributed.is_main():
+        yield
+        return
+    path = directory.parent / f".{directory.name}.training"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().strip() or "another process"
+            raise RunError(f"run {directory} is being trained by {holder} now; wait for it "
+                           f"to end (the same command then loads it) or stop it") from None
+        except OSError:  # a file system without flock: train unlocked
+            yield
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _train(directory: Path, config: dict, train, checkpoint_every) -> Run:
+    """Train the run of `config` into `directory` (load_or_train)."""
     ckpt, metrics_path, config_path = (directory / "checkpoint.pt", directory / "metrics.json",
                                        directory / "config.json")
-    if config_path.is_file():
-        try:
-            saved = read_json(config_path)
-            if saved != config:
-                raise ValueError(f"{config_path}: holds a different config than the one asked "
-                                 f"for (a hash collision or an edited file)")
-            run = Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
-        except (FileNotFoundError, ValueError) as e:
-            raise RunError(f"finished run {directory} is damaged: {e}. Delete the folder "
-                           f"{directory} to train it again") from None
-        Resume(directory / "resume.pt", None).clear()  # left if a kill came before the end
-        return run
     if directory.is_dir() and distributed.is_main():
         remove_stale_temporaries(directory)
     resume = Resume(directory / "resume.pt", checkpoint_every, config)
