@@ -261,3 +261,54 @@ def test_data_check_of_cityscapes_checks_both_splits_by_default(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"cityscapes train at {root}: checked 5 image/label pairs: no problems" in out
     assert f"cityscapes val at {root}: checked 1 image/label pairs: " in out and ".jpg" in out
+
+
+def test_a_label_file_of_lossy_content_is_refused_whatever_its_name(tmp_path, capsys):
+    """A *_gtFine_labelIds.png that holds JPEG data (a tool chose the format and kept the
+    name) used to pass `wsda data check` and read wrong ids at edges; its content is
+    JPEG, so it is refused by name, and training stops before anything trains."""
+    _trees(tmp_path)
+    root = tmp_path / "cityscapes"
+    label = next((root / "gtFine/train").rglob("*_gtFine_labelIds.png"))
+    with Image.open(label) as im:
+        im.convert("L").save(label, format="JPEG")
+    assert main(["data", "check", "--dataset", "cityscapes", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{label}: the label file holds JPEG data, whatever its name" in out
+    assert _train_real(tmp_path) == 2
+    assert "holds JPEG data" in _one_line_error(capsys)
+    assert _nothing_trained(tmp_path / "runs")
+
+
+def test_a_gta5_tree_of_jpeg_images_says_what_it_found(tmp_path, capsys):
+    """GTA5's images are PNG; a tree whose images are all .jpg used to get "the split is
+    empty (no image/label pairs found)" and no file named. The check says what it found."""
+    _trees(tmp_path)
+    root = tmp_path / "gta5"
+    for image in sorted((root / "images").glob("*.png")):
+        with Image.open(image) as im:
+            im.convert("RGB").save(image.with_suffix(".jpg"))
+        image.unlink()
+    count = len(list((root / "images").glob("*.jpg")))
+    assert main(["data", "check", "--dataset", "gta5", "--root", str(root)]) == 2
+    assert f"the split is empty: no {root / 'images'}/*.png; found {count} other file(s) " \
+        f"(.jpg), e.g. ['" in _one_line_error(capsys)
+
+
+def test_images_with_an_exif_orientation_are_named_by_the_check(tmp_path, capsys):
+    """Images tagged with EXIF orientation 6 and 3 are read as stored, which is right for
+    Cityscapes (its labels follow the stored pixels) and wrong for labels drawn on the
+    displayed image: `wsda data check` names them in a note, and still finds no problem."""
+    _trees(tmp_path)
+    root = tmp_path / "cityscapes"
+    images = sorted((root / "leftImg8bit/train").rglob("*.png"))[:2]
+    for image, orientation in zip(images, (6, 3), strict=True):
+        with Image.open(image) as im:
+            exif = im.getexif()
+            exif[0x0112] = orientation
+            im.save(image, exif=exif)
+    assert main(["data", "check", "--dataset", "cityscapes", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "no problems" in out and "note, EXIF orientation tag other than 1, read as stored " \
+        "(not as displayed)" in out and ": 2 file(s), e.g. [" in out
+    assert str(images[0]) in out and str(images[1]) in out

@@ -351,3 +351,37 @@ def test_a_resume_checkpoint_left_beside_a_finished_run_is_removed(tmp_path):
     (first.dir / "resume.pt").write_bytes(b"left by a kill after config.json")
     assert runs.load_or_train(tmp_path, "z", {"c": 1}, train).loaded
     assert not (first.dir / "resume.pt").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_schedulers_sigterm_saves_the_step_under_way_and_the_run_resumes_to_the_same_weights(
+        tmp_path, signum):
+    """SLURM sends SIGTERM before SIGKILL. The run ends the step under way, writes a resume
+    checkpoint of it (not only the last periodic one), says so in one line and exits
+    non-zero; the same command then finishes with the weights of an uninterrupted run.
+    Checkpoints are due every 25 steps here, so a stop at another step is the signal's."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+
+    def command(run_dir):
+        return [c.replace("checkpoint_every=5", "checkpoint_every=25")
+                for c in _train(run_dir, "source_only")]
+
+    _finish(command(whole))
+    proc = subprocess.Popen(command(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not list(stopped.glob("models/source_only-*/resume.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.05, 0.3))
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    [resume] = stopped.glob("models/source_only-*/resume.pt")
+    step = runs.load_checkpoint(resume)["step"]
+    name = signal.Signals(signum).name
+    assert f"source_only: stopped by {name} after step {step} of 60; the resume checkpoint " \
+        f"{resume} holds it" in err
+    assert "Traceback" not in err and 25 <= step < 60
+    assert not (resume.parent / "config.json").exists()
+    _finish(command(stopped))
+    _same_run(whole, stopped, "source_only")

@@ -13,11 +13,12 @@ from PIL import Image
 
 from wsda_lib import data
 from wsda_lib.config import override, preset
-from wsda_lib.data.files import DatasetError
+from wsda_lib.data.files import DatasetError, read_index_png
 from wsda_lib.data.folders import (
     export_benchmark,
     open_folder_split,
     read_class_file,
+    read_folder_image,
 )
 
 LABEL = np.array([[0, 0, 1, 1], [0, 2, 2, 1], [255, 2, 1, 1]], np.uint8)  # 3 x 4
@@ -249,6 +250,9 @@ def test_points_are_scaled_to_the_training_size(tmp_path):
     ("points", "# clicks\nimage,class,x,y\na,car,1,0\n",
      "name(s) shared by two images, e.g. ['a.jpg', 'a.png'] ('a')"),
     ("image_labels", "image,class\n\xff\n", "not UTF-8 text"),
+    ("image_labels", "image;class\na.png;road\n", "one cell holding ';'; the file looks "
+                                                  "';'-separated"),
+    ("points", "a.png\tcar\t1\t0\n", "looks tab-separated"),
 ])
 def test_a_csv_mistake_is_refused_naming_the_file_line_and_field(tmp_path, kind, text, message):
     """Every mistake in the CSVs is refused when the data is loaded, before any training,
@@ -470,3 +474,119 @@ def test_data_check_names_the_classes_no_label_map_holds(tmp_path, capsys):
     _classes(root)
     assert main(["data", "check", "--dataset", "folders", "--root", str(root)]) == 0
     assert "in no label map checked: ['sky']" in capsys.readouterr().out
+
+
+def test_a_class_file_of_more_classes_than_8_bit_labels_hold_is_refused(tmp_path):
+    """255 classes fit (stored values 0-254, 255 the ignore value); with 256 the last class's
+    value would be the ignore value, so it is refused where the class file is read."""
+    names = [f"c{i}" for i in range(256)]
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({"classes": names[:255]}))
+    assert read_class_file(path).class_set.num_classes == 255
+    path.write_text(json.dumps({"classes": names}))
+    with pytest.raises(ValueError, match=r"classes.json: 256 classes; at most 255 fit: labels "
+                                         r"are 8-bit and 255 is the ignore value"):
+        read_class_file(path)
+
+
+def test_the_class_file_is_utf8_whatever_the_locale(tmp_path, monkeypatch):
+    """A class named 'Straße', saved as UTF-8, reads as 'Straße' under a Latin-1 locale (the
+    locale's codec would give 'StraÃ\x9fe'), and a class file in another codec is refused as
+    not UTF-8, naming the file."""
+    import locale
+
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda *a, **k: "latin-1")
+    path = tmp_path / "classes.json"
+    path.write_bytes(json.dumps({"classes": ["Straße", "car"]}, ensure_ascii=False)
+                     .encode("utf-8"))
+    assert read_class_file(path).class_set.names == ("Straße", "car")
+    path.write_bytes(json.dumps({"classes": ["Straße"]}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(ValueError, match=r"classes.json: class file is not UTF-8 text"):
+        read_class_file(path)
+
+
+def test_an_image_over_pillows_pixel_limit_is_refused_naming_file_size_and_limit(
+        tmp_path, monkeypatch, capsys):
+    """Pillow refuses an image of more than twice Image.MAX_IMAGE_PIXELS with a
+    DecompressionBombError, which is no OSError. Here the limit is lowered to 4 pixels, so
+    the 4x3 images of the fixture (12 pixels) stand for a 14000x13000 aerial tile:
+    `wsda data check` names the file, its size and the limit, with no traceback."""
+    from wsda_lib import cli
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4)
+    root = _domain(tmp_path / "t")
+    _classes(root)
+    with pytest.raises(DatasetError, match=r"a.png: image too large for Pillow's "
+                                           r"decompression-bomb limit \(4×3, 12 pixels; the "
+                                           r"limit is 4 pixels"):
+        read_folder_image(root / "img_dir/train/a.png")
+    with pytest.raises(DatasetError, match=r"a.png: label too large"):
+        read_index_png(root / "ann_dir/train/a.png")
+    _domain(root, "val")
+    code = cli.main(["data", "check", "--dataset", "folders", "--root", str(root)])
+    out = capsys.readouterr()
+    assert code != 0 and "a.png: image too large for Pillow's decompression-bomb limit" in \
+        out.out + out.err
+
+
+def test_images_of_several_sizes_without_a_resize_size_are_refused_before_training(
+        tmp_path, capsys):
+    """Source train of one 4x3 image and one 5x4 one, data.source_size unset: `wsda data
+    check` said "no problems" (it read the first image's size only) and training died at the
+    first batch with torch's "stack expects each tensor to be equal size". Every file's
+    header is read: the check names the sizes and the rarer images, and loading the data
+    for training refuses the same way, before any step."""
+    from wsda_lib.cli import main
+
+    source = _domain(tmp_path / "s")
+    _domain(source, "val")
+    Image.new("RGB", (5, 4)).save(source / "img_dir/train/b.png")
+    Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(source / "ann_dir/train/b.png")
+    _classes(source)
+    assert main(["data", "check", "--dataset", "folders", "--root", str(source)]) == 1
+    out = capsys.readouterr().out
+    assert "images of several sizes, none set to resize to: 1" in out
+    assert "images of 2 sizes (4x3: 1, 5x4: 1; e.g. [" in out and "b.png" in out
+    target = _domain(tmp_path / "t")
+    _domain(target, "val"), _domain(target, "test")
+    _classes(target)
+    cfg = override(preset("smoke"), **{"data.dataset": "folders",
+                                       "data.source_root": str(source),
+                                       "data.target_root": str(target)})
+    with pytest.raises(DatasetError, match=r"images of 2 sizes \(4x3: 1, 5x4: 1; .*set "
+                                           r"data.source_size or data.target_size"):
+        data.load(cfg.data, tmp_path / "cache")
+    sized = override(cfg, **{"data.source_size": (4, 3)})
+    assert data.load(sized.data, tmp_path / "cache2")["source_train"][1]["image"].shape == \
+        (3, 3, 4)
+
+
+def test_a_cached_run_is_never_served_for_data_changed_in_place(exported, tmp_path, capsys):
+    """`wsda train` on a folder pair, then pixels of one source label relabelled in place,
+    then the same command: it used to print "loaded": true with the old scores (the key
+    covered the class file and the CSVs, not the images and labels). Now the run's key
+    covers every file the splits read, so the changed data is another run, trained anew,
+    and unchanged data still loads the cached one."""
+    import shutil
+
+    from wsda_lib.cli import main
+
+    root = tmp_path / "copy"
+    shutil.copytree(exported / "labelled", root)
+    sets = [f"{k}={v}" for k, v in _folders(root, False).items()]
+    command = ["train", "--preset", "smoke", "--stage", "source_only", "--run-dir",
+               str(tmp_path / "runs"), "--set", *sets]
+
+    def train():
+        assert main(command) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    first = train()
+    assert train()["loaded"] and train()["run"] == first["run"]
+    label = sorted((root / "source/ann_dir/train").iterdir())[0]
+    with Image.open(label) as im:
+        ids = np.array(im)
+    ids[ids == ids.max()] = ids.min()  # one class relabelled as another, in place
+    Image.fromarray(ids, "L").save(label)
+    changed = train()
+    assert not changed["loaded"] and changed["run"] != first["run"]

@@ -175,3 +175,56 @@ def test_the_series_refuses_a_preset_it_cannot_run_before_any_notebook(tmp_path)
     with pytest.raises(SystemExit):
         main(["reproduce", "--preset", "paper_gta5"])
     assert not (tmp_path / "out").exists()
+
+
+def test_figures_are_drawn_whatever_mplbackend_the_caller_exports(tmp_path, monkeypatch):
+    """MPLBACKEND=Agg, exported as on headless servers and CI images, used to leave every
+    figure of the executed notebooks as its text repr; the kernel draws inline whatever the
+    caller's environment holds."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    path = _notebook(tmp_path / "fig.ipynb", "import matplotlib.pyplot as plt\n"
+                     "from IPython.display import display\n"
+                     "fig, ax = plt.subplots()\nax.plot([1, 2])\ndisplay(fig)")
+    run_notebook(path, tmp_path / "out.ipynb", {})
+    nb = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for o in nb.cells[-1].outputs)
+
+
+def test_a_readers_copy_whose_figures_were_left_as_text_is_refused_and_kept(tmp_path):
+    """An executed copy with a figure shown as text only ("<Figure size ...>", what an Agg
+    backend leaves) never replaces the committed readers' copy, which keeps its bytes."""
+    from wsda_lib.reproduce import reader_copy, unrendered_figures
+
+    executed = _notebook(tmp_path / "run.ipynb", "fig")
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output(
+        "execute_result", data={"text/plain": "<Figure size 640x480 with 1 Axes>"},
+        execution_count=1)]
+    nbformat.write(nb, executed)
+    assert unrendered_figures(nb) == [1]
+    dest = tmp_path / "committed.ipynb"
+    dest.write_text("committed bytes")
+    with pytest.raises(NotebookFailed, match=r"run.ipynb: cell\(s\) \[1\] show a figure as "
+                                             r"text only, no image"):
+        reader_copy(executed, dest, {"PRESET": "default", "SEEDS": 3, "SEED": 0})
+    assert dest.read_text() == "committed bytes"
+    nb.cells[1].outputs[0]["data"]["image/png"] = "iVBORw0KGgo="
+    assert unrendered_figures(nb) == []
+
+
+def test_a_cell_that_waits_forever_on_an_idle_kernel_is_stopped_by_the_watchdog(tmp_path):
+    """Cells have no time limit, so a cell waiting on something nothing will send (a widget
+    comm with no browser) used to hang the series forever. With the kernel idle and nothing
+    written for idle_limit seconds, the watchdog stops it with the one-line error naming the
+    notebook and the cell; a cell that works (CPU) for longer than the limit is left alone."""
+    path = _notebook(tmp_path / "waits.ipynb", "x = 1",
+                     "import threading\nthreading.Event().wait()")
+    with pytest.raises(NotebookFailed) as failed:
+        run_notebook(path, tmp_path / "out.ipynb", {}, idle_limit=4)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("waits.ipynb: cell 2") and "waited with an idle kernel and " \
+        "nothing written for" in message and "the watchdog stopped it" in message
+    busy = _notebook(tmp_path / "busy.ipynb", "import time\nend = time.time() + 8\n"
+                     "while time.time() < end:\n    pass")
+    run_notebook(busy, tmp_path / "busy_out.ipynb", {}, idle_limit=4)

@@ -100,7 +100,7 @@ def _into_results(record: dict, out: Path, log) -> None:
     path = out / "results.json"
     if not path.exists():
         return
-    results = json.loads(path.read_text())
+    results = json.loads(path.read_text(encoding="utf-8"))
     joined = attach_controls(results, record)
     if joined is results:
         log(f"ablation: {path} holds preset {results['preset']!r}, seeds {results['seeds']}; "

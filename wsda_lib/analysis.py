@@ -261,7 +261,7 @@ def write_pseudo_labels(model, split, adapt, device, folder: str | Path,
     folder = Path(folder)
     record = folder / PSEUDO_LABEL_RECORD
     if record.is_file():
-        done = json.loads(record.read_text())
+        done = json.loads(record.read_text(encoding="utf-8"))
         if done.pop("images", None) == len(split):
             return {**done, "folder": str(folder)}
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ benchmark splits, checkpoints and JSON results.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -80,7 +81,36 @@ def atomic_write(path: str | Path, write: Callable) -> None:
         raise
 
 
+def strict(obj):
+    """`obj` with every float NaN or infinity as None, so that it is strict JSON (RFC 8259
+    has no NaN; JavaScript's JSON.parse, jq and many other readers refuse the whole file).
+    A NaN score (a class never labelled nor predicted) becomes null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def numbers(obj):
+    """The inverse of `strict` where it is unambiguous: in every list of numbers that holds
+    a null (None), the null back to NaN, so that per-class scores read back as floats.
+    Nulls elsewhere (a missing value, not a number) stay None."""
+    if isinstance(obj, dict):
+        return {k: numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        items = [numbers(v) for v in obj]
+        scalars = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                      for v in items)
+        if scalars and any(v is not None for v in items):
+            return [math.nan if v is None else v for v in items]
+        return items
+    return obj
+
+
 def write_json(path: str | Path, obj) -> None:
-    """Write obj as indented, key-sorted JSON, atomically."""
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()
-                                         + b"\n"))
+    """Write obj as indented, key-sorted, strict JSON (`strict`: NaN as null), atomically."""
+    atomic_write(path, lambda f: f.write(json.dumps(strict(obj), indent=2, sort_keys=True,
+                                                    allow_nan=False).encode() + b"\n"))

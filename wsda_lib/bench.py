@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from .atomic import write_json
+from .atomic import strict, write_json
 from .config import override, preset
 from .data import load
 from .engine import train_adaptation, train_supervised
@@ -69,7 +69,8 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+                   Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+                   if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 \
@@ -155,7 +156,7 @@ def profile(run_dir: Path, series_seconds: float, notebooks: int, startup: float
     seconds = dict.fromkeys(PHASES, 0.0)
     runs = 0
     for path in sorted(Path(run_dir).glob("models/*/metrics.json")):
-        phases = json.loads(path.read_text())["history"].get("phase_seconds", {})
+        phases = json.loads(path.read_text(encoding="utf-8"))["history"].get("phase_seconds", {})
         for k, v in phases.items():
             seconds[k] = seconds.get(k, 0.0) + v
         runs += 1
@@ -368,7 +369,7 @@ def main(argv=None) -> int:
         measured = trade(args.trade)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "trade.json", measured)
-        print(json.dumps(measured, indent=2))
+        print(json.dumps(strict(measured), indent=2, allow_nan=False))
         return 0
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="wsda-bench-"))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import __version__, distributed, runs, study
+from .atomic import strict
 from .config import (
     PRESETS,
     Config,
@@ -39,7 +40,7 @@ from .engine import resolve_device
 from .evaluate import scores as evaluate_scores
 from .export import export_predictions
 from .method.point_supervision import split_points
-from .reproduce import SERIES_PRESETS, NotebookFailed, reproduce
+from .reproduce import IDLE_LIMIT, SERIES_PRESETS, NotebookFailed, reproduce
 from .stages import (
     STAGES,
     build_model,
@@ -89,6 +90,9 @@ def _reproduce_parser(sub) -> None:
     r.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds a cell may run (default: no limit; a training cell grows with "
                         "the seeds, the stages and the machine)")
+    r.add_argument("--idle-limit", type=int, default=IDLE_LIMIT,
+                   help=f"seconds a cell's kernel may sit idle with nothing written before the "
+                        f"run is stopped (default {IDLE_LIMIT}; 0: no watchdog)")
 
 
 def _train_parser(sub) -> None:
@@ -269,7 +273,7 @@ def _check_unlabelled(args, class_file) -> bool:
     images = folder_images(folder, args.img_suffix)
     strays = not_images(folder, {im for im, _ in images}, args.img_suffix)
     report = UnlabelledImages("train", [im for im, _ in images], class_file.class_set,
-                              folder=folder, unpaired=strays).check()
+                              folder=folder, unpaired=strays, checking=True).check()
     print(f"folders train at {args.root}: no ann_dir/train, images only (a target's training "
           f"images need no labels; a source's do): {report}")
     if not (args.image_labels or args.points):
@@ -349,10 +353,10 @@ def _train(args) -> int:
                        progress=distributed.is_main())
     if not distributed.is_main():
         return 0
-    print(json.dumps({"run": str(result.run.dir), "loaded": result.run.loaded,
-                      **{s: round(result.metrics[s]["miou"], 2)
-                         for s in ("source_val", "target_val", "target_test")},
-                      "target_test_scored_on": result.metrics["target_test"].get("scored_on")}))
+    print(_json({"run": str(result.run.dir), "loaded": result.run.loaded,
+                 **{s: round(result.metrics[s]["miou"], 2)
+                    for s in ("source_val", "target_val", "target_test")},
+                 "target_test_scored_on": result.metrics["target_test"].get("scored_on")}))
     return 0
 
 
@@ -376,6 +380,11 @@ def _checkpoint_config(path: Path, state) -> Config:
                          f"({e})") from None
     cfg.model.backbone_weights = None
     return validate(cfg)
+
+
+def _json(obj) -> str:
+    """What a command prints as its result: strict JSON on one line (NaN as null)."""
+    return json.dumps(strict(obj), allow_nan=False)
 
 
 def _printed(scores: dict) -> dict:
@@ -404,7 +413,7 @@ def _evaluate(args) -> int:
     load_weights(model, state, args.checkpoint, cfg.model)
     device = resolve_device(args.device)
     scores = evaluate_splits(model.to(device), bench, cfg, device)
-    print(json.dumps({s: _printed(v) for s, v in scores.items()}))
+    print(_json({s: _printed(v) for s, v in scores.items()}))
     if args.export:
         split = args.split or "target_test"
         written = export_predictions(model, bench[split], args.export, device)
@@ -458,7 +467,7 @@ def _gpu_check(args) -> int:
 def _official_eval(args) -> int:
     from .export import official_scores
 
-    print(json.dumps(official_scores(args.predictions, args.gt, args.split, args.classes)))
+    print(_json(official_scores(args.predictions, args.gt, args.split, args.classes)))
     return 0
 
 
@@ -473,8 +482,12 @@ def _reproduce(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     _check_seed_and_device(args)  # before notebook 00, not in it
+    if args.idle_limit < 0:
+        raise ValueError(f"--idle-limit must be >= 0 seconds (0: no watchdog), got "
+                         f"{args.idle_limit}")
     reproduce(args.preset, args.seed, args.seeds, out=args.out, run_dir=args.run_dir,
-              device=args.device, cell_timeout=args.cell_timeout)
+              device=args.device, cell_timeout=args.cell_timeout,
+              idle_limit=args.idle_limit or None)
     return 0
 
 
@@ -501,6 +514,9 @@ def main(argv=None) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"wsda {args.command}: {' '.join(str(message).split())}", file=sys.stderr)
         return 1 if isinstance(e, NotebookFailed) else 2
+    except KeyboardInterrupt:  # Ctrl-C: a training loop has said where it stopped
+        print(f"wsda {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         if distributed.is_distributed():
             torch.distributed.destroy_process_group()

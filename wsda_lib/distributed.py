@@ -70,6 +70,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of a tensor over ranks, in place (a no-op in one process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def average_gradients(parameters) -> None:
     """Average the gradients of `parameters` over ranks in place (a no-op in one process).
     The adaptation loop uses this rather than DDP wrappers: it runs the network twice and

@@ -17,6 +17,9 @@ import contextlib
 import dataclasses
 import random
 import re
+import signal
+import sys
+import threading
 import time
 import warnings
 
@@ -38,6 +41,9 @@ from .method.objective import (
 )
 from .method.pixel_adaptation import colour_jitter, restyle_source
 from .method.weak_classification import Pooling, image_class_scores
+
+# The signals after which a run with a resume checkpoint stops at the end of its step, saved.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def set_seed(seed: int) -> None:
@@ -246,6 +252,30 @@ class _Loop:
                         initial=self.first, total=iterations,
                         disable=not progress or not distributed.is_main())
         self.start = time.perf_counter()
+        # SIGTERM (a scheduler's preemption or time limit, before its SIGKILL) or SIGINT:
+        # the step under way ends, a resume checkpoint is written, the run stops (end_step).
+        self.stop, self.handlers = 0, {}
+        if resume is not None and threading.current_thread() is threading.main_thread():
+            self.handlers = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+
+    def _request_stop(self, signum, frame) -> None:
+        if self.stop == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, as Python would
+        self.stop = signum
+
+    def release(self) -> None:
+        """Give the signal handlers back (the run ended, or failed)."""
+        for s, handler in self.handlers.items():
+            signal.signal(s, handler)
+        self.handlers = {}
+
+    def _stop_requested(self) -> int:
+        """The signal that asked to stop, agreed by every rank under torchrun (the highest
+        any rank received), 0 for none."""
+        if not distributed.is_distributed():
+            return self.stop
+        flag = torch.tensor([float(self.stop)], device=self.device)
+        return int(distributed.all_reduce_max(flag).item())
 
     def _restore(self, saved: dict) -> None:
         for name, part in self.parts.items():
@@ -314,14 +344,34 @@ class _Loop:
             self.history["val_iteration"].append(it + 1)
             self.history["val_miou"].append(val["miou"])
             self.bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
-        if self.resume is not None and self.resume.due(it + 1, self.iterations):
+        due = self.resume is not None and self.resume.due(it + 1, self.iterations)
+        if due:
             self.clock("checkpoint")
             self._save(it + 1)
+        if self.handlers and not last and self._stop_requested():
+            self._stop_here(it + 1, saved=due)
         self.clock("data")  # until the next step's forward pass
+
+    def _stop_here(self, step: int, saved: bool) -> None:
+        """Write the resume checkpoint of `step` (unless just written), say so in one line
+        and stop: SystemExit(128 + the signal) for SIGTERM, KeyboardInterrupt for SIGINT."""
+        signum = self._stop_requested()
+        if not saved:
+            self._save(step)
+        self.bar.close()
+        self.release()
+        if distributed.is_main():
+            print(f"{self.desc}: stopped by {signal.Signals(signum).name} after step {step} of "
+                  f"{self.iterations}; the resume checkpoint {self.resume.path} holds it: the "
+                  f"same command resumes from there", file=sys.stderr, flush=True)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
 
     def finish(self, images_per_step: int) -> dict:
         """The history, with the training time in seconds (summed over resumed sessions)
         and the images per second of the steps this session ran."""
+        self.release()
         self.clock(None)
         now = time.perf_counter() - self.start
         steps = self.iterations - self.first
@@ -351,6 +401,7 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
     set_seed(seed)
     fmt = memory_format(train_cfg)
     model.to(device, memory_format=fmt).train()
+    loop = None
     try:
         # Under torchrun the gradients are averaged across ranks; `model` stays the plain
         # module.
@@ -372,6 +423,8 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
             loop.end_step(it, loss, {"loss": loss.item()})
         return loop.finish(train_cfg.batch_size * distributed.world_size())
     finally:
+        if loop is not None:
+            loop.release()
         model.to(memory_format=torch.contiguous_format)  # what evaluation and checkpoints see
 
 
@@ -419,12 +472,22 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
     if weights.lambda_adv or weights.lambda_cw:
         parts["disc_optimizer"] = torch.optim.Adam(discs.parameters(), lr=a.disc_lr,
                                                    betas=(0.9, 0.99), foreach=True)
-    disc_optimizer = parts.get("disc_optimizer")
     if a.self_training and a.st_augment:  # the student's input (self-training's extension)
         parts["augment_generator"] = torch.Generator().manual_seed(seed + 3)
     loop = _Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
                  log_every, resume, parts)
-    clock = loop.clock
+    try:
+        return _adapt_steps(loop, model, optimizer, discs, weights, parts, source_stream,
+                            target_stream, a, t, fmt)
+    finally:
+        loop.release()
+
+
+def _adapt_steps(loop, model, optimizer, discs, weights, parts, source_stream, target_stream,
+                 a, t, fmt) -> dict:
+    """The adaptation loop's steps (_adapt), one per iteration of `loop`."""
+    clock, device = loop.clock, loop.device
+    disc_optimizer = parts.get("disc_optimizer")
     for it in loop:
         src, tgt = next(source_stream), next(target_stream)
         if a.pixel_adaptation:

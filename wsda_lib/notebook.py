@@ -120,9 +120,10 @@ class Session:
                             run_metadata(self.preset, str(self.device)))
         controls = self.figures_dir / "ablation.json"
         if controls.exists():
-            results = attach_controls(results, json.loads(controls.read_text()))
+            results = attach_controls(results, json.loads(controls.read_text(encoding="utf-8")))
         mechanisms = REPO / "figures" / "mechanisms.json"
-        record = json.loads(mechanisms.read_text()) if mechanisms.is_file() else {}
+        record = (json.loads(mechanisms.read_text(encoding="utf-8")) if mechanisms.is_file()
+                  else {})
         if record.get("preset") == self.preset:  # the record measured this preset's weights
             results["weights"] = adversarial_weights(record, self.cfg)
         return results
@@ -179,7 +180,7 @@ class Session:
         path = REPO / "figures" / f"{name}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; `{self.RECORDS[name]}` writes it")
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def study(self) -> dict:
         """The committed weak-label study (record "study")."""

@@ -348,7 +348,7 @@ def history_curves(histories: dict, keys: dict, ylabel: str = "", title: str = "
 def iou_heatmap(results: dict):
     """Per-class mean IoU on target test: stages as rows, classes as columns."""
     stages = results["stages"]
-    data = np.array([s["iou_mean"] for s in stages])
+    data = np.array([s["iou_mean"] for s in stages], dtype=float)  # null: NaN
     fig, ax = plt.subplots(figsize=(1 + 0.75 * len(results["classes"]), 0.5 * len(stages) + 1))
     sns.heatmap(data, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, ax=ax,
                 xticklabels=results["classes"], yticklabels=[s["title"] for s in stages],

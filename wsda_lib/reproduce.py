@@ -13,6 +13,7 @@ figures/results.json and figures/results.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,7 +43,28 @@ class NotebookFailed(RuntimeError):
     the notebook, the cell and the executed copy."""
 
 
-# The parameters every notebook of the series declares; 05 also declares SEEDS.
+# What the kernel needs whatever the caller's environment holds: figures drawn inline (an
+# exported MPLBACKEND=Agg, common on headless servers and in CI images, would leave every
+# figure of the executed notebooks as its text repr).
+KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
+def unrendered_figures(notebook) -> list[int]:
+    """The code cells (0-based, counting every cell) of an executed notebook that displayed a
+    matplotlib figure as text only ("<Figure size ...>") and no image: a figure the
+    environment left undrawn."""
+    bad = []
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        data = [o.get("data", {}) for o in cell.get("outputs", [])]
+        text = "".join(str(d.get("text/plain", "")) for d in data)
+        if "<Figure size" in text and not any("image/png" in d for d in data):
+            bad.append(i)
+    return bad
+
+
+# The parameters every notebook of the series declares; 06 also declares SEEDS.
 SERIES_PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
 
 
@@ -51,8 +73,63 @@ def series(notebook_dir: Path = NOTEBOOKS) -> list[Path]:
     return sorted(p for p in notebook_dir.glob("*.ipynb") if SERIES.match(p.name))
 
 
+# Seconds a running cell's kernel may sit idle (no CPU time used by it or its children, no
+# output written) before the watchdog stops the notebook: a wait with no bound and no word,
+# such as a widget comm no frontend will ever answer. A training cell is never idle.
+IDLE_LIMIT = 600
+
+
+class Watchdog:
+    """A thread that stops a notebook whose kernel is idle: every `poll` seconds it sums the
+    CPU time of this process's children (the kernel and what it started) and notes the
+    executed copy's size and time; when neither has moved for `limit` seconds it kills the
+    children, so that papermill returns, and `fired` says why."""
+
+    def __init__(self, output: Path, limit: float = IDLE_LIMIT, poll: float = 1.0):
+        import psutil
+
+        self.output, self.limit, self.poll, self.fired = output, limit, poll, None
+        self.me, self.done = psutil.Process(), threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _activity(self) -> tuple:
+        cpu = 0.0
+        for child in self.me.children(recursive=True):
+            try:
+                t = child.cpu_times()
+                cpu += t.user + t.system
+            except Exception:  # noqa: BLE001 - a child that just ended
+                continue
+        stat = self.output.stat() if self.output.is_file() else None
+        return cpu, stat and (stat.st_size, stat.st_mtime_ns)
+
+    def _watch(self) -> None:
+        # An idle kernel still spends a few milliseconds a second (its heartbeat, zmq): only
+        # half a second of CPU, or a change of the executed copy, counts as work.
+        (cpu, written), since = self._activity(), time.monotonic()
+        while not self.done.wait(self.poll):
+            now_cpu, now_written = self._activity()
+            if now_cpu - cpu >= 0.5 or now_written != written:
+                (cpu, written), since = (now_cpu, now_written), time.monotonic()
+            elif time.monotonic() - since >= self.limit:
+                self.fired = time.monotonic() - since
+                for child in self.me.children(recursive=True):
+                    with contextlib.suppress(Exception):
+                        child.kill()
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
 def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int | None = None,
-                 kernel: str = "python3", required: tuple = ()) -> float:
+                 kernel: str = "python3", required: tuple = (),
+                 idle_limit: float | None = IDLE_LIMIT) -> float:
     """Execute one notebook with papermill on this interpreter's kernel; returns its wall
     time in seconds.
 
@@ -60,9 +137,11 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int |
     absolute first; the kernel's cwd is the notebook's folder. cell_timeout: seconds per
     cell, None (the default) for no limit. The notebook must have a cell tagged
     `parameters` declaring every name in `required`; only the parameters it declares are
-    passed. Raises NotebookFailed, with one line naming the notebook, the cell and the
-    executed copy, for every way a run can fail: an exception in a cell, a cell timeout, a
-    kernel that dies (out of memory) or cannot start, a missing parameters cell."""
+    passed. idle_limit: seconds the kernel may sit idle with nothing written while a cell
+    runs (Watchdog; None: no watchdog). Raises NotebookFailed, with one line naming the
+    notebook, the cell and the executed copy, for every way a run can fail: an exception in
+    a cell, a cell timeout, a kernel that dies (out of memory) or cannot start, a kernel
+    idle past idle_limit, a missing parameters cell."""
     path, output = Path(path).resolve(), Path(output).resolve()
     declared = _declared(path, required)
     parameters = {k: str(Path(v).resolve()) if isinstance(v, Path) else v
@@ -72,14 +151,21 @@ def run_notebook(path: Path, output: Path, parameters: dict, cell_timeout: int |
     try:
         # The kernel's own log says only that it runs over TCP on this machine, once per
         # notebook; at ERROR level the instructor's log keeps what the notebooks report.
+        watchdog = Watchdog(output, idle_limit) if idle_limit else contextlib.nullcontext()
         with _progress(output.with_suffix(".log")), _own_kernel(kernel), \
-                _stderr_to(output.with_suffix(".stderr.txt")):
+                _stderr_to(output.with_suffix(".stderr.txt")), watchdog:
             pm.execute_notebook(str(path), str(output), parameters=parameters,
                                 kernel_name=kernel, cwd=str(path.parent),
                                 execution_timeout=cell_timeout,
                                 progress_bar=False, log_output=False,
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception as e:  # noqa: BLE001 - every failure becomes the one-line message
+        if getattr(watchdog, "fired", None):
+            raise NotebookFailed(f"{path.name}: {_running_cell(output)} waited with an idle "
+                                 f"kernel and nothing written for {watchdog.fired:.0f} s, so "
+                                 f"the watchdog stopped it (a wait nothing will end, such as "
+                                 f"an interactive widget with no browser: run headless with "
+                                 f"INTERACTIVE=False); executed copy: {output}") from None
         raise NotebookFailed(_failure(path, output, e, cell_timeout)) from None
     finally:
         _drop_if_empty(output.with_suffix(".stderr.txt"))
@@ -166,14 +252,16 @@ def _own_kernel(name: str):
     """Kernel `name` is this interpreter: a kernel spec built from sys.executable, first on
     JUPYTER_PATH while the notebook runs, so that no other `python3` spec (a user's, or one
     on JUPYTER_PATH) can run the series on another environment; the kernel also checks its
-    own interpreter (notebook.start, PYTHON_PREFIX)."""
+    own interpreter (notebook.start, PYTHON_PREFIX). Its environment sets KERNEL_ENV over
+    the caller's."""
     with tempfile.TemporaryDirectory(prefix="wsda-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / name
         spec.mkdir(parents=True)
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
                      "-f", "{connection_file}"],
-            "display_name": "Python 3 (wsda)", "language": "python"}))
+            "display_name": "Python 3 (wsda)", "language": "python",
+            "env": KERNEL_ENV}), encoding="utf-8")
         saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", PYTHON_PREFIX)}
         os.environ["JUPYTER_PATH"] = os.pathsep.join(
             [tmp] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else []))
@@ -227,8 +315,15 @@ def reader_copy(executed: Path, dest: Path, params: dict) -> Path:
     by `make reproduce` of the default preset only): its outputs as they ran, the parameters
     papermill injected shown with paths relative to notebooks/ rather than this machine's,
     papermill's per-cell timings dropped, and metadata["wsda"] = the commit, preset and
-    seeds it ran from (results.run_metadata's commit, as figures/results.json records)."""
+    seeds it ran from (results.run_metadata's commit, as figures/results.json records).
+    Raises NotebookFailed, and writes nothing, when a cell shows a figure as text only
+    (`unrendered_figures`)."""
     nb = nbformat.read(executed, as_version=4)
+    undrawn = unrendered_figures(nb)
+    if undrawn:
+        raise NotebookFailed(f"{executed}: cell(s) {undrawn} show a figure as text only, no "
+                             f"image (MPLBACKEND={os.environ.get('MPLBACKEND')!r} here); the "
+                             f"readers' copy {dest} is kept as it was")
     relative = {"RUN_DIR": "../runs", "FIGURES_DIR": "../figures"}
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
@@ -255,15 +350,17 @@ def write_html(notebook: Path) -> Path:
 
 def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path | None = None,
               figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
-              notebooks: list[Path] | None = None, cell_timeout: int | None = None) -> dict:
+              notebooks: list[Path] | None = None, cell_timeout: int | None = None,
+              idle_limit: float | None = IDLE_LIMIT) -> dict:
     """Run the series; returns {notebook name: seconds}.
 
     Relative paths (out, figures, run_dir) are taken from the current directory and made
     absolute before anything reaches papermill or a kernel. cell_timeout: seconds per cell,
     None (the default) for no limit: a cell that trains grows with seeds and stages, and the
-    machine's speed, so no fixed limit fits it. Raises NotebookFailed (one line) at the first
-    notebook that fails; the stages trained so far stay cached in run_dir, so the same
-    command again resumes from them."""
+    machine's speed, so no fixed limit fits it. idle_limit: the watchdog's seconds of an idle
+    kernel with nothing written (run_notebook; None: none). Raises NotebookFailed (one line)
+    at the first notebook that fails; the stages trained so far stay cached in run_dir, so
+    the same command again resumes from them."""
     # Only the default preset, run into the default folder, rewrites the committed figures;
     # another preset keeps its executed notebooks apart too.
     out = Path(out or (REPO / "build" if preset == "default" else REPO / "build" / preset))
@@ -291,6 +388,7 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
               flush=True)
         try:
             seconds = run_notebook(path, out / "notebooks" / path.name, params, cell_timeout,
+                                   idle_limit=idle_limit,
                                    required=SERIES_PARAMETERS)
         except NotebookFailed as e:
             raise NotebookFailed(f"{e}; stages trained so far are cached in {run_dir}, so the "

@@ -16,16 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import distributed
-from .atomic import atomic_write, remove_stale_temporaries, write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
+from .atomic import atomic_write, numbers, remove_stale_temporaries, write_json
 
 __all__ = ["Resume", "Run", "RunError", "config_key", "load_checkpoint", "load_or_train",
            "read_json", "run_dir", "save_checkpoint", "write_json"]
@@ -42,10 +52,11 @@ def config_key(config: dict) -> str:
 
 
 def read_json(path: str | Path):
-    """The JSON in `path`; errors name the file."""
+    """The JSON in `path`, with the nulls of numeric lists back to NaN (atomic.numbers: a
+    per-class score written as null); errors name the file."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return numbers(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
@@ -64,6 +75,15 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint {path}: no such file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):  # torch's words for a refused object
+            raise ValueError(f"checkpoint {path} holds pickled Python objects besides tensors "
+                             f"(e.g. numpy values), which wsda does not load (they can run "
+                             f"code); re-save it with only the state dict's tensors and plain "
+                             f"numbers") from None
+        raise ValueError(f"checkpoint {path} could not be loaded (UnpicklingError: "
+                         f"{str(e).splitlines()[0]}); it may be truncated or not a wsda "
+                         f"checkpoint") from None
     except Exception as e:
         raise ValueError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); "
                          f"it may be truncated or not a wsda checkpoint") from e
@@ -151,20 +171,69 @@ def load_or_train(root: str | Path, stage: str, config: dict,
     to `fallback_path` and the error names it."""
     config = json.loads(json.dumps(config))  # the form it takes on disk: tuples become lists
     directory = run_dir(root, stage, config)
+    if (directory / "config.json").is_file():
+        return _finished(directory, config)
+    with training_lock(directory):
+        if (directory / "config.json").is_file():  # finished just before the lock was taken
+            return _finished(directory, config)
+        return _train(directory, config, train, checkpoint_every)
+
+
+def _finished(directory: Path, config: dict) -> Run:
+    """The finished run in `directory`, checked against `config`; RunError names a damaged
+    one and the folder to delete."""
+    config_path = directory / "config.json"
+    try:
+        saved = read_json(config_path)
+        if saved != config:
+            raise ValueError(f"{config_path}: holds a different config than the one asked "
+                             f"for (a hash collision or an edited file)")
+        run = Run(directory, load_checkpoint(directory / "checkpoint.pt"),
+                  read_json(directory / "metrics.json"), loaded=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise RunError(f"finished run {directory} is damaged: {e}. Delete the folder "
+                       f"{directory} to train it again") from None
+    Resume(directory / "resume.pt", None).clear()  # left if a kill came before the end
+    return run
+
+
+@contextmanager
+def training_lock(directory: Path):
+    """Held while this process trains the run in `directory` (rank 0 under torchrun): an
+    exclusive flock of a file beside the folder, which names the holder. A second process
+    asked for the same run while one trains it gets a RunError naming the other, instead of
+    doing the work twice with one result silently winning. Where flock is not available or
+    refused, nothing is locked."""
+    if fcntl is None or not distributed.is_main():
+        yield
+        return
+    path = directory.parent / f".{directory.name}.training"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = f.read().strip() or "another process"
+            raise RunError(f"run {directory} is being trained by {holder} now; wait for it "
+                           f"to end (the same command then loads it) or stop it") from None
+        except OSError:  # a file system without flock: train unlocked
+            yield
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _train(directory: Path, config: dict, train, checkpoint_every) -> Run:
+    """Train the run of `config` into `directory` (load_or_train)."""
     ckpt, metrics_path, config_path = (directory / "checkpoint.pt", directory / "metrics.json",
                                        directory / "config.json")
-    if config_path.is_file():
-        try:
-            saved = read_json(config_path)
-            if saved != config:
-                raise ValueError(f"{config_path}: holds a different config than the one asked "
-                                 f"for (a hash collision or an edited file)")
-            run = Run(directory, load_checkpoint(ckpt), read_json(metrics_path), loaded=True)
-        except (FileNotFoundError, ValueError) as e:
-            raise RunError(f"finished run {directory} is damaged: {e}. Delete the folder "
-                           f"{directory} to train it again") from None
-        Resume(directory / "resume.pt", None).clear()  # left if a kill came before the end
-        return run
     if directory.is_dir() and distributed.is_main():
         remove_stale_temporaries(directory)
     resume = Resume(directory / "resume.pt", checkpoint_every, config)

@@ -403,9 +403,31 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
             for field_name in ("image_labels", "points"):
                 config["data"].pop(field_name, None)
                 config["files"].pop(field_name, None)
+    if cfg.data.dataset != "embedded" and benchmark is not None:  # files changed in place
+        config["data_files"] = data_files_digest(benchmark, cfg.data)
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had
         config["world_size"] = distributed.world_size()
     return config
+
+
+def data_files_digest(benchmark, data_cfg) -> str:
+    """A digest of every file the benchmark's splits read (images, labels, and the
+    translated source images of adapt.translated_source_dir are keyed by their own folder):
+    each file's path relative to its dataset root, size and modification time. Part of the
+    key of a run on files (folders and the real datasets), so that an image or a label
+    changed in place is another run, never a cached one served for data that changed."""
+    roots = [Path(r).resolve() for r in (data_cfg.source_root, data_cfg.target_root) if r]
+    files = set()
+    for name in SPLIT_NAMES:
+        for pair in getattr(benchmark[name], "pairs", []):
+            files.update(Path(p).resolve() for p in pair if p is not None)
+    h = hashlib.sha256()
+    for path in sorted(files):
+        shown = next((str(path.relative_to(r)) for r in roots if path.is_relative_to(r)),
+                     path.name)
+        st = path.stat()
+        h.update(f"{shown}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 # The adaptation fields only self-training reads, with the values they had when this rule was

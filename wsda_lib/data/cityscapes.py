@@ -17,6 +17,7 @@ from .files import (
     DatasetError,
     FileSegmentation,
     labels_without_images,
+    none_found,
     read_index_png,
     unpaired_files,
 )
@@ -62,6 +63,8 @@ def cityscapes(root: str | Path, split: str = "train", size=PAPER_SIZE, num_clas
     for p in sorted(images.glob(f"*/*{IMAGE_SUFFIX}")):
         stem = p.name[: -len(IMAGE_SUFFIX)]
         pairs.append((p, labels / p.parent.name / f"{stem}{LABEL_SUFFIX}"))
+    if not pairs:
+        raise none_found(f"cityscapes {split} {root}", images, f"*/*{IMAGE_SUFFIX}")
 
     def image_for(label: Path) -> Path:
         return images / label.parent.name / f"{label.name[: -len(LABEL_SUFFIX)]}{IMAGE_SUFFIX}"

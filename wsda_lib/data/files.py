@@ -19,6 +19,7 @@ rather than converted.
 from __future__ import annotations
 
 import glob
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ UNREADABLE_LABEL = "unreadable label file"
 UNSUPPORTED_IMAGE = "unsupported image format"
 UNSUPPORTED_LABEL = "unsupported label format"
 SIZE_MISMATCH = "image/label size mismatch"
+MIXED_SIZES = "images of several sizes, none set to resize to"
 UNKNOWN_IDS = "unknown label ids"
 
 IMAGE_MODES = ("RGB", "RGBA", "P")  # 8-bit colour; alpha is dropped, a palette gives colours
@@ -66,6 +68,25 @@ def png_bit_depth(path: Path) -> int | None:
     if len(head) < 25 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
     return head[24]
+
+
+def too_large(path: Path, error: Exception, what: str) -> DatasetError:
+    """The error for an image over Pillow's pixel limit (Image.MAX_IMAGE_PIXELS, a guard
+    against decompression bombs), naming the file, its size and the limit. wsda does not
+    raise the limit: training reads whole images, and one this large should be tiled or
+    downscaled first."""
+    found = re.search(r"\((\d+) pixels\)", str(error))  # Pillow names the pixel count
+    size = f"{int(found.group(1)):,} pixels" if found else "its size unknown"
+    with open(path, "rb") as f:  # a PNG's width and height, from its header
+        head = f.read(24)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        size = f"{int.from_bytes(head[16:20], 'big')}×{int.from_bytes(head[20:24], 'big')}, {size}"
+    limit = Image.MAX_IMAGE_PIXELS
+    kind = UNREADABLE_LABEL if what == "label" else UNREADABLE_IMAGE
+    return DatasetError(f"{path}: {what} too large for Pillow's decompression-bomb limit "
+                        f"({size}; the limit is {limit:,} pixels, twice that refused outright): "
+                        f"tile or downscale it before training; the limit can be raised "
+                        f"(PIL.Image.MAX_IMAGE_PIXELS) only for files you trust", kind)
 
 
 def read_image(path: Path, decode: bool = True) -> np.ndarray | None:
@@ -84,8 +105,40 @@ def read_image(path: Path, decode: bool = True) -> np.ndarray | None:
             return np.array(im.convert("RGB")) if decode else None  # writable, as torch wants
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing", "missing image file") from None
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, "image") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable image ({e})", UNREADABLE_IMAGE) from None
+
+
+# Formats whose compression changes pixel values: a label map saved so has other ids at
+# edges (JPEG's ringing turns ids into other valid ids), whatever the file is called.
+LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000", "WEBP")
+
+
+def refuse_lossy_label(path: Path, im) -> None:
+    """A DatasetError naming a label file whose content (not its name) is a lossy format."""
+    if im.format in LOSSY_FORMATS:
+        raise DatasetError(f"{path}: the label file holds {im.format} data, whatever its name: "
+                           f"a lossy format, whose compression turns label ids into other "
+                           f"ids; save the labels losslessly (PNG)", UNSUPPORTED_LABEL)
+
+
+# Images with an EXIF orientation tag are read as stored, not as a viewer displays them:
+# right when the labels follow the stored pixels (Cityscapes, GTA5), misaligned when they
+# were drawn on the displayed image. `check()` names them.
+ROTATED = ("EXIF orientation tag other than 1, read as stored (not as displayed): right if "
+           "the labels follow the stored pixels, as Cityscapes' and GTA5's do; rotate the "
+           "images first if the labels were drawn on the displayed image")
+
+
+def exif_orientation(path: Path) -> int | None:
+    """The EXIF orientation tag (1-8) of an image file, None without one or unreadable."""
+    try:
+        with Image.open(path) as im:
+            return im.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader itself
+        return None
 
 
 def read_index_png(path: Path) -> np.ndarray:
@@ -99,6 +152,7 @@ def read_index_png(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as im:
+            refuse_lossy_label(path, im)
             depth = png_bit_depth(path)
             if im.mode not in LABEL_MODES or (depth is not None and depth > 8):
                 what = ("not colours" if im.mode.startswith(("RGB", "CMYK", "LA")) else
@@ -110,6 +164,8 @@ def read_index_png(path: Path) -> np.ndarray:
             return np.asarray(im).astype(np.int64)
     except FileNotFoundError:
         raise DatasetError(f"{path}: label file is missing", IMAGE_WITHOUT_LABEL) from None
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, "label") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable label file ({e})", UNREADABLE_LABEL) from None
 
@@ -120,6 +176,8 @@ def image_size(path: Path, what: str = "image") -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, what) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         kind = UNREADABLE_LABEL if what == "label" else UNREADABLE_IMAGE
         raise DatasetError(f"{path}: unreadable {what} file ({e})", kind) from None
@@ -182,6 +240,41 @@ def unpaired_files(folder: Path, pattern: str, paired: set[Path],
     return found
 
 
+def none_found(name: str, folder: Path, pattern: str) -> DatasetError:
+    """The error for a reader whose `pattern` (a glob relative to `folder`) matched no image:
+    what the folder holds instead (how many files, of which extensions, the first few
+    names), so that a tree of .jpg images where PNGs are read is named as such."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    if not files:
+        return DatasetError(f"{name}: the split is empty: {folder} holds no files; expected "
+                            f"{folder}/{pattern}")
+    kinds = sorted({p.suffix or "(no extension)" for p in files})
+    shown = [str(p.relative_to(folder)) for p in files[:3]]
+    return DatasetError(f"{name}: the split is empty: no {folder}/{pattern}; found "
+                        f"{len(files)} other file(s) ({', '.join(kinds)}), e.g. {shown}: "
+                        f"convert them (the dataset's own images are PNG) or check the path",
+                        NOT_READ)
+
+
+def one_size(name: str, images: list[Path], known: dict | None = None) -> str | None:
+    """None when every image of `images` has one size (from the file headers; `known`: sizes
+    already read, by path), else the message naming the sizes, how many images have each,
+    and a few images of the rarer ones: a batch stacks images of one size, so a split read
+    at its images' own size must have one, or a size to resize to."""
+    known = known or {}
+    sizes = {}
+    for image in images:
+        sizes.setdefault(known.get(image) or image_size(image), []).append(image)
+    if len(sizes) < 2:
+        return None
+    ranked = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
+    counts = ", ".join(f"{w}x{h}: {len(v)}" for (w, h), v in ranked)
+    rare = [str(p) for _, v in ranked[1:] for p in v][:3]
+    return (f"{name}: images of {len(sizes)} sizes ({counts}; e.g. {rare}) and no size to "
+            f"resize them to; a batch holds images of one size: set data.source_size or "
+            f"data.target_size (width, height) for this domain, or make the images one size")
+
+
 def labels_without_images(name: str, folder: Path, pattern: str, paired: set[Path],
                           known, image_for, evaluation: bool) -> None:
     """For a reader opened to train or score (not checking): the label files of a split
@@ -215,6 +308,7 @@ class Report:
     problems: dict = field(default_factory=dict)
     unit: str = "image/label pairs"  # what `checked` counts
     labels_seen: set = field(default_factory=set)  # class indices the readable labels hold
+    notes: dict = field(default_factory=dict)  # what is read one way of two: kind -> files
 
     def add(self, kind: str, message: str):
         self.problems.setdefault(kind, []).append(message)
@@ -232,6 +326,8 @@ class Report:
             lines += [f"    {m}" for m in messages[:5]]
             if len(messages) > 5:
                 lines.append(f"    ... and {len(messages) - 5} more")
+        for kind, files in self.notes.items():
+            lines.append(f"  note, {kind}: {len(files)} file(s), e.g. {files[:3]}")
         return "\n".join(lines)
 
 
@@ -283,9 +379,14 @@ class FileSegmentation(Split):
                           for im, lb in missing]
         pairs = [p for p in pairs if p not in missing]
         self.checked_pairs = len(pairs)  # pairs with both files, for check()'s count
-        self.mismatched = []
+        self.mismatched, self.image_sizes = [], {}
         if check_sizes:
             pairs = self._matching_sizes(name, pairs, checking, on_size_mismatch)
+        if not size:  # read as they are: a batch stacks images of one size only
+            found = one_size(name, [im for im, _ in pairs], self.image_sizes)
+            if found and not checking:
+                raise DatasetError(found, MIXED_SIZES)
+            self.problems += [(MIXED_SIZES, found)] if found else []
         self.name, self.pairs, self.protocol = name, pairs, protocol
         self.class_set = protocol.class_set
         self.id_source, self.read_label = id_source, read_label
@@ -311,6 +412,7 @@ class FileSegmentation(Split):
                 continue
             if sizes[0] == sizes[1]:
                 kept.append((im, lb))
+                self.image_sizes[im] = sizes[0]
             else:
                 self.mismatched.append(f"{im}: image {sizes[0][0]}x{sizes[0][1]} vs label "
                                        f"{lb} {sizes[1][0]}x{sizes[1][1]}")
@@ -400,5 +502,9 @@ class FileSegmentation(Split):
                 report.add(e.kind or "unreadable file", str(e))
             except ValueError as e:  # unknown ids from the protocol
                 report.add(UNKNOWN_IDS if "unknown" in str(e) else "invalid label", str(e))
+        rotated = [str(image) for image, _ in self.pairs
+                   if exif_orientation(image) not in (None, 1)]
+        if rotated:
+            report.notes[ROTATED] = rotated
         report.checked = self.checked_pairs
         return report

@@ -43,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from ..config import check_range
 from .classes import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, ClassSet, protocol
 from .files import (
+    MIXED_SIZES,
     NOT_READ,
     UNREADABLE_IMAGE,
     UNREADABLE_LABEL,
@@ -52,8 +53,11 @@ from .files import (
     FileSegmentation,
     Report,
     image_size,
+    one_size,
     png_bit_depth,
     read_index_png,
+    refuse_lossy_label,
+    too_large,
     unpaired_files,
 )
 from .real import _typical_area
@@ -145,10 +149,13 @@ def ready_made(name: str) -> dict:
 def _load_spec(path: Path) -> dict:
     """The class file's content: JSON, or YAML for a .yaml/.yml file."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # whatever the locale's codec
     except FileNotFoundError:
         raise ValueError(f"{path}: class file is missing (data.classes, or {CLASS_FILE} in "
                          f"data.target_root)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: class file is not UTF-8 text ({e}); save it as UTF-8") \
+            from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             return yaml.safe_load(text)
@@ -175,6 +182,10 @@ def read_class_file(path: str | Path) -> ClassFile:
     names = spec.get("classes") if isinstance(spec, dict) else None
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise ValueError(f"{path}: \"classes\" must be a non-empty list of class names")
+    if len(names) > IGNORE_INDEX:
+        raise ValueError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX} fit: labels "
+                         f"are 8-bit and {IGNORE_INDEX} is the ignore value, so class "
+                         f"{IGNORE_INDEX} could never be labelled, trained or exported")
     if "values" in spec and "colours" in spec:
         raise ValueError(f"{path}: give \"values\" (index labels) or \"colours\" (colour "
                          f"labels), not both")
@@ -223,6 +234,7 @@ def _read_colour_png(path: Path) -> np.ndarray:
     """(H, W) int64 colour codes of an 8-bit RGB label PNG; DatasetError names the file."""
     try:
         with Image.open(path) as im:
+            refuse_lossy_label(path, im)
             depth = png_bit_depth(path)
             if im.mode != "RGB" or (depth is not None and depth > 8):
                 raise DatasetError(f"{path}: unsupported label format (mode {im.mode}); the "
@@ -231,6 +243,8 @@ def _read_colour_png(path: Path) -> np.ndarray:
             return _colour_code(np.asarray(im))
     except FileNotFoundError:
         raise DatasetError(f"{path}: label file is missing", UNREADABLE_LABEL) from None
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, "label") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable label file ({e})", UNREADABLE_LABEL) from None
 
@@ -249,6 +263,8 @@ def read_folder_image(path: Path, decode: bool = True) -> np.ndarray | None:
             return np.array(im.convert("RGB")) if decode else None
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file is missing", "missing image file") from None
+    except Image.DecompressionBombError as e:
+        raise too_large(path, e, "image") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable image ({e})", UNREADABLE_IMAGE) from None
 
@@ -271,13 +287,17 @@ class UnlabelledImages(Split):
 
     def __init__(self, name: str, images: list[Path], class_set: ClassSet, size=None,
                  tags: np.ndarray | None = None, points: np.ndarray | None = None,
-                 folder: Path | None = None, unpaired: list = ()):
+                 folder: Path | None = None, unpaired: list = (), checking: bool = False):
         if not images:
             raise DatasetError(f"{name}: the split is empty: no images in {folder}")
         self.name, self.images, self.class_set = name, list(images), class_set
         self.size = tuple(size) if size else None
         self.tags, self.points, self.folder = tags, points, folder
         self.problems = list(unpaired)  # (kind, message): files never read, for check()
+        mixed = None if self.size else one_size(name, self.images)
+        if mixed and not checking:
+            raise DatasetError(mixed, MIXED_SIZES)
+        self.problems += [(MIXED_SIZES, mixed)] if mixed else []
 
     def _weak_label(self, i: int, label: np.ndarray) -> np.ndarray:
         if self.tags is None:
@@ -531,5 +551,6 @@ def export_benchmark(benchmark: Benchmark, out: str | Path, points=None) -> dict
         write_points(out / "target" / POINTS, files, points, names, target.label(0).shape[1])
     (out / "target" / CLASS_FILE).write_text(json.dumps(
         {"classes": names, "ignore": IGNORE_INDEX,
-         "palette": [list(c) for c in benchmark.class_set.colors]}, indent=1) + "\n")
+         "palette": [list(c) for c in benchmark.class_set.colors]}, indent=1) + "\n",
+        encoding="utf-8")
     return counts

@@ -21,6 +21,7 @@ from .files import (
     DatasetError,
     FileSegmentation,
     labels_without_images,
+    none_found,
     read_index_png,
     unpaired_files,
 )
@@ -42,6 +43,8 @@ def gta5(root: str | Path, size=PAPER_SIZE, num_classes: int = 19, **kwargs):
         raise DatasetError(f"{root}: no images/ folder; expected GTA5's images/*.png and "
                            f"labels/*.png")
     images = sorted((root / "images").glob("*.png"))
+    if not images:
+        raise none_found(f"gta5 {root}", root / "images", "*.png")
     pairs = [(p, root / "labels" / p.name) for p in images]
     paired = {lb for _, lb in pairs}
 

@@ -57,7 +57,7 @@ def _typical_area(split: FileSegmentation, cache_dir: Path) -> np.ndarray:
     key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:12]
     path = cache_dir / f"typical_area-{key}.json"
     if path.is_file():
-        return np.asarray(json.loads(path.read_text()))
+        return np.asarray(json.loads(path.read_text(encoding="utf-8")))
     counts, pixels = [], []
     for i in range(len(split)):  # one label at a time: a whole GTA5 split does not fit
         label = split.label(i)

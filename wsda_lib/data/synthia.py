@@ -25,6 +25,7 @@ from .files import (
     DatasetError,
     FileSegmentation,
     labels_without_images,
+    none_found,
     unpaired_files,
 )
 
@@ -71,6 +72,8 @@ def synthia(root: str | Path, size=PAPER_SIZE, num_classes: int = 16, **kwargs):
         raise DatasetError(f"{root}: no RGB/ folder; expected SYNTHIA's RGB/*.png and "
                            f"GT/LABELS/*.png")
     images = sorted((root / "RGB").glob("*.png"))
+    if not images:
+        raise none_found(f"synthia {root}", root / "RGB", "*.png")
     labels = root / "GT" / "LABELS"
     pairs = [(p, labels / p.name) for p in images]
     paired = {lb for _, lb in pairs}

@@ -41,6 +41,13 @@ def _rows(path: Path, field: str, names):
         cells = [c.strip() for c in cells]
         if not cells or not cells[0] or cells[0].startswith("#"):
             continue
+        other = next((s for s in (";", "\t") if len(cells) == 1 and s in cells[0]), None)
+        if other:  # Excel saves ';'-separated CSV in decimal-comma locales
+            name = "tab" if other == "\t" else repr(other)
+            raise ValueError(f"{path}:{number} ({field}): one cell holding {other!r}; the file "
+                             f"looks {name}-separated, and "
+                             f"wsda reads comma-separated CSV: save it with ',' between "
+                             f"the cells")
         header = first and cells[0].lower() == "image" and "image" not in names.images
         first = False
         if not header:
@@ -170,5 +177,5 @@ def write_points(path, images, points, classes, width: int) -> None:
 
 
 def _write(path, rows) -> None:
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)

@@ -159,8 +159,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "Weights only load failed" in str(e):  # objects besides tensors and plain values
+            raise ValueError(f"backbone weights {path}: the file holds pickled Python objects "
+                             f"besides tensors (e.g. numpy values), which wsda does not load "
+                             f"(they can run code); re-save it with only the state dict's "
+                             f"tensors") from None
         raise ValueError(f"backbone weights {path}: could not be read as a PyTorch state "
-                         f"dict ({type(e).__name__}: {e})") from e
+                         f"dict ({type(e).__name__}: {first})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     # torchvision names the stem conv1/bn1; ours groups them as stem.0/stem.1.
