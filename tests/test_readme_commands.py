@@ -139,7 +139,7 @@ def test_make_reproduce_in_the_smoke_preset_with_one_seed(copy):
 
 def test_one_notebook_with_papermill(copy):
     run(copy, ".venv/bin/papermill notebooks/01_source_only.ipynb build/01.ipynb "
-              "-p PRESET smoke --cwd notebooks")
+              "-p PRESET smoke -p INTERACTIVE False --cwd notebooks")
     text = (copy / "build/01.ipynb").read_text()
     assert '"output_type": "error"' not in text and "loaded from" in text
 
@@ -247,7 +247,7 @@ RUN_HERE = {
     "make smoke": test_make_smoke,
     "make reproduce PRESET=smoke SEEDS=1": test_make_reproduce_in_the_smoke_preset_with_one_seed,
     ".venv/bin/papermill notebooks/01_source_only.ipynb build/01.ipynb -p PRESET smoke "
-    "--cwd notebooks": test_one_notebook_with_papermill,
+    "-p INTERACTIVE False --cwd notebooks": test_one_notebook_with_papermill,
     ".venv/bin/wsda train --help": test_wsda_train_help,
     ".venv/bin/wsda train --preset smoke --stage uda_pixel": test_wsda_train_and_evaluate,
     ".venv/bin/wsda evaluate --checkpoint runs/models/<stage>-<key>/checkpoint.pt":
