@@ -489,13 +489,11 @@ def test_a_class_file_of_more_classes_than_8_bit_labels_hold_is_refused(tmp_path
         read_class_file(path)
 
 
-def test_the_class_file_is_utf8_whatever_the_locale(tmp_path, monkeypatch):
-    """A class named 'Straße', saved as UTF-8, reads as 'Straße' under a Latin-1 locale (the
-    locale's codec would give 'StraÃ\x9fe'), and a class file in another codec is refused as
-    not UTF-8, naming the file."""
-    import locale
-
-    monkeypatch.setattr(locale, "getpreferredencoding", lambda *a, **k: "latin-1")
+def test_the_class_file_is_utf8_whatever_the_locale(tmp_path):
+    """A class named 'Straße', saved as UTF-8, reads as 'Straße' (under a Latin-1 locale the
+    locale's codec gave 'StraÃ\x9fe'; that every text file is opened as UTF-8 whatever the
+    locale is test_every_text_file_is_opened_with_an_explicit_encoding's), and a class file
+    in another codec is refused as not UTF-8, naming the file."""
     path = tmp_path / "classes.json"
     path.write_bytes(json.dumps({"classes": ["Straße", "car"]}, ensure_ascii=False)
                      .encode("utf-8"))
@@ -517,7 +515,7 @@ def test_an_image_over_pillows_pixel_limit_is_refused_naming_file_size_and_limit
     root = _domain(tmp_path / "t")
     _classes(root)
     with pytest.raises(DatasetError, match=r"a.png: image too large for Pillow's "
-                                           r"decompression-bomb limit \(4×3, 12 pixels; the "
+                                           r"decompression-bomb limit \(4x3, 12 pixels; the "
                                            r"limit is 4 pixels"):
         read_folder_image(root / "img_dir/train/a.png")
     with pytest.raises(DatasetError, match=r"a.png: label too large"):
@@ -534,8 +532,9 @@ def test_images_of_several_sizes_without_a_resize_size_are_refused_before_traini
     """Source train of one 4x3 image and one 5x4 one, data.source_size unset: `wsda data
     check` said "no problems" (it read the first image's size only) and training died at the
     first batch with torch's "stack expects each tensor to be equal size". Every file's
-    header is read: the check names the sizes and the rarer images, and loading the data
-    for training refuses the same way, before any step."""
+    header is read: the check names the sizes and the rarer images in a note (it cannot know
+    whether training resizes), and loading the data for training without a size refuses,
+    before any step."""
     from wsda_lib.cli import main
 
     source = _domain(tmp_path / "s")
@@ -543,9 +542,9 @@ def test_images_of_several_sizes_without_a_resize_size_are_refused_before_traini
     Image.new("RGB", (5, 4)).save(source / "img_dir/train/b.png")
     Image.fromarray(np.zeros((4, 5), np.uint8), "L").save(source / "ann_dir/train/b.png")
     _classes(source)
-    assert main(["data", "check", "--dataset", "folders", "--root", str(source)]) == 1
-    out = capsys.readouterr().out
-    assert "images of several sizes, none set to resize to: 1" in out
+    main(["data", "check", "--dataset", "folders", "--root", str(source)])
+    out = capsys.readouterr().out  # a note: the check cannot know the size training sets
+    assert "note, images of several sizes, none set to resize to: 1 file(s)" in out
     assert "images of 2 sizes (4x3: 1, 5x4: 1; e.g. [" in out and "b.png" in out
     target = _domain(tmp_path / "t")
     _domain(target, "val"), _domain(target, "test")
@@ -590,3 +589,26 @@ def test_a_cached_run_is_never_served_for_data_changed_in_place(exported, tmp_pa
     Image.fromarray(ids, "L").save(label)
     changed = train()
     assert not changed["loaded"] and changed["run"] != first["run"]
+
+
+def test_every_text_file_is_opened_with_an_explicit_encoding():
+    """Python opens text in the locale's codec (GBK, Latin-1, cp1252 on Windows) unless told:
+    every read_text, write_text and text-mode open in the library names its encoding, so
+    every text file wsda reads or writes is UTF-8 whatever the machine's locale."""
+    import ast
+
+    lib = Path(__file__).resolve().parent.parent / "wsda_lib"
+    unnamed = []
+    for path in sorted(lib.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            keywords = {k.arg for k in node.keywords}
+            mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), "r")
+            mode = next((k.value.value for k in node.keywords
+                         if k.arg == "mode" and isinstance(k.value, ast.Constant)), mode)
+            text_open = name == "open" and isinstance(node.func, ast.Name) and "b" not in mode
+            if (name in ("read_text", "write_text") or text_open) and "encoding" not in keywords:
+                unnamed.append(f"{path.relative_to(lib)}:{node.lineno}")
+    assert unnamed == []

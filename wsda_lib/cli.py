@@ -515,7 +515,6 @@ def main(argv=None) -> int:
         print(f"wsda {args.command}: {' '.join(str(message).split())}", file=sys.stderr)
         return 1 if isinstance(e, NotebookFailed) else 2
     except KeyboardInterrupt:  # Ctrl-C: a training loop has said where it stopped
-        print(f"wsda {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
         if distributed.is_distributed():

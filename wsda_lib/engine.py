@@ -288,9 +288,9 @@ class _Loop:
         self.clock = PhaseClock(saved.get("phase_seconds"))
         set_rng_state(saved["rng"])
 
-    def _save(self, step: int) -> None:
+    def _save(self, step: int) -> bool:
         """Write the resume checkpoint; if that fails (a full disk), warn and train on: the
-        run loses only the chance to resume from this step."""
+        run loses only the chance to resume from this step. Returns whether it was written."""
         parts = {name: part.get_state() if isinstance(part, torch.Generator)
                  else part.state_dict() for name, part in self.parts.items()}
         try:
@@ -302,6 +302,8 @@ class _Loop:
             warnings.warn(f"{self.desc}: the resume checkpoint of step {step} could not be "
                           f"written to {self.resume.path} ({type(e).__name__}: {e}); training "
                           f"goes on", stacklevel=2)
+            return False
+        return True
 
     def __iter__(self):
         self.clock("data")
@@ -348,7 +350,7 @@ class _Loop:
         if due:
             self.clock("checkpoint")
             self._save(it + 1)
-        if self.handlers and not last and self._stop_requested():
+        if self.handlers and self._stop_requested():  # the last step too: it resumes to end
             self._stop_here(it + 1, saved=due)
         self.clock("data")  # until the next step's forward pass
 
@@ -357,13 +359,15 @@ class _Loop:
         and stop: SystemExit(128 + the signal) for SIGTERM, KeyboardInterrupt for SIGINT."""
         signum = self._stop_requested()
         if not saved:
-            self._save(step)
+            saved = self._save(step)
         self.bar.close()
         self.release()
         if distributed.is_main():
+            kept = (f"the resume checkpoint {self.resume.path} holds it: the same command "
+                    f"resumes from there" if saved else
+                    "its resume checkpoint could not be written (the warning above)")
             print(f"{self.desc}: stopped by {signal.Signals(signum).name} after step {step} of "
-                  f"{self.iterations}; the resume checkpoint {self.resume.path} holds it: the "
-                  f"same command resumes from there", file=sys.stderr, flush=True)
+                  f"{self.iterations}; {kept}", file=sys.stderr, flush=True)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)

@@ -58,8 +58,8 @@ def unrendered_figures(notebook) -> list[int]:
         if cell.cell_type != "code":
             continue
         data = [o.get("data", {}) for o in cell.get("outputs", [])]
-        text = "".join(str(d.get("text/plain", "")) for d in data)
-        if "<Figure size" in text and not any("image/png" in d for d in data):
+        if any("<Figure size" in str(d.get("text/plain", "")) and "image/png" not in d
+               for d in data):  # an output that is a figure's text repr and no image
             bad.append(i)
     return bad
 
@@ -104,13 +104,16 @@ class Watchdog:
         return cpu, stat and (stat.st_size, stat.st_mtime_ns)
 
     def _watch(self) -> None:
-        # An idle kernel still spends a few milliseconds a second (its heartbeat, zmq): only
-        # half a second of CPU, or a change of the executed copy, counts as work.
+        # An idle kernel still spends a few milliseconds a second (its heartbeat, zmq): a poll
+        # counts as work when the kernel used at least a tenth of it, or the executed copy
+        # changed.
         (cpu, written), since = self._activity(), time.monotonic()
         while not self.done.wait(self.poll):
             now_cpu, now_written = self._activity()
-            if now_cpu - cpu >= 0.5 or now_written != written:
-                (cpu, written), since = (now_cpu, now_written), time.monotonic()
+            busy = now_cpu - cpu >= 0.1 * self.poll or now_written != written
+            cpu, written = now_cpu, now_written
+            if busy:
+                since = time.monotonic()
             elif time.monotonic() - since >= self.limit:
                 self.fired = time.monotonic() - since
                 for child in self.me.children(recursive=True):

@@ -82,7 +82,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                              f"code); re-save it with only the state dict's tensors and plain "
                              f"numbers") from None
         raise ValueError(f"checkpoint {path} could not be loaded (UnpicklingError: "
-                         f"{str(e).splitlines()[0]}); it may be truncated or not a wsda "
+                         f"{(str(e).splitlines() or [''])[0]}); it may be truncated or not a wsda "
                          f"checkpoint") from None
     except Exception as e:
         raise ValueError(f"checkpoint {path} could not be loaded ({type(e).__name__}: {e}); "
@@ -203,13 +203,14 @@ def training_lock(directory: Path):
     exclusive flock of a file beside the folder, which names the holder. A second process
     asked for the same run while one trains it gets a RunError naming the other, instead of
     doing the work twice with one result silently winning. Where flock is not available or
-    refused, nothing is locked."""
-    if fcntl is None or not distributed.is_main():
+    refused, and under torchrun (a refusal on rank 0 alone would leave the other ranks
+    waiting in a collective), nothing is locked."""
+    if fcntl is None or distributed.world_size() > 1:
         yield
         return
     path = directory.parent / f".{directory.name}.training"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+") as f:
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+", encoding="utf-8") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -404,7 +404,9 @@ def run_config(name: str, cfg: Config, seed: int, benchmark=None) -> dict:
                 config["data"].pop(field_name, None)
                 config["files"].pop(field_name, None)
     if cfg.data.dataset != "embedded" and benchmark is not None:  # files changed in place
-        config["data_files"] = data_files_digest(benchmark, cfg.data)
+        if getattr(benchmark, "data_files", None) is None:  # once per loaded benchmark
+            benchmark.data_files = data_files_digest(benchmark, cfg.data)
+        config["data_files"] = benchmark.data_files
     if distributed.world_size() > 1:  # a single process keeps the keys runs always had
         config["world_size"] = distributed.world_size()
     return config

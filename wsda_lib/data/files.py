@@ -80,7 +80,7 @@ def too_large(path: Path, error: Exception, what: str) -> DatasetError:
     with open(path, "rb") as f:  # a PNG's width and height, from its header
         head = f.read(24)
     if head[:8] == b"\x89PNG\r\n\x1a\n":
-        size = f"{int.from_bytes(head[16:20], 'big')}×{int.from_bytes(head[20:24], 'big')}, {size}"
+        size = f"{int.from_bytes(head[16:20], 'big')}x{int.from_bytes(head[20:24], 'big')}, {size}"
     limit = Image.MAX_IMAGE_PIXELS
     kind = UNREADABLE_LABEL if what == "label" else UNREADABLE_IMAGE
     return DatasetError(f"{path}: {what} too large for Pillow's decompression-bomb limit "
@@ -256,15 +256,23 @@ def none_found(name: str, folder: Path, pattern: str) -> DatasetError:
                         NOT_READ)
 
 
-def one_size(name: str, images: list[Path], known: dict | None = None) -> str | None:
+def one_size(name: str, images: list[Path], known: dict | None = None,
+             checking: bool = False) -> str | None:
     """None when every image of `images` has one size (from the file headers; `known`: sizes
     already read, by path), else the message naming the sizes, how many images have each,
-    and a few images of the rarer ones: a batch stacks images of one size, so a split read
-    at its images' own size must have one, or a size to resize to."""
+    and a few images of the rarer ones: a training batch stacks images of one size, so a
+    training split read at its images' own size must have one, or a size to resize to.
+    checking: an unreadable header is skipped (the check lists it), not raised."""
     known = known or {}
     sizes = {}
     for image in images:
-        sizes.setdefault(known.get(image) or image_size(image), []).append(image)
+        try:
+            size = known.get(image) or image_size(image)
+        except DatasetError:
+            if not checking:
+                raise
+            continue
+        sizes.setdefault(size, []).append(image)
     if len(sizes) < 2:
         return None
     ranked = sorted(sizes.items(), key=lambda kv: -len(kv[1]))
@@ -382,11 +390,13 @@ class FileSegmentation(Split):
         self.mismatched, self.image_sizes = [], {}
         if check_sizes:
             pairs = self._matching_sizes(name, pairs, checking, on_size_mismatch)
-        if not size:  # read as they are: a batch stacks images of one size only
-            found = one_size(name, [im for im, _ in pairs], self.image_sizes)
-            if found and not checking:
+        self.notes = {}
+        if not size:  # read as they are: a training batch stacks images of one size only
+            found = one_size(name, [im for im, _ in pairs], self.image_sizes, checking)
+            if found and not checking and name.endswith("train"):
                 raise DatasetError(found, MIXED_SIZES)
-            self.problems += [(MIXED_SIZES, found)] if found else []
+            if found:  # the check cannot know the size training will resize to
+                self.notes[MIXED_SIZES] = [found]
         self.name, self.pairs, self.protocol = name, pairs, protocol
         self.class_set = protocol.class_set
         self.id_source, self.read_label = id_source, read_label
@@ -506,5 +516,6 @@ class FileSegmentation(Split):
                    if exif_orientation(image) not in (None, 1)]
         if rotated:
             report.notes[ROTATED] = rotated
+        report.notes.update(getattr(self, "notes", {}))
         report.checked = self.checked_pairs
         return report

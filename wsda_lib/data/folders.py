@@ -294,10 +294,10 @@ class UnlabelledImages(Split):
         self.size = tuple(size) if size else None
         self.tags, self.points, self.folder = tags, points, folder
         self.problems = list(unpaired)  # (kind, message): files never read, for check()
-        mixed = None if self.size else one_size(name, self.images)
+        mixed = None if self.size else one_size(name, self.images, checking=checking)
         if mixed and not checking:
             raise DatasetError(mixed, MIXED_SIZES)
-        self.problems += [(MIXED_SIZES, mixed)] if mixed else []
+        self.notes = {MIXED_SIZES: [mixed]} if mixed else {}
 
     def _weak_label(self, i: int, label: np.ndarray) -> np.ndarray:
         if self.tags is None:
@@ -336,6 +336,7 @@ class UnlabelledImages(Split):
                 read_folder_image(image)
             except DatasetError as e:
                 report.add(e.kind or UNREADABLE_IMAGE, str(e))
+        report.notes.update(self.notes)
         return report
 
 
