@@ -163,8 +163,10 @@ def detectable_gain(n: int, sd_difference: float, level: float = LEVEL,
     if not sd_difference > 0 or n < 2:
         raise ValueError(f"detectable_gain needs n >= 2 seeds and a spread > 0, got n={n}, "
                          f"sd_difference={sd_difference}")
+    # power depends on gain / sd only: bracket the root relative to sd (an sd of 1e-13, a
+    # rounding residue of equal gains, is a spread too)
     return float(optimize.brentq(lambda g: paired_power(n, sd_difference, g, level) - power,
-                                 1e-6, 100 * sd_difference))
+                                 1e-6 * sd_difference, 100 * sd_difference))
 
 
 def paired_gain_sds(results: dict) -> dict[str, float]:
