@@ -224,7 +224,7 @@ def test_04_pixel_adaptation_and_self_training(executed):
     assert "share of labels" in _tables(out / "notebooks/04_pseudo_label_self_training.ipynb")
     # the candidates, from the committed record, and the control without the pseudo labels
     assert "the chosen round without its pseudo labels" in text
-    assert "against the same round without its pseudo labels (the record)" in text
+    assert "for the same round without its pseudo labels (the record)" in text
     # FDA's gain beside the committed colour control, whatever this run's preset
     assert "What FDA's gain is made of (the committed controls, `make ablation`: default " \
         "preset, seeds [0, 1, 2], target test)" in text

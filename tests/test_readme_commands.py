@@ -41,7 +41,7 @@ NOT_RUN = {
     "make mechanisms": "about an hour after the series' seed 0; tests/test_mechanisms.py "
     "runs its record in the smoke preset",
     "make calibrate": "about an hour; `wsda calibrate --preset smoke` (below) runs its code",
-    "make ablation": "half an hour after the series; `wsda ablation --preset smoke` (below)",
+    "make ablation": "about 45 minutes after the series; `wsda ablation --preset smoke` (below)",
     "make lab": "starts a JupyterLab server for a person",
     "make gpu-check": "needs a GPU; `wsda gpu-check --tiny` (below) runs its code path",
     "conda env create -f environment.yml": "conda is not on CI; tests/test_project.py checks "
@@ -198,8 +198,10 @@ def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     models = copy / "runs" / "models"
     before = {d.name for d in models.iterdir()} if models.exists() else set()
     done = run(copy, ".venv/bin/wsda ablation --preset smoke --seeds 3")
+    from wsda_lib.ablation import CONTROLS
+
     record = json.loads((copy / "build/ablation/smoke/ablation.json").read_text())
-    assert record["seeds"] == [0, 1, 2] and len(record["controls"]) == 5
+    assert record["seeds"] == [0, 1, 2] and len(record["controls"]) == len(CONTROLS)
     assert all(r["verdict"] in ("helps", "hurts", "no clear difference") and r["n"] == 3
                for r in record["controls"]) and "ablation: written to" in done.stdout
     # the series' stages that `make smoke` trained (seeds 0-2) are read, not trained again:

@@ -227,7 +227,8 @@ def training_lock(directory: Path):
         f.flush()
         try:
             yield
-        finally:
+        finally:  # a process that opened the file meanwhile finds the run finished
+            path.unlink(missing_ok=True)
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
