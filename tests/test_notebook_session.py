@@ -77,5 +77,5 @@ def test_a_committed_record_is_read_by_name_and_an_unknown_one_refused():
     assert ablation["preset"] == "default" and {r["control"] for r in ablation["controls"]} >= {
         "uda_colour", "no_target_term", "uda_self_training_no_labels"}
     with pytest.raises(ValueError, match=r"record must be one of \['ablation', 'mechanisms', "
-                                         r"'study'\], got 'results'"):
-        Session.record(this, "results")
+                                         r"'results', 'study'\], got 'bench'"):
+        Session.record(this, "bench")

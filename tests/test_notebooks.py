@@ -180,6 +180,8 @@ def test_02_weak_label_classification(executed):
     # 8, and 3 for what AdaptSegNet's gain is made of (AdaBN, the loop with no target term)
     assert _one_seed_comparisons(text) == 11 and not any(v in text for v in VERDICT)
     assert "In the record (seed 0, target val), AdaBN scores" in text
+    assert "What L_c's gain is made of (the committed series, `make reproduce`: default " \
+        "preset, seeds [0, 1, 2], target test)" in text
     # human labels first, on the image of the pooling figure, then over target test
     assert "On the example image" in text and "the class source-only hallucinates most" in text
     assert "attention on class (%)" in _tables(out / "notebooks/02_weak_label_classification.ipynb")

@@ -167,13 +167,14 @@ class Session:
         return pd.DataFrame(columns, index=self.classes).round(1)
 
     RECORDS = {"study": "make study", "mechanisms": "make mechanisms",
-               "ablation": "make ablation"}
+               "ablation": "make ablation", "results": "make reproduce"}
 
     def record(self, name: str) -> dict:
         """A committed record of the default preset, whatever preset this notebook runs:
         figures/<name>.json for a name of RECORDS — the weak-label study ("study", seed 0,
         chosen on target val), each mechanism against its control ("mechanisms", seed 0 and
-        seeds 0-2), the controls over seeds ("ablation"). Raises FileNotFoundError naming the
+        seeds 0-2), the controls over seeds ("ablation"), the series over seeds ("results").
+        Raises FileNotFoundError naming the
         command that writes a missing one."""
         if name not in self.RECORDS:
             raise ValueError(f"record must be one of {sorted(self.RECORDS)}, got {name!r}")
