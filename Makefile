@@ -67,7 +67,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 bench: venv
-	$(PY) -m wsda_lib.bench
+	$(PY) -m wsda_lib.experiments.bench
 
 # The paper-scale path on a GPU: ResNet-101 adaptation steps with every term on, fp32 and bf16,
 # and the 2048x1024 evaluation; steps/s and peak GPU memory to bench/gpu.json. Needs CUDA;

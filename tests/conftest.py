@@ -8,7 +8,7 @@ os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
 
 @pytest.fixture(scope="session")
 def smoke_bench(tmp_path_factory):
-    from wsda_lib.config import preset
+    from wsda_lib.core.config import preset
     from wsda_lib.data import load
 
     return load(preset("smoke").data, tmp_path_factory.mktemp("data"), verbose=False)

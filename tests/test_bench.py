@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from wsda_lib import bench
+from wsda_lib.experiments import bench
 
 
 def _result(series_seconds=1000.0, ratio=1.2, rss=1.5):
@@ -46,7 +46,8 @@ def test_a_quick_measurement_says_so_and_shows_what_it_did_not_measure():
     result.update(mode="quick", commit="0123456789abcdef+changes")
     result["targets"] = bench.check_targets(result)
     table = bench.markdown(result)
-    assert table.startswith("Measured by `python -m wsda_lib.bench --quick` at commit 0123456 ")
+    assert table.startswith(
+        "Measured by `python -m wsda_lib.experiments.bench --quick` at commit 0123456 ")
     assert "| default 3 seeds seconds | ≤ 900 | — | — |" in table
     assert "None" not in table
 

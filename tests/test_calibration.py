@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from wsda_lib import ablation, calibration, runs
-from wsda_lib.calibration import PAPER_SOURCE_ONLY, TARGETS, meets_targets, shift_match
-from wsda_lib.config import override, preset
+from wsda_lib.core.config import override, preset
 from wsda_lib.data import synthetic
+from wsda_lib.experiments import ablation, calibration
+from wsda_lib.experiments.calibration import PAPER_SOURCE_ONLY, TARGETS, meets_targets, shift_match
 from wsda_lib.method.pixel_adaptation import colour_jitter_like, restyle_source
-from wsda_lib.results import attach_controls, statistics_choice, validate, verdict_records
+from wsda_lib.records.results import attach_controls, statistics_choice, validate, verdict_records
 from wsda_lib.stages import STAGES, run_config, stage_config
+from wsda_lib.training import runs
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 NAMES = list(PAPER_SOURCE_ONLY)
@@ -137,7 +138,7 @@ def test_each_control_differs_from_its_stage_only_where_it_should():
 def test_the_all_present_control_labels_every_class_present_whatever_the_scores():
     """A threshold near 0 would still call a class absent once its logits sink far enough;
     the control's labels are ones even for logits of -100 (pooled score far below any T)."""
-    from wsda_lib.engine import _target_weak_labels
+    from wsda_lib.training.engine import _target_weak_labels
 
     a = stage_config("uda_weak_all_present", preset("smoke")).adapt
     logits = torch.full((2, 10, 4, 8), -100.0)

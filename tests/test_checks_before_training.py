@@ -10,7 +10,7 @@ from PIL import Image
 from test_real_points_self_training import _trees
 
 from wsda_lib.cli import main
-from wsda_lib.config import RANGES, override, preset
+from wsda_lib.core.config import RANGES, override, preset
 from wsda_lib.data.weak_labels import image_labels
 from wsda_lib.method.pixel_adaptation import fourier_amplitude_swap, restyle_source
 from wsda_lib.method.self_training import class_thresholds
@@ -244,7 +244,7 @@ def test_seeds_devices_and_sizes_are_refused_before_any_data_or_notebook(tmp_pat
 
 
 def test_a_device_this_machine_lacks_is_refused_by_name(monkeypatch):
-    from wsda_lib.engine import resolve_device
+    from wsda_lib.core.device import resolve_device
 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device 'mps': no Apple GPU"):

@@ -48,7 +48,7 @@ def test_an_override_that_would_be_ignored_or_misread_is_refused(tmp_path, capsy
 
 
 def test_train_help_lists_the_stages_and_presets(capsys):
-    from wsda_lib.config import PRESETS
+    from wsda_lib.core.config import PRESETS
     from wsda_lib.stages import STAGES
 
     with pytest.raises(SystemExit):
@@ -75,7 +75,7 @@ def _sampled_indices(rank, world, path):
 
     import torch.distributed as dist
 
-    from wsda_lib.engine import batches
+    from wsda_lib.training.engine import batches
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["WSDA_TEST_PORT"])
     dist.init_process_group("gloo", rank=rank, world_size=world)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from wsda_lib import runs
 from wsda_lib.cli import main
-from wsda_lib.config import override, preset
+from wsda_lib.core.config import override, preset
 from wsda_lib.data.classes import EMBEDDED
-from wsda_lib.engine import train_supervised
 from wsda_lib.stages import build_model, load_weights, run_config
+from wsda_lib.training import runs
+from wsda_lib.training.engine import train_supervised
 
 SMOKE = ["--preset", "smoke", "--device", "cpu"]
 LONGER = ["train.iterations=60", "adapt.iterations=40", "train.eval_every=20",
@@ -77,7 +77,7 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights_and_metrics(t
     assert step >= 5
     if resume_by == "cli":
         _finish(_train(killed, stage))
-    else:  # what notebook.Session.stage calls, in this process
+    else:  # what session.Session.stage calls, in this process
         from wsda_lib.data import load
         from wsda_lib.stages import run_stage
 
@@ -92,7 +92,7 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights_and_metrics(t
 def test_a_kill_during_a_save_leaves_no_temporary_file(tmp_path):
     """A process killed inside atomic_write leaves its temporary; the next write into the
     folder (the restarted run's) removes it."""
-    script = ("import os, signal, sys\nfrom wsda_lib.atomic import atomic_write\n"
+    script = ("import os, signal, sys\nfrom wsda_lib.core.atomic import atomic_write\n"
               "def half(f):\n    f.write(b'11 bytes...'); f.flush()\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n"
               "atomic_write(sys.argv[1], half)\n")
@@ -295,10 +295,10 @@ def test_evaluate_uses_the_checkpoints_own_config_without_its_initial_weights(tm
 
 
 def test_a_runs_key_includes_the_number_of_processes(monkeypatch):
-    import wsda_lib.distributed
+    import wsda_lib.core.distributed
 
     single = run_config("source_only", preset("smoke"), 0)
-    monkeypatch.setattr(wsda_lib.distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(wsda_lib.core.distributed, "world_size", lambda: 2)
     double = run_config("source_only", preset("smoke"), 0)
     assert double["world_size"] == 2 and runs.config_key(single) != runs.config_key(double)
     assert "world_size" not in single  # one process keeps the keys runs always had

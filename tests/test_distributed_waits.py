@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from wsda_lib import distributed  # not cli: the spawned ranks import this module
-from wsda_lib.atomic import write_json
+from wsda_lib.core.atomic import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,7 +179,7 @@ _SLOW_LAUNCH = """
 
     import wsda_lib.data.benchmark as benchmark
     import wsda_lib.stages as stages
-    from wsda_lib.analysis import PSEUDO_LABEL_RECORD
+    from wsda_lib.training.pseudo_labels import PSEUDO_LABEL_RECORD
     from wsda_lib.cli import main
 
     form = dist.init_process_group

@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from wsda_lib.config import override, preset
+from wsda_lib.core.config import override, preset
+from wsda_lib.core.device import resolve_device
 from wsda_lib.data.classes import EMBEDDED
-from wsda_lib.engine import poly_lr, resolve_device, train_adaptation, train_supervised
 from wsda_lib.method import pixel_adaptation
 from wsda_lib.method.objective import segmentation_loss
 from wsda_lib.stages import build_model, run_stage, stage_config
+from wsda_lib.training.engine import poly_lr, train_adaptation, train_supervised
 
 
 def test_poly_schedule_by_hand():
@@ -114,8 +115,8 @@ def test_each_stage_is_a_config(smoke_bench):
     """A stage differs from another only by its config switches and the stage it starts
     from: the resolved config and the start tell every stage apart (uda_pixel_continued is
     uda_pixel's config, started from uda_pixel's weights)."""
-    from wsda_lib.runs import config_key
     from wsda_lib.stages import STAGES, run_config, stage
+    from wsda_lib.training.runs import config_key
 
     keys = set()
     for name in STAGES:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsda_lib.evaluate import confusion_matrix, presence_scores, scores
+from wsda_lib.training.evaluate import confusion_matrix, presence_scores, scores
 
 
 def test_confusion_and_iou_by_hand():

@@ -5,7 +5,7 @@ import importlib
 import re
 from pathlib import Path
 
-from wsda_lib.config import fields, preset
+from wsda_lib.core.config import fields, preset
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs/extending.md"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from wsda_lib import data
-from wsda_lib.config import override, preset
+from wsda_lib.core.config import override, preset
 from wsda_lib.data.files import DatasetError, read_index_png
 from wsda_lib.data.folders import (
     export_benchmark,
@@ -328,7 +328,7 @@ def test_predictions_are_exported_in_the_datasets_own_label_values(tmp_path):
     (colour labels), at the label file's size whatever size the images are read at: a model
     that always predicts "car" gives 11 where the class file stores car as 11, and car's
     colour where it is colour-coded."""
-    from wsda_lib.export import export_predictions
+    from wsda_lib.records.export import export_predictions
 
     class Car(torch.nn.Module):
         def forward(self, x):

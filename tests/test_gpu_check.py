@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from wsda_lib import cli, gpu_check
+from wsda_lib import cli
+from wsda_lib.experiments import gpu_check
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Each mechanism against its control: the AdaBN baseline, the loop with no target term, the
 evaluation with target BatchNorm statistics, the discriminators' accuracy, the strength rule,
-self-training's candidates and the record that holds them (wsda_lib/mechanisms.py)."""
+self-training's candidates and the record that holds them (wsda_lib/experiments/mechanisms.py)."""
 
 import json
 from pathlib import Path
@@ -10,14 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from wsda_lib import mechanisms
-from wsda_lib.config import override, preset
+from wsda_lib.core.config import override, preset
+from wsda_lib.experiments import mechanisms
 from wsda_lib.method.adabn import reestimate_batchnorm
 from wsda_lib.method.objective import Discriminators, LossWeights, discriminator_loss
 from wsda_lib.method.pixel_adaptation import colour_jitter
 from wsda_lib.models import build_deeplab
-from wsda_lib.results import KINDS
-from wsda_lib.runs import config_key
+from wsda_lib.records.results import KINDS
 from wsda_lib.stages import (
     CHOSEN_SELF_TRAINING,
     TARGET_STATISTICS,
@@ -29,6 +28,7 @@ from wsda_lib.stages import (
     stage_config,
     target_statistics_scores,
 )
+from wsda_lib.training.runs import config_key
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -170,7 +170,7 @@ def test_colour_jitter_is_seeded_and_stays_in_range():
 
 
 def test_wda_self_training_filters_by_a_persons_labels(smoke_bench):
-    from wsda_lib.analysis import pixel_prediction_batches
+    from wsda_lib.training.pseudo_labels import pixel_prediction_batches
 
     model = build_deeplab(smoke_bench.class_set.num_classes, "slim", base_width=4)
     split = smoke_bench["target_train"]
@@ -241,7 +241,7 @@ def test_a_round_at_zero_weight_is_refused_unless_it_still_augments():
 def test_the_student_sees_colour_jittered_target_images(smoke_bench, tmp_path, monkeypatch):
     """adapt.st_augment jitters every target batch of the self-training round (and no batch
     of a stage that does not self-train)."""
-    from wsda_lib import engine
+    from wsda_lib.training import engine
 
     calls = []
     real = engine.colour_jitter
@@ -258,7 +258,7 @@ def test_the_strength_explorer_shows_the_records_points_off_first():
     import matplotlib
 
     matplotlib.use("Agg")
-    from wsda_lib import widgets
+    from wsda_lib.teaching import widgets
 
     record = {"terms": [{"name": "t", "off_scores": {"target_val_miou": 50.0, "separation": 0.9},
                          "points": [{"strength": 1e-3, "target_val_miou": 51.0,
@@ -285,7 +285,7 @@ def test_results_name_the_weights_the_series_trains_with_beside_the_records_choi
     the series trains both adversarial terms at the paper's 0.001; the rule's seed-0 choice
     for λ_adv (0.01) lost over the seeds (mean paired gain below 0 on target val), and for
     λ_cw it kept the term off, so there is nothing to confirm."""
-    from wsda_lib.results import adversarial_weights, weights_markdown
+    from wsda_lib.records.results import adversarial_weights, weights_markdown
 
     record = json.loads((FIGURES / "mechanisms.json").read_text())
     rows = {w["field"]: w for w in adversarial_weights(record, preset("default"))}
@@ -304,7 +304,7 @@ def test_pseudo_labels_made_with_other_statistics_never_share_a_folder():
     it (running statistics) the class-balanced candidate {st_cap: 1.0} had the very same
     key_config. Their folder keys differ, because pseudo_label_key names the statistics
     whatever the default."""
-    from wsda_lib.config import key_config
+    from wsda_lib.core.config import key_config
     from wsda_lib.stages import pseudo_label_key
 
     cfg = stage_config("uda_self_training", preset("smoke"))

@@ -12,8 +12,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wsda_lib import notebook
-from wsda_lib.reproduce import NOTEBOOKS, SERIES_PARAMETERS, NotebookFailed, reproduce, run_notebook
+from wsda_lib.experiments.reproduce import (
+    NOTEBOOKS,
+    SERIES_PARAMETERS,
+    NotebookFailed,
+    reproduce,
+    run_notebook,
+)
+from wsda_lib.teaching import session
 
 pytestmark = pytest.mark.notebook
 
@@ -74,7 +80,7 @@ def test_a_series_notebook_that_lost_its_parameters_tag_is_refused(tmp_path):
 def test_every_series_notebook_declares_the_series_parameters():
     import papermill as pm
 
-    from wsda_lib.reproduce import series
+    from wsda_lib.experiments.reproduce import series
 
     assert len(series()) == 8
     for path in series():
@@ -130,11 +136,11 @@ def test_the_kernel_is_this_interpreter_whatever_is_on_jupyter_path(tmp_path, mo
 
 
 def test_a_kernel_of_another_environment_is_refused_by_name(monkeypatch):
-    monkeypatch.setenv(notebook.PYTHON_PREFIX, "/opt/another-env")
+    monkeypatch.setenv(session.PYTHON_PREFIX, "/opt/another-env")
     with pytest.raises(RuntimeError, match="not the interpreter that started the series"):
-        notebook.check_interpreter()
-    monkeypatch.setenv(notebook.PYTHON_PREFIX, str(Path(sys.prefix).resolve()))
-    notebook.check_interpreter()
+        session.check_interpreter()
+    monkeypatch.setenv(session.PYTHON_PREFIX, str(Path(sys.prefix).resolve()))
+    session.check_interpreter()
 
 
 def test_cells_have_no_time_limit_unless_asked():
@@ -193,7 +199,7 @@ def test_figures_are_drawn_whatever_mplbackend_the_caller_exports(tmp_path, monk
 def test_a_readers_copy_whose_figures_were_left_as_text_is_refused_and_kept(tmp_path):
     """An executed copy with a figure shown as text only ("<Figure size ...>", what an Agg
     backend leaves) never replaces the committed readers' copy, which keeps its bytes."""
-    from wsda_lib.reproduce import reader_copy, unrendered_figures
+    from wsda_lib.experiments.reproduce import reader_copy, unrendered_figures
 
     executed = _notebook(tmp_path / "run.ipynb", "fig")
     nb = nbformat.read(executed, as_version=4)

@@ -2,14 +2,14 @@
 
 import pytest
 
-from wsda_lib.notebook import check_parameters
+from wsda_lib.teaching.session import check_parameters
 
 GOOD = {"PRESET": "smoke", "SEED": 0, "DEVICE": "cpu", "RUN_DIR": "../runs",
         "FIGURES_DIR": None, "INTERACTIVE": False, "In": [], "_": None, "np": object()}
 
 
 def test_good_parameters_pass_and_lowercase_names_are_not_parameters():
-    from wsda_lib.results import RESULT_STAGES  # an imported constant is not a parameter
+    from wsda_lib.records.results import RESULT_STAGES  # an imported constant is not a parameter
 
     given = check_parameters({**GOOD, "RESULT_STAGES": RESULT_STAGES})
     assert set(given) == {"PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE"}
@@ -70,7 +70,7 @@ def test_a_committed_record_is_read_by_name_and_an_unknown_one_refused():
     refuses any other name by listing the known ones (it reads no session state)."""
     from types import SimpleNamespace
 
-    from wsda_lib.notebook import Session
+    from wsda_lib.teaching.session import Session
 
     this = SimpleNamespace(RECORDS=Session.RECORDS)
     ablation = Session.record(this, "ablation")

@@ -7,7 +7,7 @@ import re
 import nbformat
 import pytest
 
-from wsda_lib.reproduce import NOTEBOOKS, reproduce, series
+from wsda_lib.experiments.reproduce import NOTEBOOKS, reproduce, series
 
 REPO = NOTEBOOKS.parent
 
@@ -106,7 +106,7 @@ def test_a_bad_parameter_stops_the_notebook_in_its_setup_cell(tmp_path, paramete
 def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp_path):
     """papermill on one notebook in the smoke preset, as a student would run it: its figures
     go under build/, and figures/ (what `make reproduce` commits) is untouched."""
-    from wsda_lib.reproduce import REPO, run_notebook
+    from wsda_lib.experiments.reproduce import REPO, run_notebook
 
     def snapshot():
         return {p.name: p.read_bytes() for p in (REPO / "figures").iterdir()}
@@ -261,7 +261,7 @@ def test_appendix_a_draws_the_committed_study_whatever_the_preset(executed):
 
 
 def test_06_results_file_validates_and_renders(executed):
-    from wsda_lib.results import RESULT_STAGES, comparisons, render_markdown, validate
+    from wsda_lib.records.results import RESULT_STAGES, comparisons, render_markdown, validate
 
     out, _ = executed
     results = json.loads((out / FIG / "results.json").read_text())
@@ -302,7 +302,7 @@ def test_07_without_data_shows_the_checker_report(tmp_path):
     Its last section trains four stages on the smoke benchmark written out as folders whose
     target train has CSV labels only, shows their per-class IoU, and shows the oracle
     refused by name."""
-    from wsda_lib.reproduce import run_notebook
+    from wsda_lib.experiments.reproduce import run_notebook
 
     out = tmp_path / "07.ipynb"
     run_notebook(NOTEBOOKS / "07_real_datasets.ipynb", out,
@@ -363,7 +363,7 @@ def test_the_readers_copies_are_the_series_run_from_the_commit_of_results_json()
     assert f"{seed0[0]:.1f} on target test; the oracle reaches {seed0[1]:.1f}" in shown["01"]
     for name in ("uda_pixel", "wda_image", "wda_point"):
         assert f"{by[name]['miou_mean']:.1f} ± {by[name]['miou_std']:.1f} mIoU" in shown["06"]
-    from wsda_lib.results import render_markdown
+    from wsda_lib.records.results import render_markdown
 
     assert render_markdown(results) in shown["06"]
 
@@ -371,8 +371,8 @@ def test_the_readers_copies_are_the_series_run_from_the_commit_of_results_json()
 def test_a_readers_copy_shows_relative_parameters_and_records_its_commit(tmp_path):
     """reader_copy: the injected parameters cell with paths relative to notebooks/ (not this
     machine's), papermill's timings dropped, and the commit, preset and seeds recorded."""
-    from wsda_lib.reproduce import reader_copy
-    from wsda_lib.results import git_commit
+    from wsda_lib.experiments.reproduce import reader_copy
+    from wsda_lib.records.results import git_commit
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('# Parameters\nPRESET = "default"\nRUN_DIR = "/abs/runs"'

@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from wsda_lib.config import preset
-from wsda_lib.reproduce import series
-from wsda_lib.results import render_markdown, verdict
+from wsda_lib.core.config import preset
+from wsda_lib.experiments.reproduce import series
+from wsda_lib.records.results import render_markdown, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = ("results.json", "ablation.json", "study.json", "benchmark_calibration.json",

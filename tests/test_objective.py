@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wsda_lib.config import AdaptConfig
+from wsda_lib.core.config import AdaptConfig
 from wsda_lib.method.objective import (
     Discriminators,
     LossWeights,

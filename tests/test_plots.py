@@ -4,8 +4,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from wsda_lib import plots
 from wsda_lib.data.classes import ClassSet
+from wsda_lib.teaching import plots
 
 matplotlib.use("Agg")
 CLASSES = ClassSet("two", ("road", "car"), ((128, 64, 128), (0, 0, 142)))
@@ -42,7 +42,7 @@ def test_a_stage_keeps_its_colour_from_figure_to_figure():
         heights = {p.get_height(): tuple(p.get_facecolor()[:3]) for p in bars}
         assert heights[30.0] == heights[40.0] == blue
         assert all(heights[h] == red for h in (10.0, 20.0) if h in heights)
-    from wsda_lib.notebook import Session
+    from wsda_lib.teaching.session import Session
 
     colours = Session.colours()
     assert set(colours) == {s.title for s in STAGES.values()}

@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wsda_lib.config import preset
-from wsda_lib.results import verdict
+from wsda_lib.core.config import preset
+from wsda_lib.records.results import verdict
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 D, P = preset("default"), preset("paper_gta5")

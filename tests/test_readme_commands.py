@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from test_real_evaluation import ClassFromRed, _cityscapes_val_for_scoring
 
-from wsda_lib.export import export_cityscapes
-from wsda_lib.reproduce import series
+from wsda_lib.experiments.reproduce import series
+from wsda_lib.records.export import export_cityscapes
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.notebook
@@ -35,8 +35,9 @@ NOT_RUN = {
     "in the smoke preset",
     "make test": "this suite",
     "make bench": "about an hour; tests/test_bench.py runs its parts on tiny data",
-    ".venv/bin/python -m wsda_lib.bench --quick --out DIR": "a few minutes; tests/test_bench.py",
-    ".venv/bin/python -m wsda_lib.bench --trade RUN_DIR": "an hour of training",
+    ".venv/bin/python -m wsda_lib.experiments.bench --quick --out DIR":
+        "a few minutes; tests/test_bench.py",
+    ".venv/bin/python -m wsda_lib.experiments.bench --trade RUN_DIR": "an hour of training",
     "make study": "an hour; tests/test_weak_label_study.py runs the study on tiny runs",
     "make mechanisms": "about an hour after the series' seed 0; tests/test_mechanisms.py "
     "runs its record in the smoke preset",
@@ -198,7 +199,7 @@ def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     models = copy / "runs" / "models"
     before = {d.name for d in models.iterdir()} if models.exists() else set()
     done = run(copy, ".venv/bin/wsda ablation --preset smoke --seeds 3")
-    from wsda_lib.ablation import CONTROLS
+    from wsda_lib.experiments.ablation import CONTROLS
 
     record = json.loads((copy / "build/ablation/smoke/ablation.json").read_text())
     assert record["seeds"] == [0, 1, 2] and len(record["controls"]) == len(CONTROLS)

@@ -169,7 +169,7 @@ PAPER_TABLE = {
 @pytest.mark.parametrize("name,source,size,classes", [
     ("paper_gta5", "gta5", (1280, 720), 19), ("paper_synthia", "synthia", (1280, 760), 16)])
 def test_paper_presets_equal_the_paper_field_by_field(name, source, size, classes):
-    from wsda_lib.config import preset
+    from wsda_lib.core.config import preset
 
     cfg = preset(name)
     for (section, key), value in PAPER_TABLE.items():
@@ -196,9 +196,9 @@ def test_data_check_cli_reports_by_name_and_exits_non_zero(gta_root, capsys):
 def test_full_resolution_evaluation_and_cityscapes_export(tmp_path):
     import torch
 
-    from wsda_lib.evaluate import evaluate
-    from wsda_lib.export import export_cityscapes
     from wsda_lib.models import build_deeplab
+    from wsda_lib.records.export import export_cityscapes
+    from wsda_lib.training.evaluate import evaluate
 
     stem = "aachen_000000_000019"
     _rgb(tmp_path / f"leftImg8bit/val/aachen/{stem}_leftImg8bit.png", h=32, w=64)

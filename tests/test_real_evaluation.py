@@ -16,7 +16,7 @@ from real_trees import H, W
 from real_trees import palette_label as _palette_label
 from real_trees import rgb as _rgb
 
-from wsda_lib.config import DataConfig
+from wsda_lib.core.config import DataConfig
 from wsda_lib.data import load, open_dataset
 from wsda_lib.data.cityscapes import cityscapes
 from wsda_lib.data.classes import CITYSCAPES_19, CITYSCAPES_LABEL_TO_TRAIN, protocol
@@ -24,8 +24,8 @@ from wsda_lib.data.files import DatasetError
 from wsda_lib.data.gta5 import gta5
 from wsda_lib.data.readers import check_dataset
 from wsda_lib.data.weak_labels import class_pixel_counts, typical_areas
-from wsda_lib.evaluate import evaluate, scores
-from wsda_lib.export import export_cityscapes
+from wsda_lib.records.export import export_cityscapes
+from wsda_lib.training.evaluate import evaluate, scores
 
 cv2 = pytest.importorskip("cv2")
 def _gray_label(path, ids, h=H, w=W):

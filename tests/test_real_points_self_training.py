@@ -10,13 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from wsda_lib.analysis import pseudo_label_file, pseudo_label_maps, write_pseudo_labels
-from wsda_lib.config import preset
+from wsda_lib.core.config import preset
 from wsda_lib.data.cityscapes import cityscapes
 from wsda_lib.data.splits import LabelFiles, WithItems
 from wsda_lib.method.point_supervision import ItemPoints, image_points
 from wsda_lib.method.self_training import ClassThresholds, class_thresholds
 from wsda_lib.models import build_deeplab
+from wsda_lib.training.pseudo_labels import (
+    pseudo_label_file,
+    pseudo_label_maps,
+    write_pseudo_labels,
+)
 
 H, W = 32, 64   # label files; training resizes the target to (64, 32) or (48, 24) below
 

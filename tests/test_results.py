@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wsda_lib.results import (
+from wsda_lib.records.results import (
     COMPARISONS,
     detectable_gain,
     gap_closed,
@@ -150,7 +150,7 @@ def _metrics(miou, weak=None, target_statistics=None, target_statistics_test=Non
 
 
 def test_results_carry_the_pseudo_weak_labels_start_and_end_by_hand():
-    from wsda_lib.results import RESULT_STAGES, summarise
+    from wsda_lib.records.results import RESULT_STAGES, summarise
 
     metrics = _metrics
     per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in RESULT_STAGES}
@@ -185,7 +185,7 @@ def test_the_readme_names_the_commit_and_date_results_json_records():
 def test_power_per_step_by_hand():
     """Each step's row: the standard deviation of its paired per-seed gains, and the gain its
     seeds detect with 80% power; a step whose gains do not vary has no detectable gain."""
-    from wsda_lib.results import COMPARISONS, detectable_gain, power_markdown
+    from wsda_lib.records.results import COMPARISONS, detectable_gain, power_markdown
 
     stages = {name: [30.0, 30.0, 30.0] for _, a, b in COMPARISONS for name in (a, b)}
     stages["adaptsegnet"] = [31.0, 31.5, 32.0]   # gains over AdaBN 1, 1.5, 2: sd 0.5
@@ -210,7 +210,7 @@ def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_h
     adaptation is judged twice, with no gain as trained and -1.5 (hurts) with target
     statistics. AdaBN against source-only is not judged with target statistics (the same
     weights, scored so)."""
-    from wsda_lib.results import (
+    from wsda_lib.records.results import (
         COMPARISONS,
         RESULT_STAGES,
         comparisons,

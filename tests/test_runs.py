@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from wsda_lib import runs
-from wsda_lib.config import key_config, override, preset, to_dict
+from wsda_lib.core.config import key_config, override, preset, to_dict
+from wsda_lib.training import runs
 
 
 def test_load_or_train_trains_once_then_loads(tmp_path):
@@ -90,7 +90,7 @@ def test_a_field_added_with_a_default_changes_no_runs_key(section):
 def test_a_section_added_with_defaults_changes_no_runs_key():
     import dataclasses
 
-    from wsda_lib.config import Config
+    from wsda_lib.core.config import Config
 
     @dataclasses.dataclass
     class Extra:
@@ -108,7 +108,7 @@ def test_the_fields_keyed_at_any_value_are_fields():
     """KEYED_ALWAYS names real fields (a misspelt one would silently drop a field from keys
     at its default), and fields added after it, such as adapt.restyle, are keyed only away
     from their default."""
-    from wsda_lib.config import KEYED_ALWAYS, fields
+    from wsda_lib.core.config import KEYED_ALWAYS, fields
 
     cfg = preset("default")
     named = {f"{section}.{name}" for section, names in KEYED_ALWAYS.items() for name in names}
@@ -172,8 +172,8 @@ def test_json_the_project_writes_is_strict_and_reads_back_nan_in_score_lists(tmp
     stands for a missing value (not in a list of numbers) stays None."""
     import math
 
-    from wsda_lib.atomic import write_json
     from wsda_lib.cli import _json
+    from wsda_lib.core.atomic import write_json
 
     path = tmp_path / "metrics.json"
     write_json(path, {"iou": [50.0, float("nan"), 25.0], "miou": 37.5, "ci_low": None,
@@ -203,7 +203,7 @@ def test_a_run_being_trained_by_another_process_is_refused_naming_it(tmp_path, c
     another asking for the same run gets one line naming the holder, before any training;
     once the lock is free it trains, and the next asks load it."""
     from wsda_lib.cli import main
-    from wsda_lib.config import preset as load_preset
+    from wsda_lib.core.config import preset as load_preset
     from wsda_lib.stages import run_config
 
     run_dir = tmp_path / "runs"

@@ -29,16 +29,16 @@ from test_real_evaluation import (
 )
 
 from wsda_lib.cli import main
-from wsda_lib.config import preset, to_dict
+from wsda_lib.core.config import preset, to_dict
 from wsda_lib.data import load
 from wsda_lib.data.cityscapes import cityscapes
 from wsda_lib.data.files import DatasetError
 from wsda_lib.data.gta5 import gta5
 from wsda_lib.data.synthia import synthia
-from wsda_lib.evaluate import evaluate
-from wsda_lib.export import export_cityscapes
-from wsda_lib.runs import save_checkpoint
+from wsda_lib.records.export import export_cityscapes
 from wsda_lib.stages import build_model
+from wsda_lib.training.evaluate import evaluate
+from wsda_lib.training.runs import save_checkpoint
 
 STEM = "aachen_000001_000019"
 

@@ -5,14 +5,14 @@ and train.channels_last existed are unchanged, and those two options do what the
 
 import torch
 
-import wsda_lib.engine
-from wsda_lib import runs
-from wsda_lib.config import override, preset
-from wsda_lib.engine import train_adaptation, train_supervised
-from wsda_lib.evaluate import predict
+import wsda_lib.training.engine
+from wsda_lib.core.config import override, preset
 from wsda_lib.method.objective import Discriminators
 from wsda_lib.method.pixel_adaptation import fourier_amplitude_swap, restyle_source
 from wsda_lib.stages import build_model, run_config, stage_config
+from wsda_lib.training import runs
+from wsda_lib.training.engine import train_adaptation, train_supervised
+from wsda_lib.training.evaluate import predict
 
 
 def test_fda_on_the_drawn_images_equals_fda_on_the_whole_batch():
@@ -68,7 +68,7 @@ def test_discriminators_get_weight_gradients_from_their_own_step_only(smoke_benc
                 p.register_hook(lambda g, name=name: calls.__setitem__(name,
                                                                         calls.get(name, 0) + 1))
 
-    monkeypatch.setattr(wsda_lib.engine, "Discriminators", Counted)
+    monkeypatch.setattr(wsda_lib.training.engine, "Discriminators", Counted)
     cfg = stage_config("uda_category", override(preset("smoke"), **{"adapt.iterations": 3}))
     model = build_model(cfg, smoke_bench.class_set)
     train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
@@ -90,7 +90,7 @@ def test_freezing_the_discriminators_in_the_generator_step_changes_no_weight(smo
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(wsda_lib.engine, "Discriminators", Kept)
+    monkeypatch.setattr(wsda_lib.training.engine, "Discriminators", Kept)
 
     def adapt():
         torch.manual_seed(0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsda_lib.config import preset
+from wsda_lib.core.config import preset
 from wsda_lib.data import load as load_benchmark
 from wsda_lib.data import synthetic
 from wsda_lib.data.benchmark import datasheet

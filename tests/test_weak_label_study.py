@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from wsda_lib.analysis import attention_on_class, class_presence
-from wsda_lib.config import override, preset
+from wsda_lib.core.config import override, preset
 from wsda_lib.data.classes import EMBEDDED
-from wsda_lib.engine import weak_label_log
 from wsda_lib.method.objective import LossWeights, generator_loss
 from wsda_lib.method.weak_classification import Pooling, smooth_max_pool
 from wsda_lib.stages import adaptation_data, build_model, stage_config
+from wsda_lib.teaching.analysis import attention_on_class
+from wsda_lib.training.engine import weak_label_log
+from wsda_lib.training.evaluate import class_presence
 
 
 def test_pool_positions_moves_the_area_prior_by_hand():
@@ -95,7 +96,7 @@ def test_frozen_pseudo_weak_labels_are_the_starting_models(smoke_bench):
 
 
 def test_frozen_batchnorm_keeps_the_running_statistics(smoke_bench):
-    from wsda_lib.engine import train_adaptation
+    from wsda_lib.training.engine import train_adaptation
 
     for frozen in (True, False):
         cfg = stage_config("uda_weak", override(preset("smoke"), **{
@@ -123,7 +124,7 @@ def test_attention_spread_evenly_scores_the_class_area():
 
 
 def test_the_grid_prefers_the_shorter_schedule_unless_clearly_better():
-    from wsda_lib.study import choose_grid
+    from wsda_lib.experiments.study import choose_grid
 
     grid = [{"lambda_cw": 0.001, "iterations": 1000, "target_val_miou": 30.0},
             {"lambda_cw": 0.01, "iterations": 1000, "target_val_miou": 30.4},
@@ -137,7 +138,7 @@ def test_the_grid_prefers_the_shorter_schedule_unless_clearly_better():
 def test_the_study_runs_end_to_end_and_chooses_on_target_val(tmp_path, monkeypatch):
     import json
 
-    from wsda_lib import study
+    from wsda_lib.experiments import study
 
     monkeypatch.setattr(study, "DRIVERS", study.DRIVERS[:2])
     monkeypatch.setattr(study, "CANDIDATES", study.CANDIDATES[:1])

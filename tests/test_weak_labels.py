@@ -41,7 +41,7 @@ def test_the_presence_explorer_pools_thresholds_and_scores_by_hand():
     1, every score drops by log 4 before the sigmoid: σ(-log 4) = 0.2, not above T."""
     import torch
 
-    from wsda_lib.widgets import presence_at, presence_explorer
+    from wsda_lib.teaching.widgets import presence_at, presence_explorer
 
     logits, truth = torch.tensor([[[[0.0]], [[-2.0]]]]), torch.tensor([[1.0, 1.0]])
     p = presence_at(logits, truth, threshold=0.2)

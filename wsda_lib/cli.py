@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, distributed, runs, study
-from .atomic import strict
-from .config import (
+from wsda_lib import __version__
+from wsda_lib.core import distributed
+from wsda_lib.core.atomic import strict
+from wsda_lib.core.config import (
     PRESETS,
     Config,
     DataConfig,
@@ -23,9 +24,10 @@ from .config import (
     preset,
     validate,
 )
-from .data import load, open_dataset
-from .data.files import image_size
-from .data.folders import (
+from wsda_lib.core.device import resolve_device
+from wsda_lib.data import load, open_dataset
+from wsda_lib.data.files import image_size
+from wsda_lib.data.folders import (
     CLASS_FILE,
     UnlabelledImages,
     export_benchmark,
@@ -35,13 +37,12 @@ from .data.folders import (
     open_folder_split,
     read_class_file,
 )
-from .data.tags import read_image_labels, read_points
-from .engine import resolve_device
-from .evaluate import scores as evaluate_scores
-from .export import export_predictions
-from .method.point_supervision import split_points
-from .reproduce import IDLE_LIMIT, SERIES_PRESETS, NotebookFailed, reproduce
-from .stages import (
+from wsda_lib.data.tags import read_image_labels, read_points
+from wsda_lib.experiments import study
+from wsda_lib.experiments.reproduce import IDLE_LIMIT, SERIES_PRESETS, NotebookFailed, reproduce
+from wsda_lib.method.point_supervision import split_points
+from wsda_lib.records.export import export_predictions
+from wsda_lib.stages import (
     STAGES,
     build_model,
     chain,
@@ -52,6 +53,8 @@ from .stages import (
     run_stage,
     stage_config,
 )
+from wsda_lib.training import runs
+from wsda_lib.training.evaluate import scores as evaluate_scores
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     _ablation_parser(sub)
     _evaluate_parser(sub)
     _data_parser(sub)
-    from . import gpu_check  # `wsda gpu-check`: its arguments live beside the check
+    from wsda_lib import gpu_check  # `wsda gpu-check`: its arguments live beside the check
     gpu_check.add_parser(sub)
     _official_eval_parser(sub)
     return p
@@ -197,7 +200,7 @@ def _official_eval_parser(sub) -> None:
                     help="the Cityscapes root (gtFine/SPLIT/<city>/*_gtFine_labelIds.png)")
     oe.add_argument("--predictions", required=True, type=Path,
                     help="folder of labelId PNGs, one <city>_<seq>_<frame>*.png per ground-truth "
-                         "file (as wsda_lib.export.export_cityscapes writes them)")
+                         "file (as wsda_lib.records.export.export_cityscapes writes them)")
     oe.add_argument("--split", default="val", help="gtFine split to score (default: val)")
     oe.add_argument("--classes", type=int, default=19, choices=(19, 16, 13),
                     help="mIoU over these classes (16/13: the official convention for SYNTHIA "
@@ -435,21 +438,21 @@ def _study(args) -> int:
 
 
 def _mechanisms(args) -> int:
-    from . import mechanisms
+    from wsda_lib.experiments import mechanisms
 
     return mechanisms.main(args.preset, args.run_dir, _experiment_out(args, "mechanisms"),
                            args.device)
 
 
 def _calibrate(args) -> int:
-    from . import calibration
+    from wsda_lib.experiments import calibration
 
     out = _experiment_out(args, "calibrate")
     return calibration.main(args.preset, args.run_dir, out, args.device)
 
 
 def _ablation(args) -> int:
-    from . import ablation
+    from wsda_lib.experiments import ablation
 
     if args.seeds < 2:
         raise ValueError(f"--seeds must be >= 2: a verdict is a paired test over seeds, got "
@@ -459,13 +462,13 @@ def _ablation(args) -> int:
 
 
 def _gpu_check(args) -> int:
-    from . import gpu_check
+    from wsda_lib.experiments import gpu_check
 
     return gpu_check.main(args.out, args.steps, args.warmup, args.tiny, args.device)
 
 
 def _official_eval(args) -> int:
-    from .export import official_scores
+    from wsda_lib.records.export import official_scores
 
     print(_json(official_scores(args.predictions, args.gt, args.split, args.classes)))
     return 0

@@ -32,15 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed, runs
-from .analysis import (
-    PSEUDO_LABEL_RECORD,
-    class_presence,
-    pseudo_label_file,
-    pseudo_label_folder,
-    write_pseudo_labels,
-)
-from .config import (
+from wsda_lib.core import distributed
+from wsda_lib.core.config import (
     PAPER_UDA,
     AdaptConfig,
     Config,
@@ -49,20 +42,28 @@ from .config import (
     override,
     to_dict,
 )
-from .data import SPLIT_NAMES, synthetic
-from .data.checks import check_split_files
-from .data.files import image_size
-from .data.splits import InMemorySplit, LabelFiles, WithItems
-from .data.translated import TranslatedSource
-from .engine import set_seed, train_adaptation, train_supervised
-from .evaluate import eval_loader, evaluate, presence_scores
-from .method.adabn import target_statistics
-from .method.category_alignment import category_features
-from .method.objective import Discriminators, LossWeights
-from .method.output_alignment import output_probabilities
-from .method.point_supervision import ItemPoints, sample_points
-from .method.weak_classification import Pooling
-from .models import build_deeplab
+from wsda_lib.core.device import set_seed
+from wsda_lib.data import SPLIT_NAMES, synthetic
+from wsda_lib.data.checks import check_split_files
+from wsda_lib.data.files import image_size
+from wsda_lib.data.splits import InMemorySplit, LabelFiles, WithItems
+from wsda_lib.data.translated import TranslatedSource
+from wsda_lib.method.adabn import target_statistics
+from wsda_lib.method.category_alignment import category_features
+from wsda_lib.method.objective import Discriminators, LossWeights
+from wsda_lib.method.output_alignment import output_probabilities
+from wsda_lib.method.point_supervision import ItemPoints, sample_points
+from wsda_lib.method.weak_classification import Pooling
+from wsda_lib.models import build_deeplab
+from wsda_lib.training import runs
+from wsda_lib.training.engine import train_adaptation, train_supervised
+from wsda_lib.training.evaluate import class_presence, eval_loader, evaluate, presence_scores
+from wsda_lib.training.pseudo_labels import (
+    PSEUDO_LABEL_RECORD,
+    pseudo_label_file,
+    pseudo_label_folder,
+    write_pseudo_labels,
+)
 
 EVAL_SPLITS = ("source_val", "target_val", "target_test")
 PAPER_POOLING = {"adapt.pool_positions": None}
@@ -296,7 +297,8 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
     Points are drawn per image as it is read (method.point_supervision; the embedded
     benchmark keeps its whole-split draw); pixel pseudo labels
     are written as PNGs to `work_dir`, by default benchmark.cache_dir/pseudo_labels/<key of
-    the weights, config and seed> (analysis.pseudo_label_folder), and read back per item."""
+    the weights, config and seed> (training.pseudo_labels.pseudo_label_folder), and read back
+    per item."""
     a = cfg.adapt
     source, target, metrics, extras = benchmark["source_train"], benchmark["target_train"], {}, {}
     if a.weak_labels == "pseudo":
@@ -334,10 +336,10 @@ def adaptation_data(cfg: Config, benchmark, model, seed: int, device, work_dir=N
 
 def pseudo_label_key(cfg: Config) -> dict:
     """The config part of the key of self-training's pseudo-label folder
-    (analysis.pseudo_label_folder): config.key_config, and the BatchNorm statistics the
-    labels are made with (adapt.st_label_statistics) whatever its default, since key_config
-    leaves out a field at its default and a default can change: labels made with running
-    statistics are never reused for a round that makes them with target statistics."""
+    (training.pseudo_labels.pseudo_label_folder): config.key_config, and the BatchNorm
+    statistics the labels are made with (adapt.st_label_statistics) whatever its default,
+    since key_config leaves out a field at its default and a default can change: labels made
+    with running statistics are never reused for a round that makes them with target statistics."""
     return {**key_config(cfg), "st_label_statistics": cfg.adapt.st_label_statistics}
 
 
@@ -450,7 +452,7 @@ def folder_files_digest(data_cfg) -> dict:
     """{field: sha256 of the file's bytes} of the class file and the CSVs a folder dataset's
     config names (data.classes, or target_root/classes.json; data.image_labels; data.points):
     part of a run's key, as the files decide what it trains on."""
-    from .data.folders import CLASS_FILE, READY_MADE
+    from wsda_lib.data.folders import CLASS_FILE, READY_MADE
     classes = data_cfg.classes or str(Path(data_cfg.target_root or ".") / CLASS_FILE)
     named = {"classes": classes, "image_labels": data_cfg.image_labels,
              "points": data_cfg.points}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .benchmark import load_embedded
-from .folders import load_folders
-from .readers import open_dataset
-from .real import load_real
-from .splits import SPLIT_NAMES, Benchmark, Split
+from wsda_lib.data.benchmark import load_embedded
+from wsda_lib.data.folders import load_folders
+from wsda_lib.data.readers import open_dataset
+from wsda_lib.data.real import load_real
+from wsda_lib.data.splits import SPLIT_NAMES, Benchmark, Split
 
 __all__ = ["SPLIT_NAMES", "Benchmark", "Split", "load", "open_dataset"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
-from . import synthetic
-from .classes import EMBEDDED
-from .splits import Benchmark, InMemorySplit
-from .weak_labels import class_pixel_counts, typical_areas
+from wsda_lib.core.atomic import atomic_write
+from wsda_lib.data import synthetic
+from wsda_lib.data.classes import EMBEDDED
+from wsda_lib.data.splits import Benchmark, InMemorySplit
+from wsda_lib.data.weak_labels import class_pixel_counts, typical_areas
 
 
 def _cache_dir(root: Path, data_cfg, doms) -> Path:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..atomic import write_json
-from .files import DatasetError, read_image
+from wsda_lib.core.atomic import write_json
+from wsda_lib.data.files import DatasetError, read_image
 
 
 def _record(split, labels: bool, cache_dir: Path) -> Path:

@@ -30,8 +30,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import to_tensor
 
-from .classes import Protocol
-from .splits import Split
+from wsda_lib.data.classes import Protocol
+from wsda_lib.data.splits import Split
 
 
 class DatasetError(ValueError):

@@ -40,9 +40,9 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from ..config import check_range
-from .classes import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, ClassSet, protocol
-from .files import (
+from wsda_lib.core.config import check_range
+from wsda_lib.data.classes import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_INDEX, ClassSet, protocol
+from wsda_lib.data.files import (
     MIXED_SIZES,
     NOT_READ,
     UNREADABLE_IMAGE,
@@ -60,9 +60,9 @@ from .files import (
     too_large,
     unpaired_files,
 )
-from .real import _typical_area
-from .splits import Benchmark, Split
-from .tags import read_image_labels, read_points, write_image_labels, write_points
+from wsda_lib.data.real import _typical_area
+from wsda_lib.data.splits import Benchmark, Split
+from wsda_lib.data.tags import read_image_labels, read_points, write_image_labels, write_points
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FOLDER_IMAGE_MODES = ("RGB", "RGBA", "P", "L")  # 8-bit; grey is converted to RGB explicitly

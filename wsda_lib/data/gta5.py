@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .classes import protocol
-from .files import (
+from wsda_lib.data.classes import protocol
+from wsda_lib.data.files import (
     DatasetError,
     FileSegmentation,
     labels_without_images,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .cityscapes import cityscapes
-from .gta5 import gta5
-from .synthia import synthia
+from wsda_lib.data.cityscapes import cityscapes
+from wsda_lib.data.gta5 import gta5
+from wsda_lib.data.synthia import synthia
 
 READERS = {"gta5": gta5, "synthia": synthia, "cityscapes": cityscapes}
 

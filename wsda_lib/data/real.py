@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_json
-from ..config import check_range
-from .cityscapes import cityscapes
-from .files import FileSegmentation
-from .readers import open_dataset
-from .splits import Benchmark
-from .weak_labels import class_pixel_counts, typical_areas
+from wsda_lib.core.atomic import write_json
+from wsda_lib.core.config import check_range
+from wsda_lib.data.cityscapes import cityscapes
+from wsda_lib.data.files import FileSegmentation
+from wsda_lib.data.readers import open_dataset
+from wsda_lib.data.splits import Benchmark
+from wsda_lib.data.weak_labels import class_pixel_counts, typical_areas
 
 
 def _slice(ds: FileSegmentation, name: str, pairs, typical=None, fraction=0.1,

@@ -22,8 +22,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import to_tensor
 
-from .classes import ClassSet
-from .weak_labels import class_pixel_counts, image_labels
+from wsda_lib.data.classes import ClassSet
+from wsda_lib.data.weak_labels import class_pixel_counts, image_labels
 
 SPLIT_NAMES = ("source_train", "source_val", "target_train", "target_val", "target_test")
 
@@ -170,7 +170,7 @@ class WithItems(Dataset):
 class LabelFiles:
     """Label maps stored one 8-bit PNG per image, read when asked: files[i] is the (H, W)
     uint8 map in `path(i)`; len(files) = n. Self-training's pseudo labels
-    (analysis.write_pseudo_labels) go through WithItems this way."""
+    (training.pseudo_labels.write_pseudo_labels) go through WithItems this way."""
 
     def __init__(self, n: int, path):
         self.n, self.path = n, path

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import check_range
-from .classes import EMBEDDED
+from wsda_lib.core.config import check_range
+from wsda_lib.data.classes import EMBEDDED
 
 # Bump when the painters change the images that given parameters produce. It keys the disk
 # cache and the runs, with a fingerprint of the domains' parameters (`fingerprint`).
@@ -129,11 +129,11 @@ V1_TARGET = Domain(
 )
 
 
-# The calibration of the shift (wsda_lib/calibration.py, docs/method.md §14). Each variant is
-# the first benchmark (V1_*) with dotted fields changed, "target.rendering.palette.road" or
-# "source.scene.pole_width"; the variants were tried in this order, and the record of each
-# one's source-only and oracle endpoints is figures/benchmark_calibration.json. The benchmark
-# is the variant CALIBRATED.
+# The calibration of the shift (wsda_lib/experiments/calibration.py, docs/method.md §14). Each
+# variant is the first benchmark (V1_*) with dotted fields changed,
+# "target.rendering.palette.road" or "source.scene.pole_width"; the variants were tried in
+# this order, and the record of each one's source-only and oracle endpoints is
+# figures/benchmark_calibration.json. The benchmark is the variant CALIBRATED.
 _T = "target.rendering."
 _V2_PALETTE = {  # the target's colours keep the source's hues, greyer and darker
     _T + "palette": {"road": (0.40, 0.39, 0.41), "sidewalk": (0.62, 0.54, 0.58),

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import protocol
-from .files import (
+from wsda_lib.data.classes import protocol
+from wsda_lib.data.files import (
     UNREADABLE_LABEL,
     UNSUPPORTED_LABEL,
     DatasetError,

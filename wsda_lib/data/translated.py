@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-from .files import DatasetError, read_image
+from wsda_lib.data.files import DatasetError, read_image
 
 
 class TranslatedSource(torch.utils.data.Dataset):

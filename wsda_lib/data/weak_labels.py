@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import check_range
-from .classes import IGNORE_INDEX
+from wsda_lib.core.config import check_range
+from wsda_lib.data.classes import IGNORE_INDEX
 
 
 def class_pixel_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .domain import SOURCE_LABEL, TARGET_LABEL
+from wsda_lib.method.domain import SOURCE_LABEL, TARGET_LABEL
 
 
 def category_attention(logits: torch.Tensor) -> torch.Tensor:

@@ -18,22 +18,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.classes import IGNORE_INDEX
-from .category_alignment import (
+from wsda_lib.data.classes import IGNORE_INDEX
+from wsda_lib.method.category_alignment import (
     CategoryDiscriminators,
     category_adversarial_loss,
     category_discriminator_loss,
     category_features,
     discriminator_accuracy,
 )
-from .output_alignment import (
+from wsda_lib.method.output_alignment import (
     OutputDiscriminator,
     output_adversarial_loss,
     output_discriminator_loss,
     output_probabilities,
 )
-from .point_supervision import point_loss
-from .weak_classification import Pooling, weak_label_loss
+from wsda_lib.method.point_supervision import point_loss
+from wsda_lib.method.weak_classification import Pooling, weak_label_loss
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .domain import SOURCE_LABEL, TARGET_LABEL, domain_bce
+from wsda_lib.method.domain import SOURCE_LABEL, TARGET_LABEL, domain_bce
 
 
 class OutputDiscriminator(nn.Module):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import check_range
+from wsda_lib.core.config import check_range
 
 # The random colour jitter of the "colour" control, before it is scaled to FDA's strength:
 # brightness, contrast and saturation factors in [1 - x, 1 + x], a hue shift in [-h, h].

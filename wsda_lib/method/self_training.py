@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import check_range
-from ..data.classes import IGNORE_INDEX
+from wsda_lib.core.config import check_range
+from wsda_lib.data.classes import IGNORE_INDEX
 
 
 def _check_quantile(quantile: float):

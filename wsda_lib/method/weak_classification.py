@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import check_range
+from wsda_lib.core.config import check_range
 
 
 def smooth_max_pool(logits: torch.Tensor, r: float = 1.0,

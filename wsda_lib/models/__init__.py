@@ -1,5 +1,5 @@
 """Networks: DeepLab-v2 (and, with the method, its discriminators)."""
 
-from .deeplab import DeepLabV2, build_deeplab
+from wsda_lib.models.deeplab import DeepLabV2, build_deeplab
 
 __all__ = ["DeepLabV2", "build_deeplab"]

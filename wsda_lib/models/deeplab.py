@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from ..config import check_range
+from wsda_lib.core.config import check_range
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

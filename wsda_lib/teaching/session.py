@@ -1,7 +1,7 @@
 """The session a notebook opens from its parameters cell: one call gives it the config,
 the device, the benchmark, `stage(name)`, `save(figure)` and a place for its summary.
 
-    nb = notebook.start(globals())   # checks the parameters cell, loads the benchmark
+    nb = session.start(globals())   # checks the parameters cell, loads the benchmark
     source_only = nb.stage("source_only")
     nb.save(plots.iou_bars(...), "01_per_class_iou")
 
@@ -24,23 +24,28 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from . import plots
-from .analysis import attention_classes, attention_maps, attention_on_class, attention_share
-from .atomic import write_json
-from .config import PRESETS, Config, preset
-from .data import Benchmark, load
-from .engine import DEVICE_NAMES, resolve_device
-from .method.weak_classification import Pooling, image_class_scores
-from .results import (
+from wsda_lib.core.atomic import write_json
+from wsda_lib.core.config import PRESETS, Config, preset
+from wsda_lib.core.device import DEVICE_NAMES, resolve_device
+from wsda_lib.data import Benchmark, load
+from wsda_lib.method.weak_classification import Pooling, image_class_scores
+from wsda_lib.records.results import (
     SHORT_TITLES,
     adversarial_weights,
     attach_controls,
     run_metadata,
     stage_table,
     summarise,
-    write_results,  # noqa: F401  (notebook 06 calls notebook.write_results)
+    write_results,  # noqa: F401  (notebook 06 calls session.write_results)
 )
-from .stages import STAGES, StageResult, run_stage
+from wsda_lib.stages import STAGES, StageResult, run_stage
+from wsda_lib.teaching import plots
+from wsda_lib.teaching.analysis import (
+    attention_classes,
+    attention_maps,
+    attention_on_class,
+    attention_share,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -280,7 +285,7 @@ def check_interpreter() -> None:
 def start(namespace: dict, extra: tuple = ()) -> Session:
     """Check the notebook's parameters (check_parameters), then load the benchmark.
 
-    In a notebook: `nb = notebook.start(globals())`, right after the parameters cell."""
+    In a notebook: `nb = session.start(globals())`, right after the parameters cell."""
     p = check_parameters(namespace, extra)
     check_interpreter()
     cfg = preset(p["PRESET"])

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from .atomic import write_json
-from .config import preset
-from .data import synthetic
-from .data.benchmark import load_embedded
-from .data.classes import EMBEDDED
-from .engine import resolve_device
-from .stages import evaluate_splits, run_stage, stage_config
+from wsda_lib.core.atomic import write_json
+from wsda_lib.core.config import preset
+from wsda_lib.core.device import resolve_device
+from wsda_lib.data import synthetic
+from wsda_lib.data.benchmark import load_embedded
+from wsda_lib.data.classes import EMBEDDED
+from wsda_lib.stages import evaluate_splits, run_stage, stage_config
 
 SEED = 0
 # The paper's source-only row (DeepLab-v2, GTA5 -> Cityscapes, docs/method.md §9) for the

@@ -40,15 +40,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots
-from .analysis import domain_separation, write_pseudo_labels
-from .atomic import atomic_write, write_json
-from .config import override, preset
-from .data import load
-from .engine import resolve_device
-from .results import paired_test, run_metadata
-from .stages import CHOSEN_SELF_TRAINING, TARGET_STATISTICS, run_stage, stage_config
-from .study import MIN_GAIN
+from wsda_lib.core.atomic import atomic_write, write_json
+from wsda_lib.core.config import override, preset
+from wsda_lib.core.device import resolve_device
+from wsda_lib.data import load
+from wsda_lib.experiments.study import MIN_GAIN
+from wsda_lib.records.results import paired_test, run_metadata
+from wsda_lib.stages import CHOSEN_SELF_TRAINING, TARGET_STATISTICS, run_stage, stage_config
+from wsda_lib.teaching import plots
+from wsda_lib.teaching.analysis import domain_separation
+from wsda_lib.training.pseudo_labels import write_pseudo_labels
 
 SEED = 0
 SEEDS = (0, 1, 2)          # the confirmation of a chosen strength, on target val

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write, write_json
-from .config import preset
-from .data import load
-from .engine import resolve_device
-from .results import (
+from wsda_lib.core.atomic import atomic_write, write_json
+from wsda_lib.core.config import preset
+from wsda_lib.core.device import resolve_device
+from wsda_lib.data import load
+from wsda_lib.records.results import (
     LEVEL,
     TEST,
     attach_controls,
@@ -45,7 +45,7 @@ from .results import (
     validate,
     write_results,
 )
-from .stages import run_stage, stage
+from wsda_lib.stages import run_stage, stage
 
 # (what, stage, the control it is judged against)
 CONTROLS = (

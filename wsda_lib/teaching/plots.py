@@ -16,8 +16,8 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .data.classes import IGNORE_COLOR, IGNORE_INDEX, ClassSet, colorize
-from .method.weak_classification import smooth_max_pool
+from wsda_lib.data.classes import IGNORE_COLOR, IGNORE_INDEX, ClassSet, colorize
+from wsda_lib.method.weak_classification import smooth_max_pool
 
 DPI = 110
 
@@ -134,7 +134,7 @@ def iou_bars(results: dict, class_names, title: str = "", ylabel: str = "IoU (%)
              colours: dict | None = None):
     """Grouped bars of a per-class score in %; results: {label: list of C values (NaN =
     absent)}. colours: {label: colour}, so that one stage keeps its colour from figure to
-    figure (notebook.Session.colours); None: seaborn's default cycle. The legend sits under
+    figure (session.Session.colours); None: seaborn's default cycle. The legend sits under
     the bars, never on them."""
     rows = [{"class": c, "model": label, ylabel: value}
             for label, values in results.items()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-import re
 import signal
 import sys
 import threading
@@ -29,47 +28,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, default_collate
 from tqdm.auto import tqdm
 
-from . import distributed
-from .config import check_switches
-from .evaluate import eval_loader, evaluate, presence_precision_recall
-from .method.objective import (
+from wsda_lib.core import distributed
+from wsda_lib.core.config import check_switches
+from wsda_lib.core.device import set_seed
+from wsda_lib.method.objective import (
     Discriminators,
     LossWeights,
     discriminator_loss,
     generator_loss,
     segmentation_loss,
 )
-from .method.pixel_adaptation import colour_jitter, restyle_source
-from .method.weak_classification import Pooling, image_class_scores
+from wsda_lib.method.pixel_adaptation import colour_jitter, restyle_source
+from wsda_lib.method.weak_classification import Pooling, image_class_scores
+from wsda_lib.training.evaluate import eval_loader, evaluate, presence_precision_recall
 
 # The signals after which a run with a resume checkpoint stops at the end of its step, saved.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (every device)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> the GPU when one is present, else the CPU; "cpu", "mps", "cuda" or "cuda:N"
-    as given. Raises ValueError naming the value for any other name, and for a CUDA device
-    on a machine without one."""
-    if not isinstance(name, str) or not DEVICE_NAMES.match(name):
-        raise ValueError(f"device {name!r}: expected 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA GPU is available; use 'auto' or 'cpu'")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: no Apple GPU (MPS) is available; use 'auto' or "
-                         f"'cpu'")
-    return torch.device(name)
 
 
 class BatchStream:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from scipy import optimize, stats
 
-from .atomic import atomic_write, write_json
+from wsda_lib.core.atomic import atomic_write, write_json
 
 
 def gap_closed(miou: float, source_only: float, oracle: float) -> float:
@@ -204,7 +204,7 @@ def power_note(results: dict) -> str:
             f"deviation of {sd:.2f} mIoU over seeds, so {n} seeds detect a true gain of "
             f"{detectable_gain(n, sd):.1f} mIoU with {100 * POWER:.0f}% power, and a "
             f"paper-sized gain ({PAPER_SIZED_GAIN} mIoU, the paper's smallest step) needs "
-            f"{need if need else 'more than 50'} seeds (`wsda_lib.results.seeds_needed`).")
+            f"{need if need else 'more than 50'} seeds (`wsda_lib.records.results.seeds_needed`).")
 
 
 def power_markdown(results: dict) -> list[str]:
@@ -215,7 +215,7 @@ def power_markdown(results: dict) -> list[str]:
     n = len(results["seeds"])
     lines = [f"Power per step: the standard deviation of its paired per-seed gains, and the "
              f"smallest true gain the test detects with {100 * POWER:.0f}% power over {n} "
-             f"seed(s) (`wsda_lib.results.detectable_gain`).", "",
+             f"seed(s) (`wsda_lib.records.results.detectable_gain`).", "",
              "| step | sd of the paired gains | detectable gain |", "|---|---|---|"]
     sds = paired_gain_sds(results) if n > 1 else {}
     for what, _, _ in COMPARISONS:

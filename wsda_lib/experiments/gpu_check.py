@@ -38,16 +38,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import write_json
-from .bench import commit, machine, peak_rss_gib
-from .config import override, preset
-from .data.classes import protocol
-from .data.splits import InMemorySplit, Split
-from .engine import resolve_device, train_adaptation
-from .evaluate import eval_loader, evaluate
-from .method.adabn import reestimate_batchnorm
-from .reproduce import REPO
-from .stages import STAGES, build_model, stage_config
+from wsda_lib.core.atomic import write_json
+from wsda_lib.core.config import override, preset
+from wsda_lib.core.device import resolve_device
+from wsda_lib.data.classes import protocol
+from wsda_lib.data.splits import InMemorySplit, Split
+from wsda_lib.experiments.bench import commit, machine, peak_rss_gib
+from wsda_lib.experiments.reproduce import REPO
+from wsda_lib.method.adabn import reestimate_batchnorm
+from wsda_lib.stages import STAGES, build_model, stage_config
+from wsda_lib.training.engine import train_adaptation
+from wsda_lib.training.evaluate import eval_loader, evaluate
 
 OUT = REPO / "bench" / "gpu.json"
 TINY_OUT = REPO / "build" / "gpu-check-tiny.json"  # --tiny never replaces a GPU's record

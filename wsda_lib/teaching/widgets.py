@@ -48,8 +48,8 @@ def presence_at(logits, truth, r: float = 1.0, threshold: float = 0.2,
     P_c > threshold, and their micro precision and recall (%) against `truth` (N, C) 0/1."""
     import torch
 
-    from .evaluate import presence_precision_recall
-    from .method.weak_classification import Pooling, image_class_scores
+    from wsda_lib.method.weak_classification import Pooling, image_class_scores
+    from wsda_lib.training.evaluate import presence_precision_recall
 
     scores = image_class_scores(torch.as_tensor(logits), Pooling(r, positions))
     labels = (scores > threshold).float()

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from wsda_lib.core import distributed
 
 try:
     import fcntl
 except ImportError:  # Windows: runs are not locked
     fcntl = None
-from .atomic import atomic_write, numbers, remove_stale_temporaries, write_json
+from wsda_lib.core.atomic import atomic_write, numbers, remove_stale_temporaries, write_json
 
 __all__ = ["Resume", "Run", "RunError", "config_key", "load_checkpoint", "load_or_train",
            "read_json", "run_dir", "save_checkpoint", "write_json"]

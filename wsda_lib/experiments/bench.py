@@ -18,7 +18,7 @@ bench/results.md (the README's performance table), all measured in one run.
   times the notebooks run) and the rest of the notebooks' time (plots, analysis, loading).
 
 Speed targets live here (TARGETS), not in timed tests: a slow CI machine should not fail the
-suite. `python -m wsda_lib.bench --quick` measures only the smoke series and the steps.
+suite. `python -m wsda_lib.experiments.bench --quick` measures only the smoke series and the steps.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ from pathlib import Path
 import nbformat
 import torch
 
-from .atomic import strict, write_json
-from .config import override, preset
-from .data import load
-from .engine import train_adaptation, train_supervised
-from .method.objective import segmentation_loss
-from .reproduce import REPO, reproduce, run_notebook
-from .reproduce import series as notebook_series
-from .stages import build_model, stage_config
+from wsda_lib.core.atomic import strict, write_json
+from wsda_lib.core.config import override, preset
+from wsda_lib.data import load
+from wsda_lib.experiments.reproduce import REPO, reproduce, run_notebook
+from wsda_lib.experiments.reproduce import series as notebook_series
+from wsda_lib.method.objective import segmentation_loss
+from wsda_lib.stages import build_model, stage_config
+from wsda_lib.training.engine import train_adaptation, train_supervised
 
 # The project's goals (issue: "the whole series in a quarter of an hour on two cores").
 TARGETS = {
@@ -140,7 +140,7 @@ def kernel_startup(work: Path) -> float:
     of the series imports first: the start-up each notebook pays."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("PRESET = 'smoke'", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("import wsda_lib.notebook  # noqa")]
+                nbformat.v4.new_code_cell("import wsda_lib.teaching.session  # noqa")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     path = work / "startup.ipynb"
@@ -257,8 +257,8 @@ def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
     seconds of the code that trained it), target test mIoU mean ± std per stage, and the
     comparisons of TRADE_VERDICTS on target val, where a schedule is chosen (the rule of
     results.paired_test, on target val), with the per-seed target val mIoU behind them."""
-    from .results import judge, mean_std
-    from .stages import run_stage
+    from wsda_lib.records.results import judge, mean_std
+    from wsda_lib.stages import run_stage
 
     base = preset("default")
     bench = load(base.data, Path(run_dir) / "data", verbose=False)
@@ -309,7 +309,7 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     order = [f"{name}_{seeds}_seed{'s' if seeds > 1 else ''}" for name, seeds in SERIES]
     series = {k: result["series"][k] for k in order if k in result["series"]}
-    command = "`python -m wsda_lib.bench --quick`" if result.get("mode") == "quick" \
+    command = "`python -m wsda_lib.experiments.bench --quick`" if result.get("mode") == "quick" \
         else "`make bench`"
     at = f" at commit {result['commit'][:7]}" if result.get("commit") else ""
     lines = [f"Measured by {command}{at} on {m['cpu']} ({m['cores']} cores, torch "
@@ -357,7 +357,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m wsda_lib.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m wsda_lib.experiments.bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help="the smoke series and the step costs only (a few minutes, not ~45)")
     p.add_argument("--out", type=Path, default=REPO / "bench")

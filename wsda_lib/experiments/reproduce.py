@@ -7,7 +7,7 @@ executed to <out>/notebooks/, with an HTML copy beside it. Cells have no time li
 one is asked for. The series stops at the first failure with one line naming the notebook,
 the cell and the executed copy, and saying that the trained stages are cached. One progress
 line per notebook reports its wall time; inside a notebook, each stage that trains logs a
-line when it starts and when it ends (notebook.Session.stage). Notebook 06 writes
+line when it starts and when it ends (session.Session.stage). Notebook 06 writes
 figures/results.json and figures/results.md.
 """
 
@@ -29,8 +29,8 @@ import papermill as pm
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
-from .notebook import PROGRESS_LOG, PYTHON_PREFIX, SERIES_PRESETS
-from .results import git_commit
+from wsda_lib.records.results import git_commit
+from wsda_lib.teaching.session import PROGRESS_LOG, PYTHON_PREFIX, SERIES_PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -255,7 +255,7 @@ def _own_kernel(name: str):
     """Kernel `name` is this interpreter: a kernel spec built from sys.executable, first on
     JUPYTER_PATH while the notebook runs, so that no other `python3` spec (a user's, or one
     on JUPYTER_PATH) can run the series on another environment; the kernel also checks its
-    own interpreter (notebook.start, PYTHON_PREFIX). Its environment sets KERNEL_ENV over
+    own interpreter (session.start, PYTHON_PREFIX). Its environment sets KERNEL_ENV over
     the caller's."""
     with tempfile.TemporaryDirectory(prefix="wsda-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / name

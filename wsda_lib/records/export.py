@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .data.classes import protocol
-from .evaluate import batch_where, predict, split_name
+from wsda_lib.data.classes import protocol
+from wsda_lib.training.evaluate import batch_where, predict, split_name
 
 OFFICIAL_EXTRA = "pip install -e '.[official]'"
 

@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import plots
-from .analysis import class_presence
-from .atomic import write_json
-from .config import PAPER_UDA, Config, override, preset
-from .data import load
-from .engine import resolve_device
-from .evaluate import presence_scores
-from .method.weak_classification import Pooling, image_class_scores
-from .stages import run_stage, stage_config
+from wsda_lib.core.atomic import write_json
+from wsda_lib.core.config import PAPER_UDA, Config, override, preset
+from wsda_lib.core.device import resolve_device
+from wsda_lib.data import load
+from wsda_lib.method.weak_classification import Pooling, image_class_scores
+from wsda_lib.stages import run_stage, stage_config
+from wsda_lib.teaching import plots
+from wsda_lib.training.evaluate import class_presence, presence_scores
 
 SEED = 0
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)

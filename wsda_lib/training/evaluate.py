@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from . import distributed
-from .data.classes import IGNORE_INDEX
+from wsda_lib.core import distributed
+from wsda_lib.data.classes import IGNORE_INDEX
+from wsda_lib.method.weak_classification import Pooling, image_class_scores
 
 
 def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -254,3 +255,16 @@ def evaluate(model, loader, num_classes: int, device="cpu", convention: str = "p
     if left_out:
         scored_on += f" ({left_out} left out: image/label sizes differ)"
     return {**result, "images": n, "images_total": total, "scored_on": scored_on}
+
+
+@torch.no_grad()
+def class_presence(model, split, device, pool: Pooling, batch_size: int = 64):
+    """Image-level class scores P_c (N, C) of a model (in eval mode) on a split, pooled by
+    `pool` (Pooling.from_config(cfg.adapt) for what a config trains with), and the split's
+    own image-level labels (N, C), for presence precision/recall (None for a split without
+    them: target train from folders with neither label maps nor data.image_labels)."""
+    model.eval()
+    scores = [image_class_scores(model(b["image"].to(device))[0], pool).cpu()
+              for b in DataLoader(split, batch_size=batch_size)]
+    truth = np.asarray(split.weak_labels) if getattr(split, "has_image_labels", True) else None
+    return torch.cat(scores).numpy(), truth
