@@ -21,7 +21,7 @@ LAYERS = [
     {"stages"},       # the series' stages: one record each, their checks and dispatcher
     {"records"},      # results.json and its verdicts, predictions for the official scripts
     {"teaching"},     # what the notebooks call: the session, plots, widgets, analysis
-    {"experiments"},  # make study / mechanisms / calibrate / ablation / bench / gpu-check / reproduce
+    {"experiments"},  # study, mechanisms, calibration, ablation, bench, gpu_check, reproduce
     {"cli", "__init__"},
 ]
 

@@ -15,7 +15,7 @@ from wsda_lib.experiments import ablation, calibration
 from wsda_lib.experiments.calibration import PAPER_SOURCE_ONLY, TARGETS, meets_targets, shift_match
 from wsda_lib.method.pixel_adaptation import colour_jitter_like, restyle_source
 from wsda_lib.records.results import attach_controls, statistics_choice, validate, verdict_records
-from wsda_lib.stages import STAGES, run_config, stage_config
+from wsda_lib.stages import STAGES, registry, run_config, stage_config
 from wsda_lib.training import runs
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
@@ -132,7 +132,7 @@ def test_each_control_differs_from_its_stage_only_where_it_should():
     g, h = vars(stage_config("uda_weak_all_present", cfg).adapt), vars(
         stage_config("uda_weak", cfg).adapt)
     assert {k for k in g if g[k] != h[k]} == {"weak_labels"}
-    assert {s for _, a, b in ablation.CONTROLS for s in (a, b)} <= set(STAGES)
+    assert {s for _, a, b in registry.controls() for s in (a, b)} <= set(STAGES)
 
 
 def test_the_all_present_control_labels_every_class_present_whatever_the_scores():

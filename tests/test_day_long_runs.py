@@ -281,11 +281,11 @@ def test_evaluate_uses_the_checkpoints_own_config_without_its_initial_weights(tm
                  "train.eval_batch_size=3", f"model.backbone_weights='{init}'"]) == 0
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     init.unlink()  # moved away: the checkpoint holds every weight
-    import wsda_lib.stages
+    import wsda_lib.stages.run
 
     sizes = []
-    real = wsda_lib.stages.eval_loader
-    monkeypatch.setattr(wsda_lib.stages, "eval_loader",
+    real = wsda_lib.stages.run.eval_loader
+    monkeypatch.setattr(wsda_lib.stages.run, "eval_loader",
                         lambda ds, batch_size: sizes.append(batch_size) or real(ds, batch_size))
     checkpoint = f"{trained['run']}/checkpoint.pt"
     assert main(["evaluate", "--checkpoint", checkpoint, "--run-dir", str(tmp_path),

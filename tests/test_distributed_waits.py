@@ -178,7 +178,7 @@ _SLOW_LAUNCH = """
     import torch.distributed as dist
 
     import wsda_lib.data.benchmark as benchmark
-    import wsda_lib.stages as stages
+    import wsda_lib.stages.inputs as stages
     from wsda_lib.training.pseudo_labels import PSEUDO_LABEL_RECORD
     from wsda_lib.cli import main
 

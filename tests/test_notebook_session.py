@@ -9,9 +9,9 @@ GOOD = {"PRESET": "smoke", "SEED": 0, "DEVICE": "cpu", "RUN_DIR": "../runs",
 
 
 def test_good_parameters_pass_and_lowercase_names_are_not_parameters():
-    from wsda_lib.records.results import RESULT_STAGES  # an imported constant is not a parameter
+    from wsda_lib.records.results import EVALUATIONS  # an imported constant is not a parameter
 
-    given = check_parameters({**GOOD, "RESULT_STAGES": RESULT_STAGES})
+    given = check_parameters({**GOOD, "EVALUATIONS": EVALUATIONS})
     assert set(given) == {"PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE"}
     assert check_parameters({**GOOD, "SEEDS": 3}, extra=("SEEDS",))["SEEDS"] == 3
 

@@ -261,7 +261,8 @@ def test_appendix_a_draws_the_committed_study_whatever_the_preset(executed):
 
 
 def test_06_results_file_validates_and_renders(executed):
-    from wsda_lib.records.results import RESULT_STAGES, comparisons, render_markdown, validate
+    from wsda_lib.records.results import comparisons, render_markdown, validate
+    from wsda_lib.stages.registry import result_stages
 
     out, _ = executed
     results = json.loads((out / FIG / "results.json").read_text())
@@ -281,7 +282,7 @@ def test_06_results_file_validates_and_renders(executed):
     assert f"Of the {n} comparisons scored as trained" in text
     assert f"of the {m} scored with target BN statistics" in text
     assert "; 0 have one seed, so no test." in text
-    assert [s["stage"] for s in results["stages"]] == list(RESULT_STAGES)
+    assert [s["stage"] for s in results["stages"]] == list(result_stages())
 
 
 def test_same_seed_gives_the_same_results_json(executed):
@@ -371,8 +372,8 @@ def test_the_readers_copies_are_the_series_run_from_the_commit_of_results_json()
 def test_a_readers_copy_shows_relative_parameters_and_records_its_commit(tmp_path):
     """reader_copy: the injected parameters cell with paths relative to notebooks/ (not this
     machine's), papermill's timings dropped, and the commit, preset and seeds recorded."""
+    from wsda_lib.core.provenance import commit
     from wsda_lib.experiments.reproduce import reader_copy
-    from wsda_lib.records.results import git_commit
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('# Parameters\nPRESET = "default"\nRUN_DIR = "/abs/runs"'
@@ -387,8 +388,8 @@ def test_a_readers_copy_shows_relative_parameters_and_records_its_commit(tmp_pat
     assert out.cells[0].source.splitlines()[1:] == [
         "PRESET = 'default'", "RUN_DIR = '../runs'", "FIGURES_DIR = '../figures'"]
     assert "papermill" not in out.metadata and "papermill" not in out.cells[0].metadata
-    assert out.metadata["wsda"] == {"commit": git_commit(), "preset": "default", "seeds": 3,
-                                    "seed": 0}
+    assert out.metadata["wsda"] == {"commit": commit(short=True) or "unknown",
+                                    "preset": "default", "seeds": 3, "seed": 0}
 
 
 def test_the_readers_copies_are_modest_in_size():

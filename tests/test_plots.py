@@ -33,7 +33,10 @@ def test_clicks_refuse_labels_of_another_size_than_the_images():
 def test_a_stage_keeps_its_colour_from_figure_to_figure():
     """iou_bars draws each label in the colour given for it, whichever other labels share
     the figure; the series' colours give every stage its own."""
-    from wsda_lib.stages import STAGES
+    from types import SimpleNamespace
+
+    from wsda_lib.core.config import preset
+    from wsda_lib.stages import STAGES, title
 
     red, blue = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
     for results in ({"a": [10.0, 20.0], "b": [30.0, 40.0]}, {"b": [30.0, 40.0]}):
@@ -44,6 +47,7 @@ def test_a_stage_keeps_its_colour_from_figure_to_figure():
         assert all(heights[h] == red for h in (10.0, 20.0) if h in heights)
     from wsda_lib.teaching.session import Session
 
-    colours = Session.colours()
-    assert set(colours) == {s.title for s in STAGES.values()}
+    cfg = preset("default")
+    colours = Session.colours(SimpleNamespace(cfg=cfg))
+    assert set(colours) == {title(name, cfg) for name in STAGES}
     assert len(set(colours.values())) == len(colours)

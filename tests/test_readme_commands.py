@@ -199,10 +199,10 @@ def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     models = copy / "runs" / "models"
     before = {d.name for d in models.iterdir()} if models.exists() else set()
     done = run(copy, ".venv/bin/wsda ablation --preset smoke --seeds 3")
-    from wsda_lib.experiments.ablation import CONTROLS
+    from wsda_lib.stages.registry import controls
 
     record = json.loads((copy / "build/ablation/smoke/ablation.json").read_text())
-    assert record["seeds"] == [0, 1, 2] and len(record["controls"]) == len(CONTROLS)
+    assert record["seeds"] == [0, 1, 2] and len(record["controls"]) == len(controls())
     assert all(r["verdict"] in ("helps", "hurts", "no clear difference") and r["n"] == 3
                for r in record["controls"]) and "ablation: written to" in done.stdout
     # the series' stages that `make smoke` trained (seeds 0-2) are read, not trained again:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from wsda_lib.records.results import (
-    COMPARISONS,
     detectable_gain,
     gap_closed,
     judge,
@@ -24,6 +23,7 @@ from wsda_lib.records.results import (
     verdict_records,
     verdicts,
 )
+from wsda_lib.stages import registry
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -50,13 +50,14 @@ def test_tally_counts_every_kind_including_one_seed():
     """Hand-made results where every stage has the same mIoU: over three seeds every gain is
     0 with no spread ("no clear difference"); cut to one seed, every comparison is counted
     as "one seed: no test", so the counts still sum to the number of comparisons."""
-    names = {n for _, a, b in COMPARISONS for n in (a, b)}
+    steps = registry.comparisons()
+    names = {n for _, a, b in steps for n in (a, b)}
     three = {"stages": [{"stage": n, "miou_per_seed": [30.0, 31.0, 32.0]} for n in names]}
-    assert tally(three) == {"helps": 0, "no clear difference": len(COMPARISONS), "hurts": 0,
+    assert tally(three) == {"helps": 0, "no clear difference": len(steps), "hurts": 0,
                             "one seed: no test": 0}
     one = {"stages": [{"stage": n, "miou_per_seed": [30.0]} for n in names]}
     assert tally(one) == {"helps": 0, "no clear difference": 0, "hurts": 0,
-                          "one seed: no test": len(COMPARISONS)}
+                          "one seed: no test": len(steps)}
 
 
 @pytest.mark.skipif(not (FIGURES / "results.json").exists(), reason="no committed results yet")
@@ -119,10 +120,10 @@ def test_the_power_calculation_by_hand():
     with pytest.raises(ValueError, match="n=1"):
         detectable_gain(1, 1.0)
     one_seed = {"seeds": [0], "stages": [{"stage": s, "miou_per_seed": [30.0]}
-                                         for _, a, b in COMPARISONS for s in (a, b)]}
+                                         for _, a, b in registry.comparisons() for s in (a, b)]}
     assert "one seed has no spread" in power_note(one_seed)
     flat = {"seeds": [0, 1], "stages": [{"stage": s, "miou_per_seed": [30.0, 31.0]}
-                                        for _, a, b in COMPARISONS for s in (a, b)]}
+                                        for _, a, b in registry.comparisons() for s in (a, b)]}
     assert "did not vary" in power_note(flat)
 
 
@@ -150,16 +151,16 @@ def _metrics(miou, weak=None, target_statistics=None, target_statistics_test=Non
 
 
 def test_results_carry_the_pseudo_weak_labels_start_and_end_by_hand():
-    from wsda_lib.records.results import RESULT_STAGES, summarise
+    from wsda_lib.records.results import summarise
 
     metrics = _metrics
-    per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in RESULT_STAGES}
+    per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in registry.result_stages()}
     per_seed["uda_weak"] = {0: metrics(30.0, ({"precision": 80.0, "recall": 90.0},
                                               {"precision": 70.0, "recall": 100.0})),
                             1: metrics(32.0, ({"precision": 84.0, "recall": 88.0},
                                               {"precision": 74.0, "recall": 98.0}))}
     per_seed["oracle"] = {0: metrics(70.0), 1: metrics(72.0)}
-    out = summarise(per_seed, {n: n for n in RESULT_STAGES}, ["a", "b"],
+    out = summarise(per_seed, {n: n for n in registry.result_stages()}, ["a", "b"],
                     {"preset": "smoke", "commit": "x", "date": "d", "machine": "m"})
     by = {s["stage"]: s for s in out["stages"]}
     weak = by["uda_weak"]["pseudo_weak_labels"]
@@ -185,9 +186,9 @@ def test_the_readme_names_the_commit_and_date_results_json_records():
 def test_power_per_step_by_hand():
     """Each step's row: the standard deviation of its paired per-seed gains, and the gain its
     seeds detect with 80% power; a step whose gains do not vary has no detectable gain."""
-    from wsda_lib.records.results import COMPARISONS, detectable_gain, power_markdown
+    from wsda_lib.records.results import detectable_gain, power_markdown
 
-    stages = {name: [30.0, 30.0, 30.0] for _, a, b in COMPARISONS for name in (a, b)}
+    stages = {name: [30.0, 30.0, 30.0] for _, a, b in registry.comparisons() for name in (a, b)}
     stages["adaptsegnet"] = [31.0, 31.5, 32.0]   # gains over AdaBN 1, 1.5, 2: sd 0.5
     results = {"seeds": [0, 1, 2],
                "stages": [{"stage": n, "miou_per_seed": v} for n, v in stages.items()]}
@@ -211,14 +212,12 @@ def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_h
     statistics. AdaBN against source-only is not judged with target statistics (the same
     weights, scored so)."""
     from wsda_lib.records.results import (
-        COMPARISONS,
-        RESULT_STAGES,
         comparisons,
         statistics_choice,
         summarise,
     )
 
-    per_seed = {n: {s: _metrics(30.0 + s) for s in range(3)} for n in RESULT_STAGES}
+    per_seed = {n: {s: _metrics(30.0 + s) for s in range(3)} for n in registry.result_stages()}
     per_seed["uda_pixel"] = {s: _metrics(30.0 + s, target_statistics=31.0 + 1.5 * s,
                                          target_statistics_test=29.0 + 0.5 * s)
                              for s in range(3)}
@@ -227,14 +226,14 @@ def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_h
         for s in range(3):
             per_seed[name][s]["pseudo_weak_start"] = per_seed[name][s]["pseudo_weak_end"] = {
                 "precision": 90.0, "recall": 90.0}
-    out = summarise(per_seed, {n: n for n in RESULT_STAGES}, ["a", "b"],
+    out = summarise(per_seed, {n: n for n in registry.result_stages()}, ["a", "b"],
                     {"preset": "smoke", "commit": "x", "date": "d", "machine": "m"})
     validate(out)
     choice = statistics_choice(out)
     assert choice["chosen"] and choice["gain"] == pytest.approx(1.5)
     assert (choice["ci_low"], choice["ci_high"]) == pytest.approx((0.2579, 2.7421), abs=1e-4)
-    assert len(out["verdicts"]) == 2 * len(COMPARISONS) - 1
-    assert len(comparisons("target_statistics")) == len(COMPARISONS) - 1
+    assert len(out["verdicts"]) == 2 * len(registry.comparisons()) - 1
+    assert len(comparisons("target_statistics")) == len(registry.comparisons()) - 1
     assert not any(v["stage"] == "adabn" and v["evaluation"] == "target_statistics"
                    for v in out["verdicts"])
     pixel = {v["evaluation"]: v for v in out["verdicts"]

@@ -12,7 +12,7 @@ from wsda_lib.core.config import override, preset
 from wsda_lib.data.classes import EMBEDDED
 from wsda_lib.method.objective import LossWeights, generator_loss
 from wsda_lib.method.weak_classification import Pooling, smooth_max_pool
-from wsda_lib.stages import adaptation_data, build_model, stage_config
+from wsda_lib.stages import adaptation_data, build_model, stage_config, title
 from wsda_lib.teaching.analysis import attention_on_class
 from wsda_lib.training.engine import weak_label_log
 from wsda_lib.training.evaluate import class_presence
@@ -44,10 +44,8 @@ def test_source_weak_loss_is_lc_on_the_source_image_labels():
 
 
 def test_the_uda_title_states_the_default_area_prior():
-    from wsda_lib.stages import STAGES
-
     n = preset("default").adapt.pool_positions
-    assert f"N = {n}" in STAGES["uda_weak"].title
+    assert f"N = {n}" in title("uda_weak", preset("default"))
     assert stage_config("wda_image", preset("default")).adapt.pool_positions is None
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from wsda_lib.core.atomic import atomic_write, write_json
 from wsda_lib.core.config import preset
 from wsda_lib.core.device import resolve_device
+from wsda_lib.core.provenance import run_metadata
 from wsda_lib.data import load
 from wsda_lib.records.results import (
     LEVEL,
@@ -41,37 +42,22 @@ from wsda_lib.records.results import (
     attach_controls,
     controls_markdown,
     paired_test,
-    run_metadata,
     validate,
     write_results,
 )
-from wsda_lib.stages import run_stage, stage
-
-# (what, stage, the control it is judged against)
-CONTROLS = (
-    ("Output-space alignment, against the same loop with no target term", "adaptsegnet",
-     "no_target_term"),
-    ("Self-training, against the same round without its pseudo labels (λ_st = 0)",
-     "uda_self_training", "uda_self_training_no_labels"),
-    ("The default's pseudo-weak labels, against the paper's", "uda_weak", "uda_paper_labels"),
-    ("Pseudo-weak labels, against every class labelled present", "uda_weak",
-     "uda_weak_all_present"),
-    ("Category-wise alignment, with WDA image labels", "wda_category", "wda_weak"),
-    ("FDA restyling, against random colour augmentation of the same strength", "uda_pixel",
-     "uda_colour"),
-)
+from wsda_lib.stages import registry, run_stage, title
 
 
 def run_ablation(preset_name: str = "default", seeds=(0, 1, 2), run_dir: Path = Path("runs"),
                  out: Path = Path("figures"), device="cpu", progress: bool = True,
                  log=print) -> dict:
-    """Train (or read) both stages of every CONTROLS row for `seeds` and write
+    """Train (or read) both stages of every control (stages.registry.controls) for `seeds` and write
     out/ablation.json and out/ablation.md. Returns the record: per row the per-seed target
     val and test mIoU of both stages and the rule's test on target test."""
     cfg = preset(preset_name)
     bench = load(cfg.data, Path(run_dir) / "data", verbose=progress)
     scores: dict[str, dict] = {}
-    for _, a, b in CONTROLS:
+    for _, a, b in registry.controls():
         for name in (a, b):
             if name in scores:
                 continue
@@ -81,10 +67,10 @@ def run_ablation(preset_name: str = "default", seeds=(0, 1, 2), run_dir: Path = 
             scores[name] = {split: [m[split]["miou"] for m in metrics]
                             for split in ("target_val", "target_test")}
     rows = [{"what": what, "stage": a, "control": b, "split": "target_test",
-             "stage_title": stage(a).title, "control_title": stage(b).title,
+             "stage_title": title(a, cfg), "control_title": title(b, cfg),
              "stage_miou": scores[a], "control_miou": scores[b],
              **paired_test(scores[a]["target_test"], scores[b]["target_test"])}
-            for what, a, b in CONTROLS]
+            for what, a, b in registry.controls()]
     record = {**run_metadata(preset_name, device), "seeds": list(seeds), "test": TEST,
               "level": LEVEL, "controls": rows, "choice": choice(scores)}
     out.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +36,7 @@ import torch
 
 from wsda_lib.core.atomic import strict, write_json
 from wsda_lib.core.config import override, preset
+from wsda_lib.core.provenance import commit, machine, peak_rss_gib
 from wsda_lib.data import load
 from wsda_lib.experiments.reproduce import REPO, reproduce, run_notebook
 from wsda_lib.experiments.reproduce import series as notebook_series
@@ -62,43 +59,6 @@ RESULTS_NOTEBOOK = "06_"
 FAST_NUMERICS = {"train.precision": "bf16", "train.channels_last": True}
 PHASES = ("data", "forward", "backward", "discriminators", "evaluation", "final_scores",
           "labels", "checkpoint")
-
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 \
-        if hasattr(os, "sysconf") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_gib": round(gib, 1) if gib else None, "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def commit() -> str | None:
-    """The checkout's commit, with "+changes" when the tracked files differ from it; None
-    outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                 cwd=REPO, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+changes" if changed.strip() else "")
-
-
-def peak_rss_gib() -> float:
-    """Peak RSS of this process and of its largest finished child (the notebook kernels)."""
-    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return kib / 2**20
 
 
 def series_time(preset_name: str, seeds: int, work: Path, warm_data: Path) -> dict:
@@ -233,7 +193,6 @@ def step_costs(bench, iterations: int = 60) -> dict:
 # seeds trained with the default config and with each variant's overrides. "x0.5" is half
 # of every iteration count; "bf16_channels_last" keeps the schedule and changes the
 # numerics of the training steps (train.precision, train.channels_last).
-TRADE_STAGES = ("source_only", "adaptsegnet", "uda_weak", "uda_pixel", "wda_image", "oracle")
 TRADE_VERDICTS = (("uda_weak", "adaptsegnet"), ("uda_pixel", "uda_weak"),
                   ("wda_image", "uda_pixel"))
 TRADE_FRACTION = 0.5
@@ -250,15 +209,16 @@ def trade_variants(fraction: float = TRADE_FRACTION) -> dict:
 
 
 def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
-    """Time against mIoU: TRADE_STAGES for `seeds` with the default config and each variant
-    of `variants` (default: trade_variants()), loaded from or trained into `run_dir`. For
-    each: its overrides, iterations, the training seconds the runs recorded (their loops'
-    clocks, evaluation along the way included; a run loaded from the cache keeps the
-    seconds of the code that trained it), target test mIoU mean ± std per stage, and the
+    """Time against mIoU: the stages marked `trade` (stages.registry.trade_stages) for `seeds` with
+    the default config and each variant of `variants` (default: trade_variants()), loaded from or
+    trained into `run_dir`. For each: its overrides, iterations, the training seconds the runs
+    recorded (their loops' clocks, evaluation along the way included; a run loaded from the cache
+    keeps the seconds of the code that trained it), target test mIoU mean ± std per stage, and the
     comparisons of TRADE_VERDICTS on target val, where a schedule is chosen (the rule of
     results.paired_test, on target val), with the per-seed target val mIoU behind them."""
     from wsda_lib.records.results import judge, mean_std
     from wsda_lib.stages import run_stage
+    from wsda_lib.stages.registry import trade_stages
 
     base = preset("default")
     bench = load(base.data, Path(run_dir) / "data", verbose=False)
@@ -266,7 +226,7 @@ def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
     for name, overrides in (variants or trade_variants()).items():
         cfg = override(base, **overrides)
         seconds, test, val = 0.0, {}, {}
-        for stage in TRADE_STAGES:
+        for stage in trade_stages():
             for seed in seeds:
                 m = run_stage(stage, cfg, bench, seed, "cpu", Path(run_dir) / "models",
                               progress=False).metrics
@@ -281,7 +241,7 @@ def trade(run_dir: Path, seeds=(0, 1, 2), variants: dict | None = None) -> dict:
             "target_val_miou_per_seed": {k: [round(x, 2) for x in v] for k, v in val.items()},
             "comparisons_target_val": {f"{a} vs {b}": " ".join(judge(val[a], val[b]))
                                        for a, b in TRADE_VERDICTS}}
-    return {"seeds": list(seeds), "stages": list(TRADE_STAGES), "variants": out}
+    return {"seeds": list(seeds), "stages": list(trade_stages()), "variants": out}
 
 
 def check_targets(result: dict) -> dict:

@@ -46,7 +46,7 @@ from wsda_lib.data.splits import InMemorySplit, Split
 from wsda_lib.experiments.bench import commit, machine, peak_rss_gib
 from wsda_lib.experiments.reproduce import REPO
 from wsda_lib.method.adabn import reestimate_batchnorm
-from wsda_lib.stages import STAGES, build_model, stage_config
+from wsda_lib.stages import build_model, stage_config, title
 from wsda_lib.training.engine import train_adaptation
 from wsda_lib.training.evaluate import eval_loader, evaluate
 
@@ -266,7 +266,7 @@ def header(cfg, overrides: dict, sizes: Sizes, steps: int, warmup: int, tiny: bo
     return {"command": "wsda gpu-check" + (" --tiny" if tiny else ""),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(),
             "machine": machine(), **_device_info(device), "tiny": tiny,
-            "preset": PRESET, "stage": STAGE, "stage_title": STAGES[STAGE].title,
+            "preset": PRESET, "stage": STAGE, "stage_title": title(STAGE, preset(PRESET)),
             "backbone": cfg.model.backbone,
             "terms": {"output_alignment": a.output_alignment, "weak_loss": a.weak_loss,
                       "weak_labels": a.weak_labels, "category_alignment": a.category_alignment,

@@ -43,9 +43,10 @@ import numpy as np
 from wsda_lib.core.atomic import atomic_write, write_json
 from wsda_lib.core.config import override, preset
 from wsda_lib.core.device import resolve_device
+from wsda_lib.core.provenance import run_metadata
 from wsda_lib.data import load
 from wsda_lib.experiments.study import MIN_GAIN
-from wsda_lib.records.results import paired_test, run_metadata
+from wsda_lib.records.results import paired_test
 from wsda_lib.stages import CHOSEN_SELF_TRAINING, TARGET_STATISTICS, run_stage, stage_config
 from wsda_lib.teaching import plots
 from wsda_lib.teaching.analysis import domain_separation

@@ -29,7 +29,7 @@ import papermill as pm
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
-from wsda_lib.records.results import git_commit
+from wsda_lib.core.provenance import commit
 from wsda_lib.teaching.session import PROGRESS_LOG, PYTHON_PREFIX, SERIES_PRESETS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -318,7 +318,7 @@ def reader_copy(executed: Path, dest: Path, params: dict) -> Path:
     by `make reproduce` of the default preset only): its outputs as they ran, the parameters
     papermill injected shown with paths relative to notebooks/ rather than this machine's,
     papermill's per-cell timings dropped, and metadata["wsda"] = the commit, preset and
-    seeds it ran from (results.run_metadata's commit, as figures/results.json records).
+    seeds it ran from (provenance.run_metadata's commit, as figures/results.json records).
     Raises NotebookFailed, and writes nothing, when a cell shows a figure as text only
     (`unrendered_figures`)."""
     nb = nbformat.read(executed, as_version=4)
@@ -336,7 +336,7 @@ def reader_copy(executed: Path, dest: Path, params: dict) -> Path:
             cell.source = "# Parameters, as make reproduce passed them\n" + "\n".join(
                 f"{k} = {relative.get(k, params[k])!r}" for k in given)
     nb.metadata.pop("papermill", None)
-    nb.metadata["wsda"] = {"commit": git_commit(), "preset": params["PRESET"],
+    nb.metadata["wsda"] = {"commit": commit(short=True) or "unknown", "preset": params["PRESET"],
                            "seeds": params["SEEDS"], "seed": params["SEED"]}
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)

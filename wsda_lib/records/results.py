@@ -3,18 +3,14 @@ verdict on whether a stage helped: a paired t-test over seeds on target test (`p
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import optimize, stats
 
 from wsda_lib.core.atomic import atomic_write, write_json
+from wsda_lib.stages import registry
 
 
 def gap_closed(miou: float, source_only: float, oracle: float) -> float:
@@ -170,12 +166,12 @@ def detectable_gain(n: int, sd_difference: float, level: float = LEVEL,
 
 
 def paired_gain_sds(results: dict) -> dict[str, float]:
-    """Per step of COMPARISONS ({what: sd}), the standard deviation (ddof=1, mIoU) over seeds of
-    its paired per-seed gains on target test; what `power_note` and `power_markdown` size the
-    test by. Needs two or more seeds (ValueError otherwise).
+    """Per step of the ladder ({what: sd}; stages.registry.comparisons), the standard deviation
+    (ddof=1, mIoU) over seeds of its paired per-seed gains on target test; what `power_note` and
+    `power_markdown` size the test by. Needs two or more seeds (ValueError otherwise).
 
     >>> r = {"seeds": [0, 1], "stages": [{"stage": s, "miou_per_seed": [0.0, 0.0]}
-    ...      for _, a, b in COMPARISONS for s in (a, b)]}
+    ...      for _, a, b in registry.comparisons() for s in (a, b)]}
     >>> set(paired_gain_sds(r).values())
     {0.0}
     """
@@ -183,12 +179,12 @@ def paired_gain_sds(results: dict) -> dict[str, float]:
         raise ValueError(f"paired_gain_sds needs two or more seeds, results.json has "
                          f"{results['seeds']}")
     return {what: float(np.std(np.subtract(stage_mious(results, a), stage_mious(results, b)),
-                               ddof=1)) for what, a, b in COMPARISONS}
+                               ddof=1)) for what, a, b in registry.comparisons()}
 
 
 def power_note(results: dict) -> str:
     """What the seeds of results.json can detect: the median standard deviation of the paired
-    per-seed gains over COMPARISONS, the gain detected with POWER at this many seeds, and the
+    per-seed gains over the ladder's steps, the gain detected with POWER at this many seeds, and the
     seeds a PAPER_SIZED_GAIN needs (`seeds_needed`). One sentence, as the README states it."""
     n = len(results["seeds"])
     if n < 2:
@@ -208,7 +204,7 @@ def power_note(results: dict) -> str:
 
 
 def power_markdown(results: dict) -> list[str]:
-    """Per step of COMPARISONS, what its seeds can detect: the standard deviation of its paired
+    """Per step of the ladder, what its seeds can detect: the standard deviation of its paired
     per-seed gains (target test) and the smallest true gain the rule's test finds with POWER
     at this many seeds (`detectable_gain`); "—" where the gains did not vary or one seed has
     no spread. The lines of one Markdown table, with its caption."""
@@ -218,7 +214,7 @@ def power_markdown(results: dict) -> list[str]:
              f"seed(s) (`wsda_lib.records.results.detectable_gain`).", "",
              "| step | sd of the paired gains | detectable gain |", "|---|---|---|"]
     sds = paired_gain_sds(results) if n > 1 else {}
-    for what, _, _ in COMPARISONS:
+    for what, _, _ in registry.comparisons():
         sd = sds.get(what)
         found = f"{detectable_gain(n, sd):.1f}" if sd else "—"
         lines.append(f"| {what} | {_fmt(sd, '.2f')} | {found} |")
@@ -235,24 +231,6 @@ def stage_mious(results: dict, name: str, key: str = "miou_per_seed") -> list:
     return stage[key]
 
 
-# The comparisons notebook 06 states, each (what, stage, baseline stage). Each UDA step is
-# judged against the row before it, which differs from it in its own term only, and
-# output-space alignment, the first step, against AdaBN: the side effect every adaptation
-# stage shares (target batches through BatchNorm) without any term. The controls that need
-# training of their own (the loop with no target term, the self-training round without its
-# pseudo labels, a colour jitter for FDA) are ablation.CONTROLS (`make ablation`), attached
-# to results.json under "controls".
-COMPARISONS = (
-    ("Target BatchNorm statistics alone (AdaBN, nothing trained)", "adabn", "source_only"),
-    ("Output-space alignment, against AdaBN", "adaptsegnet", "adabn"),
-    ("L_c with pseudo-weak labels", "uda_weak", "adaptsegnet"),
-    ("Category-wise alignment", "uda_category", "uda_weak"),
-    ("Pixel adaptation (FDA stand-in)", "uda_pixel", "uda_category"),
-    ("Self-training round (extension: its pseudo labels, extra steps and augmentation "
-     "together)", "uda_self_training", "uda_pixel"),
-    ("WDA image labels, against the best UDA recipe", "wda_image", "uda_pixel"),
-    ("One point per class, against image labels", "wda_point", "wda_image"),
-)
 # How a stage is scored: "as_trained" (BatchNorm's running statistics, as every stage ends
 # training) or "target_statistics" (re-estimated on target train first, method.adabn): the
 # second takes BatchNorm statistics out of every comparison. The per-seed keys of each.
@@ -265,10 +243,10 @@ SAME_UNDER_TARGET_STATISTICS = {("adabn", "source_only")}
 
 
 def comparisons(evaluation: str = "as_trained") -> tuple:
-    """The COMPARISONS rows judged under `evaluation` (EVALUATIONS)."""
+    """The ladder's steps (stages.registry.comparisons) judged under `evaluation` (EVALUATIONS)."""
     if evaluation not in EVALUATIONS:
         raise ValueError(f"evaluation must be one of {list(EVALUATIONS)}, got {evaluation!r}")
-    return tuple(c for c in COMPARISONS if evaluation == "as_trained" or
+    return tuple(c for c in registry.comparisons() if evaluation == "as_trained" or
                  (c[1], c[2]) not in SAME_UNDER_TARGET_STATISTICS)
 
 
@@ -359,27 +337,6 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-# The paper's GTA5 -> Cityscapes mIoU (docs/method.md §9), by our stage names. Self-training is this
-# project's extension and has no paper number.
-PAPER_MIOU = {
-    "source_only": 36.6, "adabn": None, "adaptsegnet": 42.4, "uda_weak": 44.2, "uda_category": 45.5,
-    "uda_pixel": 48.2, "uda_self_training": None, "wda_image": 53.0, "wda_point": 56.4,
-    "oracle": 64.0,
-}
-RESULT_STAGES = tuple(PAPER_MIOU)      # the rows of the results table, in order
-# Row labels where space is short (the qualitative figure).
-SHORT_TITLES = {"source_only": "source-only", "adabn": "AdaBN", "adaptsegnet": "AdaptSegNet",
-                "uda_weak": "UDA: L_c", "uda_paper_labels": "UDA: L_c, paper's pooling",
-                "uda_category": "UDA: + category", "wda_weak": "WDA: image labels + L_c",
-                "uda_pixel": "UDA: full recipe", "uda_self_training": "UDA: full + self-train.",
-                "wda_image": "WDA: image labels, full", "wda_point": "WDA: points, full",
-                "oracle": "oracle"}
-# What a person provides per target image, and about how long it takes (the paper's Figure 1).
-ANNOTATION = {"uda_pixel": ("UDA: nothing", 0), "wda_image": ("WDA: image labels", 30),
-              "wda_point": ("WDA: one point per class", 45),
-              "oracle": ("full pixel labels", 90 * 60)}
-
-
 def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
     """The content of results.json from per_seed[stage][seed] = metrics dict: per stage the
     target-test mIoU of every seed, mean ± std, the gap closed (from the per-seed source-only
@@ -387,14 +344,14 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
     seeds = sorted(next(iter(per_seed.values())))
     src = {s: per_seed["source_only"][s]["target_test"]["miou"] for s in seeds}
     orc = {s: per_seed["oracle"][s]["target_test"]["miou"] for s in seeds}
-    paper_src, paper_orc = PAPER_MIOU["source_only"], PAPER_MIOU["oracle"]
+    paper = registry.paper_miou()
+    paper_src, paper_orc = paper["source_only"], paper["oracle"]
     stages = []
     for name, by_seed in per_seed.items():
         mious = [by_seed[s]["target_test"]["miou"] for s in seeds]
         gaps = [100 * gap_closed(by_seed[s]["target_test"]["miou"], src[s], orc[s])
                 for s in seeds]
         ious = np.array([by_seed[s]["target_test"]["iou"] for s in seeds], dtype=float)
-        paper = PAPER_MIOU.get(name)
         stages.append({
             "stage": name, "title": titles[name],
             "miou_per_seed": mious,
@@ -408,9 +365,9 @@ def summarise(per_seed: dict, titles: dict, class_names, meta: dict) -> dict:
                 by_seed[s]["target_statistics"]["target_val"]["miou"] for s in seeds],
             "gap_closed_mean": mean_std(gaps)[0], "gap_closed_std": mean_std(gaps)[1],
             "iou_mean": np.nanmean(ious, axis=0).tolist() if len(ious) else [],
-            "paper_miou": paper,
-            "paper_gap_closed": None if paper is None else
-            100 * gap_closed(paper, paper_src, paper_orc),
+            "paper_miou": paper.get(name),
+            "paper_gap_closed": None if paper.get(name) is None else
+            100 * gap_closed(paper[name], paper_src, paper_orc),
             **_pseudo_weak(by_seed, seeds),
         })
     out = {**meta, "seeds": seeds, "split": "target_test", "classes": list(class_names),
@@ -531,8 +488,8 @@ def verdicts_markdown(results: dict) -> list[str]:
               "|---|---|---|---|---|---|---|"]
     titles = {s["stage"]: s["title"] for s in results["stages"]}
     scored = {"as_trained": "as trained", "target_statistics": "target BN statistics"}
-    for v in sorted(results["verdicts"], key=lambda v: [w for w, _, _ in COMPARISONS].index(
-            v["what"])):
+    order = [w for w, _, _ in registry.comparisons()]
+    for v in sorted(results["verdicts"], key=lambda v: order.index(v["what"])):
         interval = ("—" if v["ci_low"] is None else
                     f"[{v['ci_low']:+.2f}, {v['ci_high']:+.2f}]")
         lines.append(f"| {v['what']} | {titles[v['baseline']]} | {scored[v['evaluation']]} | "
@@ -600,26 +557,6 @@ def write_results(results: dict, figures_dir) -> None:
     atomic_write(figures_dir / "results.md", lambda f: f.write(render_markdown(results).encode()))
 
 
-def git_commit() -> str:
-    """The short commit of this checkout ("unknown" outside git): what results.json and the
-    reader's copies of the notebooks record."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def run_metadata(preset: str, device) -> dict:
-    """Preset, commit, date and machine of a run, for results.json."""
-    commit = git_commit()
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
-               f"torch {torch.__version__}, device {device}")
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return {"preset": preset, "commit": commit, "date": date, "machine": machine}
-
-
 def validate(results: dict) -> None:
     """Check results.json against its schema; raise ValueError naming the first problem."""
     def check(ok, what):
@@ -629,8 +566,8 @@ def validate(results: dict) -> None:
     for key in ("preset", "commit", "date", "machine", "seeds", "classes", "stages",
                 "verdicts"):
         check(key in results, f"missing key {key!r}")
-    check([s.get("stage") for s in results["stages"]] == list(RESULT_STAGES),
-          f"stages must be {list(RESULT_STAGES)} in order")
+    rows = list(registry.result_stages())
+    check([s.get("stage") for s in results["stages"]] == rows, f"stages must be {rows} in order")
     n_seeds, n_classes = len(results["seeds"]), len(results["classes"])
     check(n_seeds >= 1, "no seeds")
     for s in results["stages"]:

@@ -27,18 +27,12 @@ from IPython.display import Markdown, display
 from wsda_lib.core.atomic import write_json
 from wsda_lib.core.config import PRESETS, Config, preset
 from wsda_lib.core.device import DEVICE_NAMES, resolve_device
+from wsda_lib.core.provenance import run_metadata
 from wsda_lib.data import Benchmark, load
 from wsda_lib.method.weak_classification import Pooling, image_class_scores
-from wsda_lib.records.results import (
-    SHORT_TITLES,
-    adversarial_weights,
-    attach_controls,
-    run_metadata,
-    stage_table,
-    summarise,
-    write_results,  # noqa: F401  (notebook 06 calls session.write_results)
-)
-from wsda_lib.stages import STAGES, StageResult, run_stage
+from wsda_lib.records.results import adversarial_weights, attach_controls, stage_table, summarise
+from wsda_lib.stages import STAGES, StageResult, run_stage, title
+from wsda_lib.stages.registry import short_titles
 from wsda_lib.teaching import plots
 from wsda_lib.teaching.analysis import (
     attention_classes,
@@ -96,14 +90,14 @@ class Session:
         return {name: self.stage(name, seed) for name in names}
 
     def titles(self, names) -> dict[str, str]:
-        return {name: STAGES[name].title for name in names}
+        return {name: title(name, self.cfg) for name in names}
 
-    @staticmethod
-    def colours() -> dict[str, tuple]:
+    def colours(self) -> dict[str, tuple]:
         """One colour per stage title, the same in every figure of the series (tab20, in
         the order of stages.STAGES)."""
         palette = plt.get_cmap("tab20").colors
-        return {s.title: palette[i % len(palette)] for i, s in enumerate(STAGES.values())}
+        return {title(name, self.cfg): palette[i % len(palette)]
+                for i, name in enumerate(STAGES)}
 
     def table(self, runs: dict) -> pd.DataFrame:
         """mIoU and gap closed (%) on target val and target test, one row per stage, in
@@ -158,7 +152,7 @@ class Session:
         att = attention_maps(runs[shown].model, images.to(self.device)).cpu()
         self.save(plots.attention_grid(images, att, self.classes, chosen,
                                        attention_on_class(att, labels),
-                                       f"attention of {STAGES[shown].title}, target val",
+                                       f"attention of {title(shown, self.cfg)}, target val",
                                        labels=labels, absent=absent), figure)
         return self._attention_table(runs, split)
 
@@ -166,8 +160,8 @@ class Session:
         columns = {}
         for name, run in runs.items():
             share = attention_share(run.model, split, self.device)
-            columns[(SHORT_TITLES.get(name, name), "IoU (%)")] = run.metrics["target_val"]["iou"]
-            columns[(SHORT_TITLES.get(name, name), "attention on class (%)")] = share["on_class"]
+            columns[(short_titles().get(name, name), "IoU (%)")] = run.metrics["target_val"]["iou"]
+            columns[(short_titles().get(name, name), "attention on class (%)")] = share["on_class"]
         columns[("class", "area (%)")] = share["area"]
         return pd.DataFrame(columns, index=self.classes).round(1)
 

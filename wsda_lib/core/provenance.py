@@ -1,0 +1,65 @@
+"""What a record says about where it came from: the commit of the code that ran, the machine,
+the peak memory. Found from the package's own folder, so an installed package outside a git
+checkout records no commit rather than another checkout's."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import subprocess
+from pathlib import Path
+
+import torch
+
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def commit(short: bool = False) -> str | None:
+    """The commit of the checkout this package is imported from (`git rev-parse HEAD`; its
+    first 7 characters with `short`), with "+changes" when the tracked files differ from it;
+    None outside a git checkout (an installed wheel)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short" if short else "--verify", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if changed else "")
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 \
+        if hasattr(os, "sysconf") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "memory_gib": round(gib, 1) if gib else None, "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def peak_rss_gib() -> float:
+    """Peak RSS of this process and of its largest finished child (the notebook kernels)."""
+    kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return kib / 2**20
+
+
+def run_metadata(preset: str, device) -> dict:
+    """Preset, commit, date and machine of a run, for results.json and the records beside it."""
+    machine_line = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+                    f"torch {torch.__version__}, device {device}")
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"preset": preset, "commit": commit(short=True) or "unknown", "date": date,
+            "machine": machine_line}
