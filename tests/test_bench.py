@@ -53,11 +53,18 @@ def test_a_quick_measurement_says_so_and_shows_what_it_did_not_measure():
 
 
 def test_the_bench_records_the_commit_it_measured():
+    """One function gives the commit to every record: the bench's full hash, results.json's
+    and the readers' copies' short one, both of the checkout the package is imported from."""
     import subprocess
+    from pathlib import Path
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=bench.REPO, capture_output=True,
-                          text=True).stdout.strip()
-    assert bench.commit().split("+")[0] == head
+    from wsda_lib.core import provenance
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                          capture_output=True, text=True).stdout.strip()
+    assert bench.commit is provenance.commit and bench.commit().split("+")[0] == head
+    short = provenance.commit(short=True).split("+")[0]
+    assert 7 <= len(short) < len(head) and head.startswith(short)
 
 
 def test_profile_sums_every_runs_phase_clock(tmp_path):

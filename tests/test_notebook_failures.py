@@ -13,13 +13,15 @@ import nbformat
 import pytest
 
 from wsda_lib.experiments.reproduce import (
-    NOTEBOOKS,
     SERIES_PARAMETERS,
     NotebookFailed,
     reproduce,
     run_notebook,
 )
 from wsda_lib.teaching import session
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
 
 pytestmark = pytest.mark.notebook
 

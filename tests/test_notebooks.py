@@ -3,13 +3,16 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from wsda_lib.experiments.reproduce import NOTEBOOKS, reproduce, series
+from wsda_lib.experiments.reproduce import reproduce, series
 
-REPO = NOTEBOOKS.parent
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
 
 pytestmark = pytest.mark.notebook
 

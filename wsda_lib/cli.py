@@ -24,7 +24,7 @@ from wsda_lib.core.config import (
     preset,
     validate,
 )
-from wsda_lib.core.device import resolve_device
+from wsda_lib.core.device import NoCuda, resolve_device
 from wsda_lib.data import load, open_dataset
 from wsda_lib.data.files import image_size
 from wsda_lib.data.folders import (
@@ -501,10 +501,10 @@ COMMANDS = {"train": _train, "evaluate": _evaluate, "study": _study, "mechanisms
 # refused by a check (ValueError, DatasetError among them; KeyError for a config field),
 # files and folders (OSError), a non-finite loss or logits (FloatingPointError), a package
 # that is not installed (ImportError), a notebook of the series that failed (NotebookFailed)
-# and a GPU check without a GPU (gpu_check.NoCuda, a RuntimeError like NotebookFailed).
+# and a GPU check without a GPU (core.device.NoCuda).
 # Anything else is a bug, and keeps its traceback.
 ONE_LINE_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, ImportError,
-                   NotebookFailed)
+                   NotebookFailed, NoCuda)
 
 
 def main(argv=None) -> int:
@@ -512,7 +512,7 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except Exception as e:  # noqa: BLE001 - the known kinds become one line, others re-raise
-        if not isinstance(e, ONE_LINE_ERRORS) and type(e).__name__ != "NoCuda":
+        if not isinstance(e, ONE_LINE_ERRORS):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"wsda {args.command}: {' '.join(str(message).split())}", file=sys.stderr)

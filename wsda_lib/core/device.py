@@ -17,6 +17,10 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class NoCuda(RuntimeError):
+    """A CUDA device asked for (the GPU check) on a machine without one."""
+
+
 DEVICE_NAMES = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -38,7 +38,7 @@ from wsda_lib.core.atomic import strict, write_json
 from wsda_lib.core.config import override, preset
 from wsda_lib.core.provenance import commit, machine, peak_rss_gib
 from wsda_lib.data import load
-from wsda_lib.experiments.reproduce import REPO, reproduce, run_notebook
+from wsda_lib.experiments.reproduce import reproduce, run_notebook
 from wsda_lib.experiments.reproduce import series as notebook_series
 from wsda_lib.method.objective import segmentation_loss
 from wsda_lib.stages import build_model, stage_config
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m wsda_lib.experiments.bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help="the smoke series and the step costs only (a few minutes, not ~45)")
-    p.add_argument("--out", type=Path, default=REPO / "bench")
+    p.add_argument("--out", type=Path, default=Path("bench"))
     p.add_argument("--trade", type=Path, metavar="RUN_DIR", default=None,
                    help="instead: measure the trades (`trade`: half the iterations, bf16 and "
                         "channels-last) with runs cached in RUN_DIR; writes OUT/trade.json")

@@ -40,18 +40,18 @@ import torch
 
 from wsda_lib.core.atomic import write_json
 from wsda_lib.core.config import override, preset
-from wsda_lib.core.device import resolve_device
+from wsda_lib.core.device import NoCuda, resolve_device
+from wsda_lib.core.provenance import commit, machine, peak_rss_gib
 from wsda_lib.data.classes import protocol
 from wsda_lib.data.splits import InMemorySplit, Split
-from wsda_lib.experiments.bench import commit, machine, peak_rss_gib
-from wsda_lib.experiments.reproduce import REPO
 from wsda_lib.method.adabn import reestimate_batchnorm
 from wsda_lib.stages import build_model, stage_config, title
 from wsda_lib.training.engine import train_adaptation
 from wsda_lib.training.evaluate import eval_loader, evaluate
 
-OUT = REPO / "bench" / "gpu.json"
-TINY_OUT = REPO / "build" / "gpu-check-tiny.json"  # --tiny never replaces a GPU's record
+# Relative to the current directory (`make gpu-check` runs from the repository's root).
+OUT = Path("bench") / "gpu.json"
+TINY_OUT = Path("build") / "gpu-check-tiny.json"  # --tiny never replaces a GPU's record
 PRESET, STAGE = "paper_gta5", "uda_pixel"
 PRECISIONS = ("fp32", "bf16")
 LR_SCALE = 1e-6
@@ -76,10 +76,6 @@ PAPER = Sizes(source=(1280, 720), target=(1024, 512), label=(2048, 1024), steps=
 TINY = Sizes(source=(128, 64), target=(96, 64), label=(256, 128), steps=2, warmup=1,
              eval_images=1)
 TINY_MODEL = {"model.backbone": "slim", "model.base_width": 8}
-
-
-class NoCuda(RuntimeError):
-    """A GPU check asked for without a CUDA device."""
 
 
 def check_device(device: str | None, tiny: bool) -> torch.device:

@@ -32,9 +32,7 @@ from nbconvert import HTMLExporter
 from wsda_lib.core.provenance import commit
 from wsda_lib.teaching.session import PROGRESS_LOG, PYTHON_PREFIX, SERIES_PRESETS
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
-EXECUTED = NOTEBOOKS / "executed"  # the reader's copies (reader_copy), committed
+EXECUTED = "executed"  # notebooks/executed/: the reader's copies (reader_copy), committed
 SERIES = re.compile(r"^(0[0-6]|A)_.*\.ipynb$")  # 00-06 and appendix A; 07 (real datasets) is not
 
 
@@ -64,12 +62,25 @@ def unrendered_figures(notebook) -> list[int]:
     return bad
 
 
-# The parameters every notebook of the series declares; 06 also declares SEEDS.
+# The parameters every notebook of the series declares; 06_results also declares SEEDS.
 SERIES_PARAMETERS = ("PRESET", "SEED", "DEVICE", "RUN_DIR", "FIGURES_DIR", "INTERACTIVE")
 
 
-def series(notebook_dir: Path = NOTEBOOKS) -> list[Path]:
-    """The notebooks of the default series, in order."""
+def checkout(root: Path | str | None = None) -> Path:
+    """The wsda checkout the series runs from, resolved: `root`, else the current directory.
+    The notebooks and the committed records are not part of the installed package, so this is
+    the one place that needs a checkout; it must hold notebooks/ (ValueError otherwise)."""
+    root = Path(root or Path.cwd()).resolve()
+    if not (root / "notebooks").is_dir():
+        raise ValueError(f"{root} is not a wsda checkout (it has no notebooks/ folder); run "
+                         f"the series from the repository's root, as `make reproduce` does")
+    return root
+
+
+def series(notebook_dir: Path | None = None) -> list[Path]:
+    """The notebooks of the default series in `notebook_dir` (default: the checkout's
+    notebooks/), in order."""
+    notebook_dir = notebook_dir or checkout() / "notebooks"
     return sorted(p for p in notebook_dir.glob("*.ipynb") if SERIES.match(p.name))
 
 
@@ -354,8 +365,9 @@ def write_html(notebook: Path) -> Path:
 def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path | None = None,
               figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
               notebooks: list[Path] | None = None, cell_timeout: int | None = None,
-              idle_limit: float | None = IDLE_LIMIT) -> dict:
-    """Run the series; returns {notebook name: seconds}.
+              idle_limit: float | None = IDLE_LIMIT, repo: Path | None = None) -> dict:
+    """Run the series of the checkout `repo` (`checkout`: by default the current directory);
+    returns {notebook name: seconds}.
 
     Relative paths (out, figures, run_dir) are taken from the current directory and made
     absolute before anything reaches papermill or a kernel. cell_timeout: seconds per cell,
@@ -366,11 +378,12 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     the same command again resumes from them."""
     # Only the default preset, run into the default folder, rewrites the committed figures;
     # another preset keeps its executed notebooks apart too.
-    out = Path(out or (REPO / "build" if preset == "default" else REPO / "build" / preset))
+    repo = checkout(repo)
+    out = Path(out or (repo / "build" if preset == "default" else repo / "build" / preset))
     out = out.resolve()
-    committed = preset == "default" and out == (REPO / "build").resolve()
-    figures = Path(figures or (REPO / "figures" if committed else out / "figures" / preset))
-    run_dir = Path(run_dir or REPO / "runs").resolve()
+    committed = preset == "default" and out == (repo / "build").resolve()
+    figures = Path(figures or (repo / "figures" if committed else out / "figures" / preset))
+    run_dir = Path(run_dir or repo / "runs").resolve()
     params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,
               "RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures.resolve()),
               "INTERACTIVE": False}
@@ -381,9 +394,9 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
         raise ValueError(f"cell_timeout={cell_timeout!r}: expected None (no limit) or a whole "
                          f"number of seconds >= 1")
     timings = {}
-    todo = notebooks or series()
+    todo = notebooks or series(repo / "notebooks")
     if not todo:
-        raise NotebookFailed(f"no notebooks of the series (00-06, A) in {NOTEBOOKS}")
+        raise NotebookFailed(f"no notebooks of the series (00-06, A) in {repo / 'notebooks'}")
     for path in todo:  # every notebook's parameters cell, before the first one runs
         _declared(Path(path).resolve(), SERIES_PARAMETERS)
     for k, path in enumerate(todo, 1):
@@ -398,7 +411,8 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
                                  f"same command again resumes from them") from None
         timings[path.name] = seconds
         if committed:  # the reader's copy, committed beside the sources
-            reader_copy(out / "notebooks" / path.name, EXECUTED / path.name, params)
+            reader_copy(out / "notebooks" / path.name,
+                        repo / "notebooks" / EXECUTED / path.name, params)
         print(f"[{k}/{len(todo)}] {path.name}: done in {seconds:.0f} s", flush=True)
     print(f"done: {sum(timings.values()):.0f} s; executed notebooks in {out / 'notebooks'}, "
           f"figures in {figures}", flush=True)

@@ -41,8 +41,9 @@ from wsda_lib.teaching.analysis import (
     attention_share,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
+# A notebook runs with its own folder as the current directory (JupyterLab, and papermill as
+# reproduce.py starts it): RUN_DIR and the committed records are found from there.
+RECORDS_DIR = Path("..") / "figures"
 PROGRESS_LOG = "WSDA_PROGRESS_LOG"  # set by reproduce.py: the file a headless run logs to
 PYTHON_PREFIX = "WSDA_PYTHON_PREFIX"  # set by reproduce.py: the interpreter the kernel must be
 
@@ -57,6 +58,7 @@ class Session:
     run_dir: Path
     figures_dir: Path
     interactive: bool
+    records_dir: Path   # the committed records (figures/): study.json, mechanisms.json, ...
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -120,7 +122,7 @@ class Session:
         controls = self.figures_dir / "ablation.json"
         if controls.exists():
             results = attach_controls(results, json.loads(controls.read_text(encoding="utf-8")))
-        mechanisms = REPO / "figures" / "mechanisms.json"
+        mechanisms = self.records_dir / "mechanisms.json"
         record = (json.loads(mechanisms.read_text(encoding="utf-8")) if mechanisms.is_file()
                   else {})
         if record.get("preset") == self.preset:  # the record measured this preset's weights
@@ -177,7 +179,7 @@ class Session:
         command that writes a missing one."""
         if name not in self.RECORDS:
             raise ValueError(f"record must be one of {sorted(self.RECORDS)}, got {name!r}")
-        path = REPO / "figures" / f"{name}.json"
+        path = self.records_dir / f"{name}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; `{self.RECORDS[name]}` writes it")
         return json.loads(path.read_text(encoding="utf-8"))
@@ -284,11 +286,12 @@ def start(namespace: dict, extra: tuple = ()) -> Session:
     check_interpreter()
     cfg = preset(p["PRESET"])
     device = resolve_device(p["DEVICE"])
-    run_dir = NOTEBOOKS / p["RUN_DIR"]  # relative to the notebooks, wherever papermill runs
-    figures = Path(p["FIGURES_DIR"] or REPO / "build" / "figures" / p["PRESET"])
+    here = Path.cwd()  # the notebook's folder
+    run_dir = here / p["RUN_DIR"]
+    figures = Path(p["FIGURES_DIR"] or here / ".." / "build" / "figures" / p["PRESET"])
     bench = load(cfg.data, run_dir / "data")
     pd.set_option("display.max_colwidth", 80)  # stage titles whole in every table
     print(f"preset {p['PRESET']}, seed {p['SEED']}, device {device}; figures -> {figures}; "
           f"splits:", {name: len(split) for name, split in bench.splits.items()})
     return Session(p["PRESET"], p["SEED"], cfg, device, bench, run_dir, figures,
-                   p["INTERACTIVE"])
+                   p["INTERACTIVE"], here / RECORDS_DIR)
