@@ -13,14 +13,18 @@ from torch import nn
 from wsda_lib.core.config import override, preset
 from wsda_lib.experiments import mechanisms
 from wsda_lib.method.adabn import reestimate_batchnorm
-from wsda_lib.method.objective import Discriminators, LossWeights, discriminator_loss
+from wsda_lib.method.objective import (
+    Discriminators,
+    LossWeights,
+    StepOutputs,
+    discriminator_loss,
+)
 from wsda_lib.method.pixel_adaptation import colour_jitter
 from wsda_lib.models import build_deeplab
 from wsda_lib.records.results import KINDS
 from wsda_lib.stages import (
     CHOSEN_SELF_TRAINING,
     TARGET_STATISTICS,
-    TARGET_STATISTICS_FILE,
     check_chain_uses,
     pseudo_label_model,
     run_config,
@@ -28,6 +32,7 @@ from wsda_lib.stages import (
     stage_config,
     target_statistics_scores,
 )
+from wsda_lib.stages.run import TARGET_STATISTICS_FILE
 from wsda_lib.training.runs import config_key
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
@@ -146,9 +151,10 @@ def test_discriminator_accuracies_by_hand():
     discs = Discriminators(LossWeights(lambda_adv=1.0), 2, 4)
     discs.output = Fixed()
     logits = torch.zeros(1, 2, 2, 2)
-    _, terms = discriminator_loss(discs, logits, torch.zeros(1, 4, 2, 2), None, logits,
-                                  torch.zeros(1, 4, 2, 2), None, ((2, 2), (2, 2)))
-    assert terms["disc_accuracy"] == pytest.approx(0.75)
+    feats = torch.zeros(1, 4, 2, 2)
+    out = StepOutputs(logits, feats, None, (2, 2), logits, feats, (2, 2))
+    _, terms = discriminator_loss(discs, out)
+    assert float(terms["disc_accuracy"]) == pytest.approx(0.75)
 
 
 def test_the_strength_rule_moves_only_for_more_than_the_noise():

@@ -137,7 +137,7 @@ def test_category_losses_use_present_classes_only():
     expected = 0.5 * LN(2) + 0.5 * LN(4 / 3)
     assert category_discriminator_loss(d_src, p_src, d_tgt, p_tgt).item() == pytest.approx(expected)
     assert discriminator_accuracy(torch.tensor([[-1.0]]), torch.ones(1, 1),
-                                  torch.tensor([[-1.0]]), torch.ones(1, 1)) == 0.5
+                                  torch.tensor([[-1.0]]), torch.ones(1, 1)).item() == 0.5
 
 
 def test_output_discriminator_shape_and_losses():

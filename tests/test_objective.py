@@ -11,6 +11,7 @@ from wsda_lib.core.config import AdaptConfig
 from wsda_lib.method.objective import (
     Discriminators,
     LossWeights,
+    StepOutputs,
     discriminator_loss,
     generator_loss,
     segmentation_loss,
@@ -39,6 +40,10 @@ def _batch():
     return logits_s, labels_s, logits_t, feats
 
 
+def _outputs(logits_s, labels_s, logits_t, feats, size_t, **more):
+    return StepOutputs(logits_s, feats, labels_s, (2, 2), logits_t, feats, size_t, **more)
+
+
 def _discs(weights):
     discs = Discriminators(weights, num_classes=2, feature_dim=3, output_width=4)
     discs.output = Zeros(1, 1, 1) if weights.lambda_adv else None
@@ -58,12 +63,13 @@ def test_generator_loss_sums_the_weighted_terms():
     w = LossWeights(lambda_adv=0.1, lambda_c=0.5, lambda_cw=0.01, lambda_point=2.0,
                     lambda_st=3.0)
     logits_s, labels_s, logits_t, feats = _batch()
-    loss, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats, (2, 2),
-                                 weak_t=torch.tensor([[1.0, 0.0]]),
-                                 points_t=torch.tensor([[0, -1]]),
-                                 pseudo_t=torch.tensor([[[1, 1], [0, 255]]]), dropout=0.0)
+    out = _outputs(logits_s, labels_s, logits_t, feats, (2, 2),
+                   weak_t=torch.tensor([[1.0, 0.0]]), points_t=torch.tensor([[0, -1]]),
+                   pseudo_t=torch.tensor([[[1, 1], [0, 255]]]))
+    loss, terms = generator_loss(w, _discs(w), out, dropout=0.0)
     assert loss.item() == pytest.approx(LN2 * (1 + 0.1 + 0.5 + 0.01 + 2.0 + 3.0))
-    assert terms == pytest.approx({k: LN2 for k in
+    assert all(v.dim() == 0 and not v.requires_grad for v in terms.values())  # on the device
+    assert {k: float(v) for k, v in terms.items()} == pytest.approx({k: LN2 for k in
                                    ("seg", "weak", "adv", "adv_cw", "point", "self_training")})
     loss.backward()
     assert logits_t.grad is not None and logits_s.grad is not None
@@ -72,22 +78,22 @@ def test_generator_loss_sums_the_weighted_terms():
 def test_a_term_that_is_off_is_not_computed():
     w = LossWeights()  # only L_seg
     logits_s, labels_s, logits_t, feats = _batch()
-    loss, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats, (2, 2))
+    out = _outputs(logits_s, labels_s, logits_t, feats, (2, 2))
+    loss, terms = generator_loss(w, _discs(w), out)
     assert loss.item() == pytest.approx(LN2) and set(terms) == {"seg"}
-    assert discriminator_loss(_discs(w), logits_s, feats, None, logits_t, feats, None,
-                              ((2, 2), (2, 2))) == (None, {})
+    assert discriminator_loss(_discs(w), out) == (None, {})
 
 
 def test_discriminator_loss_and_accuracy_by_hand():
     w = LossWeights(lambda_adv=1.0, lambda_cw=1.0)
     logits_s, _, logits_t, feats = _batch()
     weak_s, weak_t = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
-    loss, terms = discriminator_loss(_discs(w), logits_s, feats, weak_s, logits_t, feats,
-                                     weak_t, ((2, 2), (2, 2)))
+    out = _outputs(logits_s, None, logits_t, feats, (2, 2), weak_s=weak_s, weak_t=weak_t)
+    loss, terms = discriminator_loss(_discs(w), out)
     # ½(log 2 + log 2) for each discriminator
-    assert loss.item() == pytest.approx(2 * LN2) and terms["disc"] == pytest.approx(2 * LN2)
+    assert loss.item() == pytest.approx(2 * LN2) and float(terms["disc"]) == pytest.approx(2 * LN2)
     # logit 0 predicts domain label 0 = source: the 2 source pairs are right, the 1 target wrong
-    assert terms["disc_cw_accuracy"] == pytest.approx(2 / 3)
+    assert float(terms["disc_cw_accuracy"]) == pytest.approx(2 / 3)
 
 
 def test_points_and_output_space_use_the_target_size():
@@ -97,10 +103,11 @@ def test_points_and_output_space_use_the_target_size():
     logits_s, labels_s, _, feats = _batch()
     logits_t = torch.zeros(1, 2, 2, 3)
     logits_t[0, 1, 1, 2] = 5.0        # class 1 only at the bottom-right logit
-    _, terms = generator_loss(w, _discs(w), logits_s, labels_s, logits_t, feats, (4, 6),
-                              points_t=torch.tensor([[-1, 4 * 6 - 1]]))
+    out = _outputs(logits_s, labels_s, logits_t, feats, (4, 6),
+                   points_t=torch.tensor([[-1, 4 * 6 - 1]]))
+    _, terms = generator_loss(w, _discs(w), out)
     expected = -torch.log_softmax(torch.tensor([0.0, 5.0]), 0)[1].item()
-    assert terms["point"] == pytest.approx(expected, abs=1e-5)
+    assert float(terms["point"]) == pytest.approx(expected, abs=1e-5)
 
 
 def test_weights_follow_the_config_switches():

@@ -96,13 +96,14 @@ def category_discriminator_loss(disc_source, present_source, disc_target, presen
                   + _masked_bce(disc_target, present_target, TARGET_LABEL))
 
 
-def discriminator_accuracy(disc_source, present_source, disc_target, present_target) -> float:
-    """Share of present (image, class) pairs whose domain the discriminators get right: a
-    logit above 0 predicts domain label 1, below it label 0 (BCE with logits), compared
-    with SOURCE_LABEL and TARGET_LABEL from domain.py."""
+def discriminator_accuracy(disc_source, present_source, disc_target, present_target
+                           ) -> torch.Tensor:
+    """Share of present (image, class) pairs whose domain the discriminators get right, a 0-d
+    tensor (float() of it for a number): a logit above 0 predicts domain label 1, below it
+    label 0 (BCE with logits), compared with SOURCE_LABEL and TARGET_LABEL from domain.py."""
     def right(logits, domain_label, present):
         return (((logits > 0).float() == domain_label).float() * present).sum()
 
     total = (present_source.sum() + present_target.sum()).clamp(min=1)
-    return float((right(disc_source, SOURCE_LABEL, present_source)
-                  + right(disc_target, TARGET_LABEL, present_target)) / total)
+    return (right(disc_source, SOURCE_LABEL, present_source)
+            + right(disc_target, TARGET_LABEL, present_target)) / total

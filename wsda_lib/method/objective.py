@@ -114,87 +114,104 @@ class Discriminators(nn.Module):
             if weights.lambda_cw else None
 
 
-def generator_loss(w: LossWeights, discs: Discriminators, logits_s, labels_s, logits_t,
-                   feats_t, target_size, weak_t=None, points_t=None, pseudo_t=None,
-                   dropout: float = 0.1, pool: Pooling | None = None,
-                   weak_s=None, keep: dict | None = None) -> tuple[torch.Tensor, dict]:
-    """L_G for one step; returns (loss, {term name: float}).
+@dataclass
+class StepOutputs:
+    """What one adaptation step's forward passes give the objective (docs/method.md §7).
 
-    logits_s (B, C, h, w) and labels_s (B, H, W) of the source batch; logits_t (B, C, h', w')
-    and feats_t (B, D, h', w') of the target batch, whose images are `target_size` (H', W');
-    weak_t (B, C) its weak labels (needed by L_c and L_adv^C); points_t (B, C) flat pixel
-    indices into H'·W', -1 = none; pseudo_t (B, H', W') pixel pseudo labels. The output
-    discriminator sees the target's softmax at the target's own size, as in AdaptSegNet.
-    Dropout (p=`dropout`) hits the target logits before the pooling of L_c only, as in the
-    released code; `pool` is L_c's pooling (weak_classification.Pooling; None: the
-    paper's). weak_s (B, C), the source's ground-truth image labels, is read by
-    lambda_c_source only. `keep`, a dict, receives what discriminator_loss can reuse
-    instead of computing it again: the target's softmax at its size ("probs_t") and its
-    category features ("category_t"), detached.
-    """
+    Source batch: logits_s (B, C, h, w), feats_s (B, D, h, w) of images of size_s (H, W),
+    labels_s (B, H, W), weak_s (B, C) its ground-truth image labels (read by L_D^C and by
+    lambda_c_source). Target batch: logits_t (B, C, h', w'), feats_t (B, D, h', w') of images
+    of size_t (H', W'); weak_t (B, C) its weak labels (L_c, L_adv^C; None without),
+    points_t (B, C) flat pixel indices into H'·W' (-1 = none), pseudo_t (B, H', W') pixel
+    pseudo labels. `generator_loss` fills probs_t (the target's softmax at its size) and
+    category_t (its category features, (B, C, D)), detached, which `discriminator_loss`
+    reuses instead of computing them again."""
+    logits_s: torch.Tensor
+    feats_s: torch.Tensor
+    labels_s: torch.Tensor
+    size_s: tuple
+    logits_t: torch.Tensor
+    feats_t: torch.Tensor
+    size_t: tuple
+    weak_s: torch.Tensor | None = None
+    weak_t: torch.Tensor | None = None
+    points_t: torch.Tensor | None = None
+    pseudo_t: torch.Tensor | None = None
+    probs_t: torch.Tensor | None = None
+    category_t: torch.Tensor | None = None
+
+
+def generator_loss(w: LossWeights, discs: Discriminators | None, out: StepOutputs,
+                   dropout: float = 0.1, pool: Pooling | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_G for one step (docs/method.md §7); returns (loss, {term name: its unweighted value,
+    a detached 0-d tensor}). The terms stay on the device: the training loop copies them to
+    the host once per log interval, not once per term and step.
+
+    The output discriminator sees the target's softmax at the target's own size, as in
+    AdaptSegNet. Dropout (p=`dropout`) hits the target logits before the pooling of L_c
+    only, as in the released code; `pool` is L_c's pooling (weak_classification.Pooling;
+    None: the paper's)."""
     pool = pool or Pooling()
-    loss = segmentation_loss(logits_s, labels_s)
-    terms = {"seg": loss.item()}
+    loss = segmentation_loss(out.logits_s, out.labels_s)
+    terms = {"seg": loss}
     if w.lambda_c:
-        loss_c = weak_label_loss(F.dropout(logits_t, dropout, training=True), weak_t, pool)
-        loss, terms["weak"] = loss + w.lambda_c * loss_c, loss_c.item()
+        terms["weak"] = weak_label_loss(F.dropout(out.logits_t, dropout, training=True),
+                                        out.weak_t, pool)
+        loss = loss + w.lambda_c * terms["weak"]
     if w.lambda_c_source:
-        loss_cs = weak_label_loss(F.dropout(logits_s, dropout, training=True), weak_s, pool)
-        loss, terms["weak_source"] = loss + w.lambda_c_source * loss_cs, loss_cs.item()
+        terms["weak_source"] = weak_label_loss(F.dropout(out.logits_s, dropout, training=True),
+                                               out.weak_s, pool)
+        loss = loss + w.lambda_c_source * terms["weak_source"]
     if w.lambda_adv:
-        probs_t = output_probabilities(logits_t, target_size)
-        if keep is not None:
-            keep["probs_t"] = probs_t.detach()
-        loss_adv = output_adversarial_loss(discs.output(probs_t))
-        loss, terms["adv"] = loss + w.lambda_adv * loss_adv, loss_adv.item()
+        probs_t = output_probabilities(out.logits_t, out.size_t)
+        out.probs_t = probs_t.detach()
+        terms["adv"] = output_adversarial_loss(discs.output(probs_t))
+        loss = loss + w.lambda_adv * terms["adv"]
     if w.lambda_cw:
-        category_t = category_features(logits_t, feats_t)                   # (B, C, D)
-        if keep is not None:
-            keep["category_t"] = category_t.detach()
-        d_t = discs.category(category_t)                                     # (B, C)
-        loss_cw = category_adversarial_loss(d_t, weak_t)
-        loss, terms["adv_cw"] = loss + w.lambda_cw * loss_cw, loss_cw.item()
+        category_t = category_features(out.logits_t, out.feats_t)           # (B, C, D)
+        out.category_t = category_t.detach()
+        terms["adv_cw"] = category_adversarial_loss(discs.category(category_t), out.weak_t)
+        loss = loss + w.lambda_cw * terms["adv_cw"]
     if w.lambda_point:
-        loss_pt = point_loss(logits_t, points_t, target_size)
-        loss, terms["point"] = loss + w.lambda_point * loss_pt, loss_pt.item()
+        terms["point"] = point_loss(out.logits_t, out.points_t, out.size_t)
+        loss = loss + w.lambda_point * terms["point"]
     if w.lambda_st:
-        loss_st = segmentation_loss(logits_t, pseudo_t)
-        loss, terms["self_training"] = loss + w.lambda_st * loss_st, loss_st.item()
-    return loss, terms
+        terms["self_training"] = segmentation_loss(out.logits_t, out.pseudo_t)
+        loss = loss + w.lambda_st * terms["self_training"]
+    return loss, {k: v.detach() for k, v in terms.items()}
 
 
-def discriminator_loss(discs: Discriminators, logits_s, feats_s, weak_s, logits_t, feats_t,
-                       weak_t, sizes, kept: dict | None = None
-                       ) -> tuple[torch.Tensor | None, dict]:
+def discriminator_loss(discs: Discriminators, out: StepOutputs
+                       ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
     """L_D on detached outputs (the discriminators learn; the network does not): the
-    output-space term on softmax outputs at `sizes` = (source (H, W), target (H', W')), and
-    the category term on the present classes, weak_s (B, C) from the source ground truth and
-    weak_t (B, C) the target's weak labels. Returns (loss, terms), or (None, {}) without
-    discriminators; terms["disc_cw_accuracy"] is the share of present (image, class) pairs
-    whose domain the category discriminators get right, terms["disc_accuracy"] the share of
-    output-space positions whose domain the output discriminator gets right. `kept`: what
-    generator_loss kept of the same step's target outputs (the same values, not computed
-    twice)."""
-    loss, terms, kept = None, {}, kept or {}
-    logits_s, feats_s = logits_s.detach(), feats_s.detach()
-    logits_t, feats_t = logits_t.detach(), feats_t.detach()
+    output-space term on softmax outputs at each batch's size, and the category term on the
+    present classes (weak_s from the source ground truth, weak_t the target's weak labels).
+    Returns (loss, terms), or (None, {}) without discriminators; terms (detached 0-d
+    tensors): "disc", and "disc_accuracy", the share of output-space positions whose domain
+    the output discriminator gets right, and "disc_cw_accuracy", the share of present
+    (image, class) pairs whose domain the category discriminators get right."""
+    loss, terms = None, {}
+    logits_s, feats_s = out.logits_s.detach(), out.feats_s.detach()
+    logits_t, feats_t = out.logits_t.detach(), out.feats_t.detach()
     if discs.output is not None:
-        probs_t = kept.get("probs_t")
+        probs_t = out.probs_t
         if probs_t is None:
-            probs_t = output_probabilities(logits_t, sizes[1])
-        d_s, d_t = discs.output(output_probabilities(logits_s, sizes[0])), discs.output(probs_t)
+            probs_t = output_probabilities(logits_t, out.size_t)
+        d_s = discs.output(output_probabilities(logits_s, out.size_s))
+        d_t = discs.output(probs_t)
         loss = output_discriminator_loss(d_s, d_t)
         terms["disc_accuracy"] = discriminator_accuracy(d_s, torch.ones_like(d_s), d_t,
                                                         torch.ones_like(d_t))
     if discs.category is not None:
-        category_t = kept.get("category_t")
+        category_t = out.category_t
         if category_t is None:
             category_t = category_features(logits_t, feats_t)
         d_s = discs.category(category_features(logits_s, feats_s))
         d_t = discs.category(category_t)
-        loss_cw = category_discriminator_loss(d_s, weak_s, d_t, weak_t)
+        loss_cw = category_discriminator_loss(d_s, out.weak_s, d_t, out.weak_t)
         loss = loss_cw if loss is None else loss + loss_cw
-        terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, weak_s, d_t, weak_t)
+        terms["disc_cw_accuracy"] = discriminator_accuracy(d_s, out.weak_s, d_t, out.weak_t)
     if loss is not None:
-        terms["disc"] = loss.item()
+        terms["disc"] = loss.detach()
     return loss, terms

@@ -15,18 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import random
-import signal
-import sys
-import threading
-import time
-import warnings
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, default_collate
-from tqdm.auto import tqdm
 
 from wsda_lib.core import distributed
 from wsda_lib.core.config import check_switches
@@ -34,16 +26,15 @@ from wsda_lib.core.device import set_seed
 from wsda_lib.method.objective import (
     Discriminators,
     LossWeights,
+    StepOutputs,
     discriminator_loss,
     generator_loss,
     segmentation_loss,
 )
 from wsda_lib.method.pixel_adaptation import colour_jitter, restyle_source
 from wsda_lib.method.weak_classification import Pooling, image_class_scores
-from wsda_lib.training.evaluate import eval_loader, evaluate, presence_precision_recall
-
-# The signals after which a run with a resume checkpoint stops at the end of its step, saved.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from wsda_lib.training.evaluate import presence_precision_recall
+from wsda_lib.training.loop import Loop
 
 
 class BatchStream:
@@ -115,27 +106,6 @@ def batches(dataset, batch_size: int, seed: int, device) -> BatchStream:
     return BatchStream(dataset, batch_size, seed, device)
 
 
-def rng_state() -> dict:
-    """The state of every global random generator: Python, NumPy, torch's CPU generator and
-    the current GPU's (under torchrun each rank's own device, whose state equals rank 0's:
-    every device is seeded alike and each rank draws the same sequence on its own)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned."""
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
 def memory_format(train_cfg) -> torch.memory_format:
     """torch.channels_last when train_cfg.channels_last, else torch.contiguous_format."""
     return torch.channels_last if train_cfg.channels_last else torch.contiguous_format
@@ -161,201 +131,6 @@ def make_optimizer(model, train_cfg):
         return torch.optim.Adam(groups, lr=train_cfg.lr, betas=(train_cfg.momentum, 0.99),
                                 weight_decay=train_cfg.weight_decay, foreach=True)
     raise ValueError(f"train.optimizer must be 'sgd' or 'adam', got {train_cfg.optimizer!r}")
-
-
-def poly_lr(base_lr: float, it: int, max_it: int, power: float) -> float:
-    """The poly schedule: base_lr * (1 - it / max_it) ** power."""
-    return base_lr * (1 - it / max_it) ** power
-
-
-def set_lr(optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-
-
-class PhaseClock:
-    """Wall seconds per phase of a training loop: `clock("forward")` ends the running phase
-    and starts "forward"; `clock(None)` ends it. The loops report "data", "forward",
-    "backward", "discriminators", "evaluation" and "checkpoint" in history["phase_seconds"],
-    which `make bench` sums into the series' profile. On a GPU, work is asynchronous: a phase
-    then also holds the queued work it waits for."""
-
-    def __init__(self, seconds: dict | None = None):
-        self.seconds = dict(seconds or {})
-        self._phase, self._since = None, 0.0
-
-    def __call__(self, phase: str | None) -> None:
-        now = time.perf_counter()
-        if self._phase is not None:
-            self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + now - self._since
-        self._phase, self._since = phase, now
-
-
-class _Loop:
-    """What both loops share: the poly schedule, the progress bar, the logged history (means
-    over `log_every` steps), the validation mIoU every `eval_every` steps, the stop on a
-    non-finite loss, and the resume checkpoint (runs.Resume) every train.checkpoint_every
-    steps: `parts` (name -> the model, optimisers, discriminators, data streams, generators)
-    are saved with the RNG states, the history and the step, and restored at the start when a
-    checkpoint exists, so that a resumed run ends as an uninterrupted one does."""
-
-    def __init__(self, model, optimizer, train_cfg, lr: float, iterations: int, val_set,
-                 device, desc: str, progress: bool, log_every: int = 1, resume=None,
-                 parts: dict | None = None):
-        if iterations < 1:
-            raise ValueError(f"{desc}: iterations must be >= 1, got {iterations}")
-        if train_cfg.poly_horizon is not None and train_cfg.poly_horizon < iterations:
-            raise ValueError(f"train.poly_horizon={train_cfg.poly_horizon} is shorter than the "
-                             f"{iterations} iterations of {desc}; the poly schedule would end "
-                             f"before training does")
-        self.model, self.optimizer, self.device, self.desc = model, optimizer, device, desc
-        self.lr, self.iterations, self.log_every = lr, iterations, log_every
-        self.horizon, self.power = train_cfg.poly_horizon or iterations, train_cfg.poly_power
-        self.eval_every = train_cfg.eval_every
-        self.val_loader = eval_loader(val_set, train_cfg.eval_batch_size)
-        self.num_classes = val_set.class_set.num_classes
-        self.history = {"iteration": [], "val_iteration": [], "val_miou": []}
-        self.window: dict[str, list] = {}
-        self.resume, self.parts = resume, {"model": model, "optimizer": optimizer,
-                                           **(parts or {})}
-        self.first, self.elapsed, self.clock = 0, 0.0, PhaseClock()
-        saved = resume.load() if resume is not None else None
-        if saved is not None:
-            self._restore(saved)
-        self.bar = tqdm(range(self.first, iterations), desc=desc, mininterval=2,
-                        initial=self.first, total=iterations,
-                        disable=not progress or not distributed.is_main())
-        self.start = time.perf_counter()
-        # SIGTERM (a scheduler's preemption or time limit, before its SIGKILL) or SIGINT:
-        # the step under way ends, a resume checkpoint is written, the run stops (end_step).
-        self.stop, self.handlers = 0, {}
-        if resume is not None and threading.current_thread() is threading.main_thread():
-            self.handlers = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
-
-    def _request_stop(self, signum, frame) -> None:
-        if self.stop == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, as Python would
-        self.stop = signum
-
-    def release(self) -> None:
-        """Give the signal handlers back (the run ended, or failed)."""
-        for s, handler in self.handlers.items():
-            signal.signal(s, handler)
-        self.handlers = {}
-
-    def _stop_requested(self) -> int:
-        """The signal that asked to stop, agreed by every rank under torchrun (the highest
-        any rank received), 0 for none."""
-        if not distributed.is_distributed():
-            return self.stop
-        flag = torch.tensor([float(self.stop)], device=self.device)
-        return int(distributed.all_reduce_max(flag).item())
-
-    def _restore(self, saved: dict) -> None:
-        for name, part in self.parts.items():
-            if isinstance(part, torch.Generator):
-                part.set_state(saved["parts"][name])
-            else:
-                part.load_state_dict(saved["parts"][name])
-        self.history, self.window = saved["history"], saved["window"]
-        self.first, self.elapsed = saved["step"], saved["elapsed"]
-        self.clock = PhaseClock(saved.get("phase_seconds"))
-        set_rng_state(saved["rng"])
-
-    def _save(self, step: int) -> bool:
-        """Write the resume checkpoint; if that fails (a full disk), warn and train on: the
-        run loses only the chance to resume from this step. Returns whether it was written."""
-        parts = {name: part.get_state() if isinstance(part, torch.Generator)
-                 else part.state_dict() for name, part in self.parts.items()}
-        try:
-            self.resume.save({"step": step, "parts": parts, "rng": rng_state(),
-                              "history": self.history, "window": self.window,
-                              "elapsed": self.elapsed + time.perf_counter() - self.start,
-                              "phase_seconds": self.clock.seconds})
-        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
-            warnings.warn(f"{self.desc}: the resume checkpoint of step {step} could not be "
-                          f"written to {self.resume.path} ({type(e).__name__}: {e}); training "
-                          f"goes on", stacklevel=2)
-            return False
-        return True
-
-    def __iter__(self):
-        self.clock("data")
-        for it in self.bar:
-            set_lr(self.optimizer, poly_lr(self.lr, it, self.horizon, self.power))
-            yield it
-
-    def check_finite(self, it: int, loss: torch.Tensor, terms: dict) -> None:
-        """Stop at once on a non-finite loss, before its step; the error names the stage, the
-        step, the term and the resume checkpoint that stays (written before this step)."""
-        if bool(torch.isfinite(loss)):
-            return
-        bad = [k for k, v in terms.items() if not np.all(np.isfinite(v))] or ["total"]
-        kept = (f"the last resume checkpoint, {self.resume.path}, is kept"
-                if self.resume is not None and self.resume.path.is_file()
-                else "no resume checkpoint was written yet")
-        raise FloatingPointError(f"{self.desc}: the loss is not finite at step {it + 1} "
-                                 f"(term {', '.join(bad)} = "
-                                 f"{', '.join(str(terms.get(k, loss.item())) for k in bad)}); "
-                                 f"training stopped; {kept}. Look for NaN/inf inputs or a "
-                                 f"learning rate that diverges")
-
-    def end_step(self, it: int, loss: torch.Tensor, terms: dict) -> None:
-        """Log this step's terms; validate (for the learning curve only) when it is time;
-        write the resume checkpoint when it is due."""
-        for k, v in terms.items():
-            self.window.setdefault(k, []).append(v)
-        last = it + 1 == self.iterations
-        if (it + 1) % self.log_every == 0 or last:
-            self.history["iteration"].append(it + 1)
-            for k, v in self.window.items():      # per-class lists average element-wise
-                with warnings.catch_warnings():  # a window may lack present/absent pairs
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mean = np.nanmean(np.asarray(v, dtype=np.float64), axis=0)
-                self.history.setdefault(k, []).append(mean.tolist() if mean.ndim else float(mean))
-            self.window = {}
-        if (it + 1) % self.eval_every == 0 or last:
-            self.clock("evaluation")
-            val = evaluate(self.model, self.val_loader, self.num_classes, self.device)
-            self.history["val_iteration"].append(it + 1)
-            self.history["val_miou"].append(val["miou"])
-            self.bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
-        due = self.resume is not None and self.resume.due(it + 1, self.iterations)
-        if due:
-            self.clock("checkpoint")
-            self._save(it + 1)
-        if self.handlers and self._stop_requested():  # the last step too: it resumes to end
-            self._stop_here(it + 1, saved=due)
-        self.clock("data")  # until the next step's forward pass
-
-    def _stop_here(self, step: int, saved: bool) -> None:
-        """Write the resume checkpoint of `step` (unless just written), say so in one line
-        and stop: SystemExit(128 + the signal) for SIGTERM, KeyboardInterrupt for SIGINT."""
-        signum = self._stop_requested()
-        if not saved:
-            saved = self._save(step)
-        self.bar.close()
-        self.release()
-        if distributed.is_main():
-            kept = (f"the resume checkpoint {self.resume.path} holds it: the same command "
-                    f"resumes from there" if saved else
-                    "its resume checkpoint could not be written (the warning above)")
-            print(f"{self.desc}: stopped by {signal.Signals(signum).name} after step {step} of "
-                  f"{self.iterations}; {kept}", file=sys.stderr, flush=True)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise SystemExit(128 + signum)
-
-    def finish(self, images_per_step: int) -> dict:
-        """The history, with the training time in seconds (summed over resumed sessions)
-        and the images per second of the steps this session ran."""
-        self.release()
-        self.clock(None)
-        now = time.perf_counter() - self.start
-        steps = self.iterations - self.first
-        return {**self.history, "seconds": self.elapsed + now,
-                "images_per_second": steps * images_per_step / now if now > 0 else 0.0,
-                "phase_seconds": self.clock.seconds}
 
 
 def _step(optimizer, loss, parameters, grad_clip, average: bool = False) -> None:
@@ -386,7 +161,7 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
         network = DistributedDataParallel(model) if distributed.is_distributed() else model
         optimizer = make_optimizer(model, train_cfg)
         stream = batches(train_set, train_cfg.batch_size, seed, device)
-        loop = _Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
+        loop = Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
                      device, desc, progress, resume=resume, parts={"stream": stream})
         clock = loop.clock
         for it in loop:
@@ -395,10 +170,10 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
             with autocast(train_cfg, device):
                 logits, _ = network(batch["image"].contiguous(memory_format=fmt))  # (B, C, h, w)
                 loss = segmentation_loss(logits, batch["label"])
-            loop.check_finite(it, loss, {"seg": loss.item()})
+            loop.check_finite(it, loss, {"seg": loss.detach()})
             clock("backward")
             _step(optimizer, loss, model.parameters(), train_cfg.grad_clip)
-            loop.end_step(it, loss, {"loss": loss.item()})
+            loop.end_step(it, loss, {"loss": loss.detach()})
         return loop.finish(train_cfg.batch_size * distributed.world_size())
     finally:
         if loop is not None:
@@ -452,7 +227,7 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
                                                    betas=(0.9, 0.99), foreach=True)
     if a.self_training and a.st_augment:  # the student's input (self-training's extension)
         parts["augment_generator"] = torch.Generator().manual_seed(seed + 3)
-    loop = _Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
+    loop = Loop(model, optimizer, t, a.lr, a.iterations, val_set, device, desc, progress,
                  log_every, resume, parts)
     try:
         return _adapt_steps(loop, model, optimizer, discs, weights, parts, source_stream,
@@ -463,31 +238,20 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
 
 def _adapt_steps(loop, model, optimizer, discs, weights, parts, source_stream, target_stream,
                  a, t, fmt) -> dict:
-    """The adaptation loop's steps (_adapt), one per iteration of `loop`."""
+    """The adaptation loop's steps (_adapt), one per iteration of `loop`: the paper's order,
+    the generator's loss and step, then the discriminators'."""
     clock, device = loop.clock, loop.device
     disc_optimizer = parts.get("disc_optimizer")
     for it in loop:
-        src, tgt = next(source_stream), next(target_stream)
-        if a.pixel_adaptation:
-            src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
-                                          parts["fda_generator"], src.get("translated"),
-                                          a.restyle)
-        if "augment_generator" in parts:  # pseudo labels were made from the plain images
-            tgt["image"] = colour_jitter(tgt["image"], parts["augment_generator"])
+        src, tgt = prepare_batches(next(source_stream), next(target_stream), a, parts)
         clock("forward")
         # The generator's backward pass needs the discriminators' input gradients only, not
         # their weight gradients (the discriminator step sets those to None first).
         discs.requires_grad_(False)
         with autocast(t, device):
-            logits_s, feats_s = model(src["image"].contiguous(memory_format=fmt))  # (B, C, h, w),
-            logits_t, feats_t = model(tgt["image"].contiguous(memory_format=fmt))  # (B, D, h, w)
-            weak_t, log = _target_weak_labels(a, model, logits_t, tgt)  # (B, C)
-            sizes = src["image"].shape[-2:], tgt["image"].shape[-2:]
-            kept = {}
-            loss, terms = generator_loss(weights, discs, logits_s, src["label"], logits_t,
-                                         feats_t, sizes[1], weak_t, tgt.get("points"),
-                                         tgt.get("pseudo_label"), a.weak_dropout,
-                                         Pooling.from_config(a), src["weak_label"], kept)
+            out, log = forward_both(model, src, tgt, a, fmt)
+            loss, terms = generator_loss(weights, discs, out, a.weak_dropout,
+                                         Pooling.from_config(a))
         loop.check_finite(it, loss, terms)
         clock("backward")
         _step(optimizer, loss, model.parameters(), t.grad_clip, average=True)
@@ -495,13 +259,46 @@ def _adapt_steps(loop, model, optimizer, discs, weights, parts, source_stream, t
         if disc_optimizer is not None:
             clock("discriminators")
             with autocast(t, device):
-                loss_d, d_terms = discriminator_loss(discs, logits_s, feats_s, src["weak_label"],
-                                                     logits_t, feats_t, weak_t, sizes, kept)
+                loss_d, d_terms = discriminator_loss(discs, out)
             loop.check_finite(it, loss_d, d_terms)
             _step(disc_optimizer, loss_d, discs.parameters(), None, average=True)
             terms.update(d_terms)
         loop.end_step(it, loss, {**terms, **log})
     return loop.finish(2 * t.batch_size * distributed.world_size())
+
+
+def prepare_batches(src: dict, tgt: dict, a, parts: dict) -> tuple[dict, dict]:
+    """The step's inputs: with pixel adaptation, source images restyled towards the target
+    (method.pixel_adaptation, parts["fda_generator"]); with self-training's augmented student,
+    target images colour-jittered (parts["augment_generator"]; the pseudo labels were made
+    from the plain images). The batches are changed in place and returned."""
+    if a.pixel_adaptation:
+        src["image"] = restyle_source(src["image"], tgt["image"], a.fda_prob, a.fda_beta,
+                                      parts["fda_generator"], src.get("translated"), a.restyle)
+    if "augment_generator" in parts:
+        tgt["image"] = colour_jitter(tgt["image"], parts["augment_generator"])
+    return src, tgt
+
+
+def forward_both(model, src: dict, tgt: dict, a, fmt=torch.contiguous_format
+                 ) -> tuple[StepOutputs, dict]:
+    """Both batches through the network, and the target's weak labels from the source that
+    a.weak_labels names: the step's outputs (method.objective.StepOutputs) for
+    generator_loss and discriminator_loss, and what `weak_label_log` measures of the
+    pseudo-weak labels (tensors on the device). In a notebook, with the adaptation's
+    `Discriminators`:
+
+        out, log = forward_both(model, src, tgt, cfg.adapt)
+        loss, terms = generator_loss(LossWeights.from_config(cfg.adapt), discs, out)
+    """
+    logits_s, feats_s = model(src["image"].contiguous(memory_format=fmt))  # (B, C, h, w),
+    logits_t, feats_t = model(tgt["image"].contiguous(memory_format=fmt))  # (B, D, h, w)
+    weak_t, log = _target_weak_labels(a, model, logits_t, tgt)           # (B, C)
+    out = StepOutputs(logits_s, feats_s, src["label"], tuple(src["image"].shape[-2:]),
+                      logits_t, feats_t, tuple(tgt["image"].shape[-2:]),
+                      weak_s=src["weak_label"], weak_t=weak_t, points_t=tgt.get("points"),
+                      pseudo_t=tgt.get("pseudo_label"))
+    return out, log
 
 
 def _target_weak_labels(a, model, logits_t, tgt) -> tuple[torch.Tensor | None, dict]:
@@ -526,23 +323,24 @@ def _target_weak_labels(a, model, logits_t, tgt) -> tuple[torch.Tensor | None, d
 
 
 @torch.no_grad()
-def weak_label_log(scores, pseudo, truth, logits) -> dict:
+def weak_label_log(scores, pseudo, truth, logits) -> dict[str, torch.Tensor]:
     """What training logs of the pseudo-weak labels (docs/method.md §4), read against the GT
-    image labels, which nothing trains on: micro precision and recall (%); per class (lists
-    of C) the shares of the batch's images that are true positives, that are labelled
-    present and that truly contain the class; the mean P_c over truly present and truly
-    absent (image, class) pairs; and the mean logit, which L_c's positive labels can raise
-    for every class at once without changing any softmax.
+    image labels, which nothing trains on: micro precision and recall (%); per class (C,)
+    the shares of the batch's images that are true positives, that are labelled present and
+    that truly contain the class; the mean P_c over truly present and truly absent (image,
+    class) pairs (NaN where there is none); and the mean logit, which L_c's positive labels
+    can raise for every class at once without changing any softmax. Tensors on the device
+    (the loop copies them to the host once per log interval).
     scores, pseudo, truth (B, C); logits (B, C, h, w). truth None (a target without
     image-level labels): the mean logit alone."""
     if truth is None:
-        return {"mean_logit": float(logits.mean())}
-    precision, recall = presence_precision_recall(pseudo, truth)
-    present = truth > 0
+        return {"mean_logit": logits.mean()}
+    precision, recall = presence_precision_recall(pseudo, truth, as_tensors=True)
+    present = (truth > 0).to(scores.dtype)
     return {"pseudo_precision": precision, "pseudo_recall": recall,
-            "pseudo_tp": (pseudo * truth).mean(0).tolist(),
-            "pseudo_labelled": pseudo.mean(0).tolist(),
-            "pseudo_true": truth.mean(0).tolist(),
-            "score_present": float(scores[present].mean()) if present.any() else float("nan"),
-            "score_absent": float(scores[~present].mean()) if (~present).any() else float("nan"),
-            "mean_logit": float(logits.mean())}
+            "pseudo_tp": (pseudo * truth).mean(0),
+            "pseudo_labelled": pseudo.mean(0),
+            "pseudo_true": truth.mean(0),
+            "score_present": (scores * present).sum() / present.sum(),
+            "score_absent": (scores * (1 - present)).sum() / (1 - present).sum(),
+            "mean_logit": logits.mean()}

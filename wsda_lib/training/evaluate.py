@@ -108,16 +108,18 @@ def presence_scores(pred_present: np.ndarray, true_present: np.ndarray) -> dict:
     return {"precision": (100 * precision).tolist(), "recall": (100 * recall).tolist()}
 
 
-def presence_precision_recall(predicted: torch.Tensor, truth: torch.Tensor):
+def presence_precision_recall(predicted: torch.Tensor, truth: torch.Tensor,
+                              as_tensors: bool = False):
     """Micro-averaged class-presence precision and recall (%) over a batch of (B, C) 0/1
-    image-level labels: the pseudo-weak labels' quality, logged during training.
+    image-level labels: the pseudo-weak labels' quality, logged during training. Floats, or
+    0-d tensors on the labels' device with `as_tensors` (no host sync).
 
     >>> presence_precision_recall(torch.tensor([[1., 1.]]), torch.tensor([[1., 0.]]))
     (50.0, 100.0)
     """
     tp = (predicted * truth).sum()
-    return (float(100 * tp / predicted.sum().clamp(min=1)),
-            float(100 * tp / truth.sum().clamp(min=1)))
+    both = 100 * tp / predicted.sum().clamp(min=1), 100 * tp / truth.sum().clamp(min=1)
+    return both if as_tensors else tuple(float(v) for v in both)
 
 
 def check_finite_logits(logits: torch.Tensor, where: str) -> None:
