@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsda_lib import distributed  # not cli: the spawned ranks import this module
+from wsda_lib.core import distributed  # not cli: the spawned ranks import this module
 from wsda_lib.core.atomic import write_json
 
 REPO = Path(__file__).resolve().parent.parent

@@ -30,6 +30,47 @@ def test_environment_yml_installs_pyproject():
     assert {d for d in env["dependencies"] if isinstance(d, str)} == {python, "pip"}
 
 
+# Import names whose distribution is named otherwise, for a package not installed here.
+OPTIONAL_IMPORTS = {"cv2": "paper", "cityscapesscripts": "official"}
+
+
+def _distribution(requirement: str) -> str:
+    return re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_package_the_library_imports_is_declared():
+    """Each third-party module imported anywhere in wsda_lib (inside functions too) belongs to
+    a distribution in pyproject's dependencies, or, for the two optional readers, to the
+    extra that names it; nothing the library needs at run time hides under `dev`."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {_distribution(r) for r in project["dependencies"]}
+    extras = {name: {_distribution(r) for r in reqs}
+              for name, reqs in project["optional-dependencies"].items()}
+    imported = set()
+    for path in (REPO / "wsda_lib").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"wsda_lib"}
+    dists = packages_distributions()
+    undeclared = []
+    for name in sorted(third_party):
+        if name in OPTIONAL_IMPORTS:
+            extra = OPTIONAL_IMPORTS[name]
+            assert extras[extra] - runtime and name in {"cv2", "cityscapesscripts"}, name
+            continue
+        found = {d.lower().replace("_", "-") for d in dists.get(name, [])}
+        if not found & runtime:
+            undeclared.append(f"{name} (from {sorted(found) or 'nothing installed'})")
+    assert not undeclared
+    assert "ipython" in runtime and "nbclient" in runtime and "nbformat" in runtime
+
+
 def test_makefile_has_the_documented_targets():
     makefile = (REPO / "Makefile").read_text()
     for target in ("reproduce", "test", "smoke", "lab", "lint", "bench"):

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     _ablation_parser(sub)
     _evaluate_parser(sub)
     _data_parser(sub)
-    from wsda_lib import gpu_check  # `wsda gpu-check`: its arguments live beside the check
+    from wsda_lib.experiments import gpu_check  # its arguments live beside it
     gpu_check.add_parser(sub)
     _official_eval_parser(sub)
     return p

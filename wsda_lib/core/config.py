@@ -116,7 +116,7 @@ WEAK_LABEL_SOURCES = ("none", "pseudo", "image", "point", "present")
 @dataclass
 class AdaptConfig:
     """Adaptation is a configuration of one loop: which terms are on, their weights, and
-    where the target's weak labels come from. A stage (see stages.py) sets the switches; the
+    where the target's weak labels come from. A stage (stages/registry.py) sets the switches; the
     defaults are the paper's UDA recipe without pixel adaptation (docs/method.md §7)."""
 
     # The switches. A term that is off is not computed, and its discriminator not built.
