@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_real_points_self_training import _trees
+from real_trees import point_trees
 
 from wsda_lib.cli import main
 from wsda_lib.core.config import RANGES, override, preset
@@ -43,7 +43,7 @@ def _one_line_error(capsys) -> str:
 
 
 def test_trainids_in_cityscapes_val_are_named_as_such_before_training(tmp_path, capsys):
-    _trees(tmp_path)
+    point_trees(tmp_path)
     label = next((tmp_path / "cityscapes/gtFine/val").rglob("*_labelIds.png"))
     ids = np.resize(np.array([0, 1, 13, 255], np.uint8), (32, 64))  # trainIds, not labelIds
     Image.fromarray(ids, mode="L").save(label)
@@ -56,7 +56,7 @@ def test_trainids_in_cityscapes_val_are_named_as_such_before_training(tmp_path, 
 
 def test_a_16_bit_grey_image_in_an_evaluation_split_is_refused_before_training(tmp_path,
                                                                               capsys):
-    _trees(tmp_path)
+    point_trees(tmp_path)
     image = next((tmp_path / "cityscapes/leftImg8bit/val").rglob("*.png"))
     Image.fromarray(np.full((32, 64), 40000, np.uint16)).save(image)  # 16-bit greyscale
     assert _train_real(tmp_path) == 2
@@ -75,7 +75,7 @@ def test_sizes_the_discriminator_cannot_take_are_refused_before_source_only_trai
         code = main(["train", "--preset", "smoke", "--stage", "adaptsegnet", "--run-dir",
                      str(tmp_path / "runs"), "--device", "cpu", "--set", *sizes])
     else:
-        _trees(tmp_path)
+        point_trees(tmp_path)
         code = _train_real(tmp_path, "adaptsegnet", sizes)
     assert code == 2
     err = _one_line_error(capsys)
@@ -173,7 +173,7 @@ def test_every_command_reports_bad_input_in_one_line(tmp_path, capsys, argv, cod
 def test_trainids_in_target_train_are_found_before_source_only_trains(tmp_path, capsys):
     """An adaptation stage reads target train's labels (the pseudo-weak labels' quality);
     a bad one was found only after source-only had trained."""
-    _trees(tmp_path)
+    point_trees(tmp_path)
     label = sorted((tmp_path / "cityscapes/gtFine/train").rglob("*_labelIds.png"))[0]
     Image.fromarray(np.resize(np.array([0, 1, 255], np.uint8), (32, 64)), mode="L").save(label)
     assert _train_real(tmp_path, "uda_weak") == 2
@@ -186,7 +186,7 @@ def test_a_passed_check_is_recorded_and_a_changed_file_is_read_again(tmp_path, m
     from wsda_lib.data.checks import check_split_files
     from wsda_lib.data.cityscapes import cityscapes
 
-    _trees(tmp_path)
+    point_trees(tmp_path)
     root = tmp_path / "cityscapes"
     check_split_files(cityscapes(root, "val"), "target_test", True, tmp_path / "cache")
     assert len(list((tmp_path / "cache/checked").glob("*.json"))) == 1
@@ -200,7 +200,7 @@ def test_a_passed_check_is_recorded_and_a_changed_file_is_read_again(tmp_path, m
 
 
 def test_translated_images_of_another_format_are_refused_before_training(tmp_path, capsys):
-    _trees(tmp_path)
+    point_trees(tmp_path)
     translated = tmp_path / "translated"
     translated.mkdir()
     for i in range(5):
@@ -253,7 +253,7 @@ def test_a_device_this_machine_lacks_is_refused_by_name(monkeypatch):
 
 def test_data_check_of_cityscapes_checks_both_splits_by_default(tmp_path, capsys):
     """It checked train alone and said 'no problems' over a broken val split."""
-    _trees(tmp_path)
+    point_trees(tmp_path)
     root = tmp_path / "cityscapes"
     image = next((root / "leftImg8bit/val").rglob("*.png"))
     image.rename(image.with_suffix(".jpg"))
@@ -267,7 +267,7 @@ def test_a_label_file_of_lossy_content_is_refused_whatever_its_name(tmp_path, ca
     """A *_gtFine_labelIds.png that holds JPEG data (a tool chose the format and kept the
     name) used to pass `wsda data check` and read wrong ids at edges; its content is
     JPEG, so it is refused by name, and training stops before anything trains."""
-    _trees(tmp_path)
+    point_trees(tmp_path)
     root = tmp_path / "cityscapes"
     label = next((root / "gtFine/train").rglob("*_gtFine_labelIds.png"))
     with Image.open(label) as im:
@@ -283,7 +283,7 @@ def test_a_label_file_of_lossy_content_is_refused_whatever_its_name(tmp_path, ca
 def test_a_gta5_tree_of_jpeg_images_says_what_it_found(tmp_path, capsys):
     """GTA5's images are PNG; a tree whose images are all .jpg used to get "the split is
     empty (no image/label pairs found)" and no file named. The check says what it found."""
-    _trees(tmp_path)
+    point_trees(tmp_path)
     root = tmp_path / "gta5"
     for image in sorted((root / "images").glob("*.png")):
         with Image.open(image) as im:
@@ -299,7 +299,7 @@ def test_images_with_an_exif_orientation_are_named_by_the_check(tmp_path, capsys
     """Images tagged with EXIF orientation 6 and 3 are read as stored, which is right for
     Cityscapes (its labels follow the stored pixels) and wrong for labels drawn on the
     displayed image: `wsda data check` names them in a note, and still finds no problem."""
-    _trees(tmp_path)
+    point_trees(tmp_path)
     root = tmp_path / "cityscapes"
     images = sorted((root / "leftImg8bit/train").rglob("*.png"))[:2]
     for image, orientation in zip(images, (6, 3), strict=True):

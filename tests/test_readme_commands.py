@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_real_evaluation import ClassFromRed, _cityscapes_val_for_scoring
+from real_trees import ClassFromRed, cityscapes_val_for_scoring
 
 from wsda_lib.experiments.reproduce import series
 from wsda_lib.records.export import export_cityscapes
@@ -173,7 +173,7 @@ def test_wsda_data_check_on_a_tiny_gta5_tree(copy):
 
 
 def test_wsda_official_eval(copy):
-    _cityscapes_val_for_scoring(copy / "data/cityscapes")
+    cityscapes_val_for_scoring(copy / "data/cityscapes")
     from wsda_lib.data.cityscapes import cityscapes
 
     ds = cityscapes(copy / "data/cityscapes", "val", size=None)

@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from real_trees import H, W
+from real_trees import (
+    ClassFromRed,
+    H,
+    W,
+    cityscapes_tree,
+    cityscapes_val_for_scoring,
+    gray_label,
+    gta5_to,
+    synthia_label,
+    synthia_tree,
+)
 from real_trees import palette_label as _palette_label
 from real_trees import rgb as _rgb
 
@@ -28,28 +38,10 @@ from wsda_lib.records.export import export_cityscapes
 from wsda_lib.training.evaluate import evaluate, scores
 
 cv2 = pytest.importorskip("cv2")
-def _gray_label(path, ids, h=H, w=W):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.resize(np.asarray(ids, np.uint8), (h, w))).save(path)
-
-
-def _synthia_label(path, ids, h=H, w=W):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    red = np.resize(np.asarray(ids, np.uint16), (h, w))
-    cv2.imwrite(str(path), np.stack([np.zeros_like(red), np.zeros_like(red), red], axis=2))
 
 
 def _truncate(path, keep):
     path.write_bytes(path.read_bytes()[:keep])
-
-
-def _cityscapes_tree(root, splits=(("train", 3), ("val", 2)), h=H, w=W, ids=(7, 8, 26, 22)):
-    for split, n in splits:
-        for i in range(n):
-            stem = f"aachen_{i:06d}_000019"
-            _rgb(root / f"leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png", h=h, w=w)
-            _gray_label(root / f"gtFine/{split}/aachen/{stem}_gtFine_labelIds.png", ids, h, w)
-    return root
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,11 +66,11 @@ def test_check_reports_image_without_label_and_files_without_a_pair(gta_root):
 
 
 def test_check_reports_stray_cityscapes_and_synthia_files_but_not_companion_files(tmp_path):
-    root = _cityscapes_tree(tmp_path / "cs", splits=(("val", 2),))
+    root = cityscapes_tree(tmp_path / "cs", splits=(("val", 2),))
     folder = root / "gtFine/val/aachen"
     for suffix in ("color.png", "instanceIds.png", "labelTrainIds.png", "polygons.json"):
         (folder / f"aachen_000000_000019_gtFine_{suffix}").write_bytes(b"x")
-    _gray_label(folder / "aachen_000099_000019_gtFine_labelIds.png", [7])
+    gray_label(folder / "aachen_000099_000019_gtFine_labelIds.png", [7])
     report = cityscapes(root, "val", size=None, checking=True).check()
     assert list(report.problems) == ["label file without image"]
     assert "aachen_000099_000019_gtFine_labelIds.png" in report.problems[
@@ -86,8 +78,8 @@ def test_check_reports_stray_cityscapes_and_synthia_files_but_not_companion_file
 
     syn = tmp_path / "synthia"
     _rgb(syn / "RGB/0000000.png")
-    _synthia_label(syn / "GT/LABELS/0000000.png", [3, 4])
-    _synthia_label(syn / "GT/LABELS/0000009.png", [3, 4])
+    synthia_label(syn / "GT/LABELS/0000000.png", [3, 4])
+    synthia_label(syn / "GT/LABELS/0000009.png", [3, 4])
     report = open_dataset("synthia", syn, size=None, checking=True).check()
     assert "0000009.png" in report.problems["label file without image"][0]
 
@@ -154,18 +146,9 @@ def test_truncated_image_is_listed_as_an_image(gta_root):
 # ---------------------------------------------------------------------------------------------
 # B. Typical class areas are keyed by protocol, size and files.
 
-def _synthia_tree(root, n=4):
-    rng = np.random.default_rng(5)
-    for i in range(n):
-        _rgb(root / f"RGB/{i:07d}.png", h=16, w=24)
-        # road, sidewalk, wall (dropped in 13), terrain (dropped in 16), car, person
-        _synthia_label(root / f"GT/LABELS/{i:07d}.png", rng.choice([3, 4, 21, 16, 8, 10], 24),
-                       h=16, w=24)
-    return root
-
 
 def test_16_then_13_synthia_classes_share_one_cache_dir(tmp_path):
-    src, tgt = _synthia_tree(tmp_path / "synthia"), _cityscapes_tree(tmp_path / "cs")
+    src, tgt = synthia_tree(tmp_path / "synthia"), cityscapes_tree(tmp_path / "cs")
     cfg = dict(dataset="synthia", source_root=str(src), target_root=str(tgt), val_count=1,
                source_size=(24, 16), target_size=(W, H))
     for classes in (16, 13, 16):
@@ -177,7 +160,7 @@ def test_16_then_13_synthia_classes_share_one_cache_dir(tmp_path):
 
 
 def test_source_size_change_measures_areas_again(tmp_path, gta_root):
-    tgt = _cityscapes_tree(tmp_path / "cs")
+    tgt = cityscapes_tree(tmp_path / "cs")
     # one image with a small car: its share depends on the size the labels are resized to
     ids = np.full((40, 60), 7, np.uint8)
     ids[:3, :6] = 26
@@ -194,8 +177,8 @@ def test_source_size_change_measures_areas_again(tmp_path, gta_root):
 
 
 def test_rewritten_label_file_measures_areas_again(tmp_path, gta_root):
-    tgt = _cityscapes_tree(tmp_path / "cs")
-    cfg = _gta5_to(tgt, gta_root)
+    tgt = cityscapes_tree(tmp_path / "cs")
+    cfg = gta5_to(tgt, gta_root)
     before = load(cfg, tmp_path / "cache").typical_area
     for i in range(3):   # same names, other contents: the car covers every pixel now
         _palette_label(gta_root / f"labels/{i:05d}.png", [26])
@@ -206,22 +189,9 @@ def test_rewritten_label_file_measures_areas_again(tmp_path, gta_root):
 # ---------------------------------------------------------------------------------------------
 # C and D. Export and evaluation at the labels' native resolution.
 
-class ClassFromRed(torch.nn.Module):
-    """A fake segmentation model: the predicted class of a pixel is its red value // 10, so
-    that tests choose the predictions by writing images."""
-
-    def __init__(self, num_classes):
-        super().__init__()
-        self.num_classes = num_classes
-
-    def forward(self, images):
-        red = (images[:, :1] * 255).round()
-        logits = -(red - 10 * torch.arange(self.num_classes).view(1, -1, 1, 1)).abs()
-        return logits, None
-
 
 def test_export_writes_the_ground_truths_native_resolution_whatever_the_resize(tmp_path):
-    root = _cityscapes_tree(tmp_path, splits=(("val", 1),), h=32, w=64)
+    root = cityscapes_tree(tmp_path, splits=(("val", 1),), h=32, w=64)
     model = ClassFromRed(19)
     for ds in (cityscapes(root, "val", size=(32, 16), resize_labels=True),  # labels resized
                cityscapes(root, "val", size=(32, 16), resize_labels=False),
@@ -232,7 +202,7 @@ def test_export_writes_the_ground_truths_native_resolution_whatever_the_resize(t
 
 
 def test_real_target_evaluation_splits_keep_native_labels(tmp_path, gta_root):
-    tgt = _cityscapes_tree(tmp_path / "cs", h=32, w=64)
+    tgt = cityscapes_tree(tmp_path / "cs", h=32, w=64)
     bench = load(DataConfig(dataset="gta5", source_root=str(gta_root), target_root=str(tgt),
                             val_count=1, source_size=(6, 4), target_size=(16, 8),
                             class_protocol=19), tmp_path / "cache")
@@ -261,28 +231,9 @@ def test_official_convention_by_hand():
         scores(conf, outside=np.array([1, 2, 3]))
 
 
-def _cityscapes_val_for_scoring(root):
-    """Two val images, 8x12, whose ground truth mixes kept, dropped (terrain 22, truck 27,
-    wall 12) and void (0, 1) labelIds, and whose red channel says what ClassFromRed predicts."""
-    rng = np.random.default_rng(7)
-    gt_ids = [7, 8, 11, 12, 13, 17, 21, 22, 23, 24, 26, 27, 28, 0, 1, 33]
-    gts, reds = [], []
-    for i in range(2):
-        stem = f"aachen_{i:06d}_000019"
-        gt = rng.choice(gt_ids, (H, W)).astype(np.uint8)
-        pred = rng.integers(0, 13, (H, W))            # protocol classes of the 13-class set
-        red = (10 * pred).astype(np.uint8)
-        _rgb(root / f"leftImg8bit/val/aachen/{stem}_leftImg8bit.png",
-             value=np.dstack([red, red, red]))
-        _gray_label(root / f"gtFine/val/aachen/{stem}_gtFine_labelIds.png", gt)
-        gts.append(gt)
-        reds.append(pred)
-    return np.stack(gts), np.stack(reds)
-
-
 @pytest.mark.parametrize("classes", [16, 13])
 def test_official_convention_counts_dropped_class_pixels_by_hand(tmp_path, classes):
-    gt_ids, pred = _cityscapes_val_for_scoring(tmp_path)
+    gt_ids, pred = cityscapes_val_for_scoring(tmp_path)
     pred = pred % classes
     ds = cityscapes(tmp_path, "val", size=None, num_classes=classes, mark_outside=True)
     # ClassFromRed predicts red // 10; keep predictions within the protocol
@@ -304,7 +255,7 @@ def test_official_convention_counts_dropped_class_pixels_by_hand(tmp_path, class
 
 
 def test_official_convention_needs_labels_that_mark_dropped_classes(tmp_path):
-    _cityscapes_val_for_scoring(tmp_path)
+    cityscapes_val_for_scoring(tmp_path)
     ds = cityscapes(tmp_path, "val", size=None, num_classes=16)
     with pytest.raises(ValueError, match="mark_outside"):
         evaluate(ClassFromRed(16), torch.utils.data.DataLoader(ds), 16, convention="official")
@@ -315,7 +266,7 @@ def test_official_convention_needs_labels_that_mark_dropped_classes(tmp_path):
 @pytest.mark.parametrize("classes", [19, 16, 13])
 def test_conventions_equal_cityscapesscripts(tmp_path, classes):
     csv = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
-    gt_ids, _ = _cityscapes_val_for_scoring(tmp_path / "cs")
+    gt_ids, _ = cityscapes_val_for_scoring(tmp_path / "cs")
     model = ClassFromRed(classes)
 
     def official_miou(gt_root):
@@ -340,7 +291,7 @@ def test_conventions_equal_cityscapesscripts(tmp_path, classes):
     void = tmp_path / "void"
     for (image, label), gt in zip(ds.pairs, gt_ids, strict=True):
         rel = label.relative_to(tmp_path / "cs")
-        _gray_label(void / rel, np.where(np.isin(gt, dropped), 0, gt))
+        gray_label(void / rel, np.where(np.isin(gt, dropped), 0, gt))
         target = void / image.relative_to(tmp_path / "cs")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(image.read_bytes())
@@ -353,30 +304,26 @@ def test_conventions_equal_cityscapesscripts(tmp_path, classes):
 # ---------------------------------------------------------------------------------------------
 # F. A size-mismatched pair in a target evaluation split is never dropped silently.
 
-def _gta5_to(tgt, gta_root) -> DataConfig:
-    return DataConfig(dataset="gta5", source_root=str(gta_root), target_root=str(tgt),
-                      val_count=1, source_size=None, target_size=(W, H), class_protocol=19)
-
 
 def test_mismatched_evaluation_pair_is_refused_with_its_name(tmp_path, gta_root):
-    tgt = _cityscapes_tree(tmp_path / "cs")
+    tgt = cityscapes_tree(tmp_path / "cs")
     _rgb(tgt / "leftImg8bit/val/aachen/aachen_000001_000019_leftImg8bit.png", h=H + 2)
-    cfg = _gta5_to(tgt, gta_root)
+    cfg = gta5_to(tgt, gta_root)
     with pytest.raises(DatasetError, match="aachen_000001_000019.*wsda data check"):
         load(cfg, tmp_path / "cache")
 
 
 def test_mismatched_training_pair_is_left_out_with_a_warning(tmp_path, gta_root):
-    tgt = _cityscapes_tree(tmp_path / "cs")
+    tgt = cityscapes_tree(tmp_path / "cs")
     _rgb(gta_root / "images/00000.png", h=H + 2)
-    cfg = _gta5_to(tgt, gta_root)
+    cfg = gta5_to(tgt, gta_root)
     with pytest.warns(UserWarning, match="00000.png"):
         bench = load(cfg, tmp_path / "cache")
     assert len(bench["source_train"]) == 1 and len(bench["source_val"]) == 1
 
 
 def test_metrics_say_on_how_many_images_they_were_scored(tmp_path):
-    root = _cityscapes_tree(tmp_path, splits=(("val", 3),))
+    root = cityscapes_tree(tmp_path, splits=(("val", 3),))
     model = ClassFromRed(19)
     full = evaluate(model, torch.utils.data.DataLoader(cityscapes(root, "val", size=None)), 19)
     assert full["images"] == 3 and full["images_total"] == 3

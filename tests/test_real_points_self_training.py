@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from real_trees import point_trees
 
 from wsda_lib.core.config import preset
 from wsda_lib.data.cityscapes import cityscapes
@@ -23,35 +24,6 @@ from wsda_lib.training.pseudo_labels import (
 )
 
 H, W = 32, 64   # label files; training resizes the target to (64, 32) or (48, 24) below
-
-
-def _rgb(path, rng):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (H, W, 3), np.uint8)).save(path)
-
-
-def _label(path, ids, palette: bool):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.resize(np.asarray(ids, np.uint8), (H, W)),
-                         mode="P" if palette else "L")
-    if palette:
-        im.putpalette(list(np.random.default_rng(1).integers(0, 255, 768)))  # colours != ids
-    im.save(path)
-
-
-def _trees(root):
-    """A GTA5 tree (5 images) and a Cityscapes tree (train 5, val 2) with several classes."""
-    src, tgt, rng = root / "gta5", root / "cityscapes", np.random.default_rng(0)
-    for i in range(5):
-        _rgb(src / f"images/{i:05d}.png", rng)
-        _label(src / f"labels/{i:05d}.png", rng.choice([7, 8, 11, 21, 23, 26], 6), True)
-    for split, n in (("train", 5), ("val", 2)):
-        for i in range(n):
-            stem = f"{'aachen' if i % 2 else 'bremen'}_{i:06d}_000019"
-            _rgb(tgt / f"leftImg8bit/{split}/{stem.split('_')[0]}/{stem}_leftImg8bit.png", rng)
-            _label(tgt / f"gtFine/{split}/{stem.split('_')[0]}/{stem}_gtFine_labelIds.png",
-                   rng.choice([7, 8, 21, 23, 26], 7), False)
-    return src, tgt
 
 
 # --- class thresholds from batches --------------------------------------------------------
@@ -142,7 +114,7 @@ def _target_train(tgt, pairs=None, size=(48, 24)):
 
 
 def test_points_depend_on_the_image_alone(tmp_path):
-    _, tgt = _trees(tmp_path)
+    _, tgt = point_trees(tmp_path)
     split = _target_train(tgt)
     points = WithItems(split, points=ItemPoints(seed=3))
     by_name = {split.item_name(i): points[i]["points"] for i in range(len(split))}
@@ -168,7 +140,7 @@ def test_points_depend_on_the_image_alone(tmp_path):
 def test_point_and_self_training_stages_run_on_tiny_real_trees(tmp_path, capsys):
     from wsda_lib.cli import main
 
-    src, tgt = _trees(tmp_path)
+    src, tgt = point_trees(tmp_path)
     tiny = ["model.backbone='slim'", "model.base_width=4", "model.aspp_rates=(1, 2)",
             "train.iterations=2", "adapt.iterations=2", "train.eval_every=100",
             "data.source_size=(96, 48)", "data.target_size=(64, 32)", "data.val_count=1",

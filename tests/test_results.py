@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import stage_metrics
 
 from wsda_lib.records.results import (
     detectable_gain,
@@ -136,24 +137,10 @@ def test_validate_names_what_is_wrong():
         validate({k: v for k, v in good.items() if k != "machine"})
 
 
-def _metrics(miou, weak=None, target_statistics=None, target_statistics_test=None):
-    """A stage's metrics as run_stage returns them: both target splits scored as trained,
-    and with target BatchNorm statistics (`target_statistics`, default: the same; on
-    target test `target_statistics_test`, default: as on val)."""
-    m = {s: {"miou": miou, "iou": [miou, miou]} for s in ("target_val", "target_test")}
-    ts = miou if target_statistics is None else target_statistics
-    tt = ts if target_statistics_test is None else target_statistics_test
-    m["target_statistics"] = {s: {"miou": v, "iou": [v, v]}
-                              for s, v in (("target_val", ts), ("target_test", tt))}
-    if weak:
-        m["pseudo_weak_start"], m["pseudo_weak_end"] = weak
-    return m
-
-
 def test_results_carry_the_pseudo_weak_labels_start_and_end_by_hand():
     from wsda_lib.records.results import summarise
 
-    metrics = _metrics
+    metrics = stage_metrics
     per_seed = {name: {0: metrics(30.0), 1: metrics(32.0)} for name in registry.result_stages()}
     per_seed["uda_weak"] = {0: metrics(30.0, ({"precision": 80.0, "recall": 90.0},
                                               {"precision": 70.0, "recall": 100.0})),
@@ -217,12 +204,13 @@ def test_each_step_is_scored_both_ways_and_the_statistics_are_chosen_on_val_by_h
         summarise,
     )
 
-    per_seed = {n: {s: _metrics(30.0 + s) for s in range(3)} for n in registry.result_stages()}
-    per_seed["uda_pixel"] = {s: _metrics(30.0 + s, target_statistics=31.0 + 1.5 * s,
+    per_seed = {n: {s: stage_metrics(30.0 + s) for s in range(3)}
+                for n in registry.result_stages()}
+    per_seed["uda_pixel"] = {s: stage_metrics(30.0 + s, target_statistics=31.0 + 1.5 * s,
                                          target_statistics_test=29.0 + 0.5 * s)
                              for s in range(3)}
-    per_seed["oracle"] = {s: _metrics(70.0 + s) for s in range(3)}
-    for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
+    per_seed["oracle"] = {s: stage_metrics(70.0 + s) for s in range(3)}
+    for name in registry.pseudo_weak_rows():
         for s in range(3):
             per_seed[name][s]["pseudo_weak_start"] = per_seed[name][s]["pseudo_weak_end"] = {
                 "precision": 90.0, "recall": 90.0}

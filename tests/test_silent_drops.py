@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from real_trees import H, W
+from real_trees import (
+    ClassFromRed,
+    H,
+    W,
+    cityscapes_tree,
+    cityscapes_val_for_scoring,
+    gta5_to,
+    synthia_tree,
+)
 from real_trees import palette_label as _palette_label
 from real_trees import rgb as _rgb
-from test_real_evaluation import (
-    ClassFromRed,
-    _cityscapes_tree,
-    _cityscapes_val_for_scoring,
-    _gta5_to,
-    _synthia_tree,
-)
 
 from wsda_lib.cli import main
 from wsda_lib.core.config import preset, to_dict
@@ -60,7 +61,7 @@ def _loader(ds, batch_size=1):
 
 @pytest.mark.parametrize("split", ["val", "train"])
 def test_cityscapes_label_without_its_image_is_an_error_naming_both(tmp_path, split):
-    root = _cityscapes_tree(tmp_path / "cs", splits=(("train", 3), ("val", 2)))
+    root = cityscapes_tree(tmp_path / "cs", splits=(("train", 3), ("val", 2)))
     jpg = _as_jpg(root / f"leftImg8bit/{split}/aachen/{STEM}_leftImg8bit.png")
     label = root / f"gtFine/{split}/aachen/{STEM}_gtFine_labelIds.png"
     # before: the split had 1 pair ("scored on 1 of 1 images") while it holds 2 label files
@@ -73,11 +74,11 @@ def test_cityscapes_label_without_its_image_is_an_error_naming_both(tmp_path, sp
         _rgb(gta / f"images/{i:05d}.png")
         _palette_label(gta / f"labels/{i:05d}.png", [7, 8])
     with pytest.raises(DatasetError, match=f"{STEM}_gtFine_labelIds.png"):  # before training
-        load(_gta5_to(root, gta), tmp_path / "cache")
+        load(gta5_to(root, gta), tmp_path / "cache")
 
 
 def test_data_check_still_lists_the_label_and_names_the_jpg(tmp_path, capsys):
-    root = _cityscapes_tree(tmp_path, splits=(("val", 2),))
+    root = cityscapes_tree(tmp_path, splits=(("val", 2),))
     _as_jpg(root / f"leftImg8bit/val/aachen/{STEM}_leftImg8bit.png")
     args = ["data", "check", "--dataset", "cityscapes", "--root", str(root), "--split", "val"]
     assert main(args) == 1
@@ -91,7 +92,7 @@ def test_source_label_without_its_image_is_a_warning_with_count_and_names(tmp_pa
     with pytest.warns(UserWarning, match=r"1 label file\(s\) without their image") as caught:
         ds = gta5(gta_root, size=None)
     assert len(ds) == 2 and f"found {jpg.name}; expected a PNG" in str(caught[0].message)
-    syn = _synthia_tree(tmp_path / "synthia", n=3)
+    syn = synthia_tree(tmp_path / "synthia", n=3)
     (syn / "RGB/0000002.png").unlink()
     with pytest.warns(UserWarning, match=r"GT/LABELS/0000002.png: no image"):
         assert len(synthia(syn, size=None)) == 2
@@ -162,7 +163,7 @@ class NanOnSecondBatch(ClassFromRed):
 
 
 def test_nan_logits_are_an_error_naming_the_split_and_the_batch(tmp_path):
-    root = _cityscapes_tree(tmp_path, splits=(("val", 3),))
+    root = cityscapes_tree(tmp_path, splits=(("val", 3),))
     ds = cityscapes(root, "val", size=None)
     with pytest.raises(FloatingPointError, match=rf"split 'cityscapes val {root}', batch 1 "
                        rf"\({STEM}_leftImg8bit.png\): the model's logits are not finite"):
@@ -175,7 +176,7 @@ def test_nan_logits_are_an_error_naming_the_split_and_the_batch(tmp_path):
 # C. The Cityscapes val reader's defaults follow the paper's evaluation protocol.
 
 def test_cityscapes_val_defaults_score_at_native_labels(tmp_path):
-    _cityscapes_val_for_scoring(tmp_path)       # 8x12 labels; images resized to 1024x512
+    cityscapes_val_for_scoring(tmp_path)       # 8x12 labels; images resized to 1024x512
     model = ClassFromRed(19)
     default = cityscapes(tmp_path, "val")
     assert default[0]["image"].shape == (3, 512, 1024) and default[0]["label"].shape == (H, W)
@@ -189,7 +190,7 @@ def test_cityscapes_val_defaults_score_at_native_labels(tmp_path):
 
 
 def test_cityscapes_val_refuses_a_size_mismatch_by_default(tmp_path):
-    root = _cityscapes_tree(tmp_path, splits=(("val", 2),))
+    root = cityscapes_tree(tmp_path, splits=(("val", 2),))
     _rgb(root / f"leftImg8bit/val/aachen/{STEM}_leftImg8bit.png", h=H + 2)
     with pytest.raises(DatasetError, match=f"sizes differ.*{STEM}"):  # before: left out
         cityscapes(root, "val", size=None)
@@ -223,7 +224,7 @@ def test_gta5_tree_from_the_converters_checks_clean(gta_root, capsys):
 
 
 def test_synthia_tree_from_the_converters_checks_clean(tmp_path, capsys):
-    root = _synthia_tree(tmp_path, n=3)
+    root = synthia_tree(tmp_path, n=3)
     _converted(root, "GT/LABELS", [f"{i:07d}" for i in range(3)])
     assert main(["data", "check", "--dataset", "synthia", "--root", str(root)]) == 0
     assert "no problems" in capsys.readouterr().out
@@ -244,7 +245,7 @@ def _official_eval(capsys, *args):
 @pytest.mark.parametrize("classes", [19, 13])
 def test_official_eval_equals_evaluate_in_the_official_convention(tmp_path, capsys, classes):
     pytest.importorskip("cityscapesscripts")
-    _cityscapes_val_for_scoring(tmp_path / "cs")
+    cityscapes_val_for_scoring(tmp_path / "cs")
     ds = cityscapes(tmp_path / "cs", "val", size=None, num_classes=classes, mark_outside=True)
     model = ClassFromRed(classes)
     export_cityscapes(model, ds, tmp_path / "pred")
@@ -262,7 +263,7 @@ def test_official_eval_equals_evaluate_in_the_official_convention(tmp_path, caps
 
 def test_official_eval_scores_instances_under_numpy_2(tmp_path, capsys):
     pytest.importorskip("cityscapesscripts")
-    gt_ids, _ = _cityscapes_val_for_scoring(tmp_path / "cs")
+    gt_ids, _ = cityscapes_val_for_scoring(tmp_path / "cs")
     for i, gt in enumerate(gt_ids):    # each car pixel its own instance, as 26000 + k
         instances = np.where(gt == 26, 26000 + np.arange(gt.size).reshape(gt.shape), gt)
         Image.fromarray(instances.astype(np.uint16)).save(     # 16-bit, as Cityscapes' are
@@ -277,7 +278,7 @@ def test_official_eval_scores_instances_under_numpy_2(tmp_path, capsys):
 
 def test_official_eval_names_a_ground_truth_file_without_prediction(tmp_path, capsys):
     pytest.importorskip("cityscapesscripts")
-    _cityscapes_val_for_scoring(tmp_path / "cs")
+    cityscapes_val_for_scoring(tmp_path / "cs")
     [first, _] = export_cityscapes(ClassFromRed(19), cityscapes(tmp_path / "cs", "val",
                                                                 size=None), tmp_path / "pred")
     first.unlink()

@@ -581,7 +581,7 @@ def validate(results: dict) -> None:
         check(len(s["iou_mean"]) == n_classes, f"{name}: one IoU per class expected")
         check(s["paper_miou"] is None or 0 < s["paper_miou"] < 100, f"{name}: bad paper mIoU")
     by = {s["stage"]: s for s in results["stages"]}
-    for name in ("uda_weak", "uda_category", "uda_pixel", "uda_self_training"):
+    for name in registry.pseudo_weak_rows():
         check("pseudo_weak_labels" in by[name], f"{name}: the precision and recall of its "
               f"pseudo-weak labels are missing (pseudo_weak_labels); run notebook 06 again")
     for s in results["stages"]:

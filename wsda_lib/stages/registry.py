@@ -284,6 +284,13 @@ def controls() -> tuple[tuple[str, str, str], ...]:
     return tuple((c.what, n, c.stage) for n, s in STAGES.items() for c in s.controls)
 
 
+def pseudo_weak_rows() -> tuple[str, ...]:
+    """The result rows that train on pseudo-weak labels: their precision and recall at the
+    start and end of training belong in results.json."""
+    return tuple(n for n in result_stages()
+                 if STAGES[n].switches and STAGES[n].switches.weak_labels == "pseudo")
+
+
 def trade_stages() -> tuple[str, ...]:
     """The stages `make bench` times for its schedule trade."""
     return tuple(n for n, s in STAGES.items() if s.trade)
