@@ -7,7 +7,8 @@ from wsda_lib.data.classes import EMBEDDED
 from wsda_lib.method import pixel_adaptation
 from wsda_lib.method.objective import segmentation_loss
 from wsda_lib.stages import build_model, run_stage, stage_config
-from wsda_lib.training.engine import poly_lr, train_adaptation, train_supervised
+from wsda_lib.training.engine import train_adaptation, train_supervised
+from wsda_lib.training.loop import poly_lr
 
 
 def test_poly_schedule_by_hand():
@@ -164,3 +165,87 @@ def test_a_stage_does_not_depend_on_what_ran_before_it(smoke_bench, tmp_path):
     second = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "b", progress=False)
     assert not second.run.loaded
     assert first.metrics["history"]["loss"] == second.metrics["history"]["loss"]
+
+
+def test_one_adaptation_step_shows_each_term_on_one_batch(smoke_bench):
+    """What a notebook does to show the objective at work: one source and one target batch
+    through the network (forward_both), then generator_loss and discriminator_loss on the
+    step's outputs; each term is a 0-d tensor, and the loss is their weighted sum."""
+    from torch.utils.data import default_collate
+
+    from wsda_lib.method.objective import (
+        Discriminators,
+        LossWeights,
+        discriminator_loss,
+        generator_loss,
+    )
+    from wsda_lib.training.engine import forward_both
+
+    cfg = stage_config("uda_category", preset("smoke"))
+    weights = LossWeights.from_config(cfg.adapt)
+    model = build_model(cfg, EMBEDDED).train()
+    discs = Discriminators(weights, EMBEDDED.num_classes, model.feature_dim,
+                           cfg.adapt.output_disc_width)
+    src = default_collate([smoke_bench["source_train"][i] for i in range(4)])
+    tgt = default_collate([smoke_bench["target_train"][i] for i in range(4)])
+    out, log = forward_both(model, src, tgt, cfg.adapt)
+    loss, terms = generator_loss(weights, discs, out, dropout=0.0)
+    assert set(terms) == {"seg", "weak", "adv", "adv_cw"}
+    a = cfg.adapt
+    assert loss.item() == pytest.approx(float(terms["seg"] + a.lambda_c * terms["weak"]
+                                              + a.lambda_adv * terms["adv"]
+                                              + a.lambda_cw * terms["adv_cw"]), rel=1e-5)
+    assert 0 <= float(log["pseudo_precision"]) <= 100 and out.weak_t.shape == (4, 10)
+    _, d_terms = discriminator_loss(discs, out)
+    assert {"disc", "disc_accuracy", "disc_cw_accuracy"} == set(d_terms)
+
+
+def test_an_adaptation_step_syncs_with_the_host_three_times(smoke_bench, monkeypatch):
+    """On a GPU each copy of a value to the host waits for the queued work. The adaptation
+    loop's steps make three: the finiteness checks of the generator's and the
+    discriminators' losses before their optimiser steps, and L_seg's check for a batch with
+    no labelled pixel; the logged terms and weak-label statistics stay on the device and are
+    copied once per log interval (before this change: 20 per step). Counted by wrapping
+    the tensor methods that copy to the host, outside torch's own code (Adam's step counter
+    is a CPU tensor)."""
+    import traceback
+
+    cfg = override(stage_config("uda_pixel", preset("smoke")),
+                   **{"adapt.iterations": 20, "train.eval_every": 1000})
+    model = build_model(cfg, EMBEDDED)
+    counts = {"loop": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            caller = traceback.extract_stack(limit=2)[0]
+            if "wsda_lib" in caller.filename and counts.get("on"):
+                counts["loop"] += 1
+                counts[caller.name] = counts.get(caller.name, 0) + 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    from wsda_lib.training import loop as loop_module
+
+    finish = loop_module.Loop.finish
+    monkeypatch.setattr(loop_module.Loop, "finish",
+                        lambda self, n: counts.update(on=False) or finish(self, n))
+    monkeypatch.setattr(loop_module.Loop, "__iter__", _counting_iter(loop_module.Loop.__iter__,
+                                                                     counts))
+    train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
+                     smoke_bench["target_val"], cfg, 0, "cpu", progress=False, log_every=10)
+    assert (counts["check_finite"], counts["segmentation_loss"]) == (2 * 20, 20)
+    # one copy per log interval (.cpu(), then .tolist() of the copy, already on the host)
+    assert counts["host_values"] == 2 * (20 // 10)
+    assert not any(counts.get(f) for f in ("generator_loss", "discriminator_loss",
+                                           "weak_label_log", "discriminator_accuracy",
+                                           "presence_precision_recall", "forward_both"))
+    # the rest is the last step's validation (learning curve): evaluate() and its bar
+    assert counts["loop"] - 3 * 20 - 4 < 10
+
+
+def _counting_iter(original, counts):
+    def iterate(self):
+        counts["on"] = True
+        yield from original(self)
+    return iterate
