@@ -6,7 +6,7 @@ PRESET ?= default
 SEED   ?= 0
 SEEDS  ?= 3
 
-.PHONY: reproduce smoke study mechanisms calibrate ablation test lab lint bench gpu-check venv clean
+.PHONY: reproduce smoke study mechanisms calibrate ablation test test-fast lab lint bench gpu-check venv clean
 
 venv: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ ablation: venv
 
 test: venv
 	$(PY) -m pytest
+
+# The contributors' loop: every test but those that execute notebooks, start torchrun, train in
+# a subprocess or build a wheel (pytest markers `notebook` and `slow`); under 2 minutes here.
+test-fast: venv
+	$(PY) -m pytest -m "not notebook and not slow"
 
 # Jupyter refuses to start as root (common in containers) unless told it may.
 lab: venv

@@ -80,6 +80,7 @@ def test_profile_sums_every_runs_phase_clock(tmp_path):
     assert sum(p["seconds"].values()) == pytest.approx(100.0)
 
 
+@pytest.mark.slow
 def test_step_costs_measure_every_field(smoke_bench):
     steps = bench.step_costs(smoke_bench, iterations=2)
     assert set(steps["term_cost_ms"]) == {"output_space_adversarial", "weak_label_loss",

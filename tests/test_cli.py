@@ -96,6 +96,7 @@ class _Items:
         return {"index": i}
 
 
+@pytest.mark.slow
 def test_ranks_draw_disjoint_training_data(tmp_path):
     import os
     import socket
@@ -110,6 +111,7 @@ def test_ranks_draw_disjoint_training_data(tmp_path):
     assert len(a) == len(b) == 8 and not a & b and a | b == set(range(16))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["source_only", "uda_pixel"])
 def test_torchrun_two_processes_writes_one_checkpoint_matching_a_single_process(tmp_path, stage):
     import os

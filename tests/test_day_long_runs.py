@@ -67,6 +67,7 @@ def _same_run(a, b, stage):
 
 @pytest.mark.parametrize("stage, resume_by", [("source_only", "cli"), ("uda_pixel", "cli"),
                                               ("uda_pixel", "notebook")])
+@pytest.mark.slow
 def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights_and_metrics(tmp_path, stage,
                                                                              resume_by):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -146,6 +147,7 @@ def test_bad_values_are_refused_when_the_config_is_built():
     ("adapt.translated_source_dir='/nonexistent/translated'", "/nonexistent/translated"),
     ("model.backbone_weights='/nonexistent/resnet.pth'", "model.backbone_weights"),
 ])
+@pytest.mark.slow
 def test_the_whole_chain_is_checked_before_the_first_stage_trains(tmp_path, capsys, change,
                                                                   message):
     assert main(["train", *SMOKE, "--stage", "uda_pixel", "--run-dir", str(tmp_path),
@@ -272,6 +274,7 @@ def test_a_wsda_checkpoint_that_does_not_fit_names_the_config_fields(tmp_path):
         load_weights(build_model(cfg, nineteen), state, "c.pt", cfg.model)
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_checkpoints_own_config_without_its_initial_weights(tmp_path, capsys,
                                                                               monkeypatch):
     init = tmp_path / "imagenet.pth"
@@ -353,6 +356,7 @@ def test_a_resume_checkpoint_left_beside_a_finished_run_is_removed(tmp_path):
     assert not (first.dir / "resume.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_schedulers_sigterm_saves_the_step_under_way_and_the_run_resumes_to_the_same_weights(
         tmp_path, signum):

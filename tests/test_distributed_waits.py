@@ -61,6 +61,7 @@ def _rank_with_slow_cache(rank, world, port, folder, group_first):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group_first", [True, False], ids=["group_formed", "before_group"])
 def test_a_rank_waits_on_the_file_lock_not_in_a_collective_while_another_computes(
         tmp_path, group_first):
@@ -200,6 +201,7 @@ _SLOW_LAUNCH = """
 """
 
 
+@pytest.mark.slow
 def test_torchrun_survives_data_and_pseudo_labels_that_outlast_the_group_timeout(tmp_path):
     launch = tmp_path / "slow_launch.py"
     launch.write_text(textwrap.dedent(_SLOW_LAUNCH))

@@ -125,6 +125,7 @@ def test_a_missing_folder_and_a_stray_file_are_named(tmp_path):
     assert "notes.txt: not an image" in str(report) and "b.png" in str(report)
 
 
+@pytest.mark.slow
 def test_the_embedded_benchmark_round_trips_through_folders(tmp_path):
     """Exported to folders (PNG, lossless) and read back, every item of every split is the
     same tensor, the image-level labels included; a stage trained from either is the same
@@ -300,6 +301,7 @@ def test_yaml_and_ready_made_class_files_read_as_the_library_protocols(tmp_path)
         data.folders.ready_made("cityscapes-20")
 
 
+@pytest.mark.slow
 def test_every_stage_trains_on_folders_whose_target_train_has_only_csv_labels(exported,
                                                                              capsys):
     """The whole series (smoke) on a folder pair whose target train holds images and the two
@@ -350,6 +352,7 @@ def test_predictions_are_exported_in_the_datasets_own_label_values(tmp_path):
     assert (np.asarray(Image.open(path)) == [0, 0, 142]).all()
 
 
+@pytest.mark.slow
 def test_torchrun_trains_on_folders_and_evaluate_exports_the_predictions(exported, tmp_path):
     """WDA with points from the CSVs under torchrun (two processes): one checkpoint, whose
     `wsda evaluate` scores equal the run's own; `--export DIR` writes one label PNG per
@@ -560,6 +563,7 @@ def test_images_of_several_sizes_without_a_resize_size_are_refused_before_traini
         (3, 3, 4)
 
 
+@pytest.mark.slow
 def test_a_cached_run_is_never_served_for_data_changed_in_place(exported, tmp_path, capsys):
     """`wsda train` on a folder pair, then pixels of one source label relabelled in place,
     then the same command: it used to print "loaded": true with the old scores (the key

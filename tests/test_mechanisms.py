@@ -199,6 +199,7 @@ def test_the_paper_presets_keep_batchnorm_as_the_released_code():
     assert not torch.equal(before, norms[0].running_mean)
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_the_record_runs_end_to_end_in_the_smoke_preset(tmp_path, monkeypatch):
     """One strength per term and one self-training candidate: the record names its commit,

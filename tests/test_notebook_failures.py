@@ -107,6 +107,7 @@ def test_a_dead_kernel_gives_the_one_line_error(tmp_path):
     assert f"executed copy: {tmp_path / 'out.ipynb'}" in message
 
 
+@pytest.mark.notebook
 def test_a_cell_timeout_gives_the_one_line_error(tmp_path):
     path = _notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
     message = _failure(path, tmp_path / "out.ipynb", {}, cell_timeout=2)
@@ -220,6 +221,7 @@ def test_a_readers_copy_whose_figures_were_left_as_text_is_refused_and_kept(tmp_
     assert unrendered_figures(nb) == []
 
 
+@pytest.mark.notebook
 def test_a_cell_that_waits_forever_on_an_idle_kernel_is_stopped_by_the_watchdog(tmp_path):
     """Cells have no time limit, so a cell waiting on something nothing will send (a widget
     comm with no browser) used to hang the series forever. With the kernel idle and nothing

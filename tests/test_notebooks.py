@@ -52,6 +52,7 @@ def test_series_lists_the_numbered_notebooks():
     assert names == sorted(names)
 
 
+@pytest.mark.notebook
 def test_00_writes_datasheet_and_figures(executed):
     out, timings = executed
     summary = json.loads((out / "runs/results/smoke/00_domain_gap_seed0.json").read_text())
@@ -94,6 +95,7 @@ def test_executed_notebooks_show_no_warning_and_no_traceback(executed):
     ({"SEED": "notanumber"}, "SEED='notanumber': expected a whole number >= 0"),
     ({"EPOCHS": 3}, "unknown parameter(s) ['EPOCHS']"),
 ])
+@pytest.mark.notebook
 def test_a_bad_parameter_stops_the_notebook_in_its_setup_cell(tmp_path, parameters, message):
     import papermill as pm
 
@@ -106,6 +108,7 @@ def test_a_bad_parameter_stops_the_notebook_in_its_setup_cell(tmp_path, paramete
     assert not (tmp_path / "runs").exists()  # stopped before loading data or training
 
 
+@pytest.mark.notebook
 def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp_path):
     """papermill on one notebook in the smoke preset, as a student would run it: its figures
     go under build/, and figures/ (what `make reproduce` commits) is untouched."""
@@ -123,6 +126,7 @@ def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp
     assert (REPO / "build/figures/smoke/01_per_class_iou.png").is_file()
 
 
+@pytest.mark.notebook
 def test_the_instructors_log_shows_progress_and_no_kernel_noise(tmp_path, capfd):
     reproduce("smoke", seed=0, seeds=1, out=tmp_path, run_dir=tmp_path / "runs", device="cpu",
               notebooks=[NOTEBOOKS / "01_source_only.ipynb"], cell_timeout=600)
@@ -133,6 +137,7 @@ def test_the_instructors_log_shows_progress_and_no_kernel_noise(tmp_path, capfd)
     assert "TCP" not in log and "WARNING" not in log
 
 
+@pytest.mark.notebook
 def test_second_run_loads_cached_models(executed):
     out, _ = executed
     reproduce("smoke", seed=0, seeds=1, out=out / "again", run_dir=out / "runs", device="cpu",
@@ -288,6 +293,7 @@ def test_06_results_file_validates_and_renders(executed):
     assert [s["stage"] for s in results["stages"]] == list(result_stages())
 
 
+@pytest.mark.notebook
 def test_same_seed_gives_the_same_results_json(executed):
     """A second, independent smoke run (fresh run directory: everything retrained) gives the
     same results.json apart from the date."""
@@ -301,6 +307,7 @@ def test_same_seed_gives_the_same_results_json(executed):
 
 
 
+@pytest.mark.notebook
 def test_07_without_data_shows_the_checker_report(tmp_path):
     """Notebook 07 is outside the series; without datasets it reports instead of failing.
     Its last section trains four stages on the smoke benchmark written out as folders whose

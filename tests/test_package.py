@@ -43,6 +43,7 @@ def installed(tmp_path_factory):
     return venv
 
 
+@pytest.mark.slow
 def test_the_wheel_runs_from_an_empty_folder(installed, tmp_path):
     """`wsda train` and `wsda data check` from a folder with nothing in it: the installed
     package (not the checkout) is imported, and it needs no file of the repository."""

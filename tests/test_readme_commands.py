@@ -117,6 +117,7 @@ def test_make_lint(copy):
     run(copy, "make lint")
 
 
+@pytest.mark.notebook
 def test_make_smoke(copy):
     """The whole series in the smoke preset, into build/smoke/ (relative), 3 seeds."""
     committed = {f.name: f.read_bytes() for f in (copy / "figures").iterdir()}
@@ -131,6 +132,7 @@ def test_make_smoke(copy):
     assert {f.name: f.read_bytes() for f in (copy / "figures").iterdir()} == committed
 
 
+@pytest.mark.notebook
 def test_make_reproduce_in_the_smoke_preset_with_one_seed(copy):
     done = run(copy, "make reproduce PRESET=smoke SEEDS=1")
     assert "trained in" not in done.stdout  # every stage is cached by `make smoke`
@@ -138,6 +140,7 @@ def test_make_reproduce_in_the_smoke_preset_with_one_seed(copy):
     assert results["seeds"] == [0]
 
 
+@pytest.mark.notebook
 def test_one_notebook_with_papermill(copy):
     run(copy, ".venv/bin/papermill notebooks/01_source_only.ipynb build/01.ipynb "
               "-p PRESET smoke -p INTERACTIVE False --cwd notebooks")
@@ -145,11 +148,13 @@ def test_one_notebook_with_papermill(copy):
     assert '"output_type": "error"' not in text and "loaded from" in text
 
 
+@pytest.mark.slow
 def test_wsda_train_help(copy):
     done = run(copy, ".venv/bin/wsda train --help")
     assert "--stage" in done.stdout and "--set" in done.stdout
 
 
+@pytest.mark.slow
 def test_wsda_train_and_evaluate(copy):
     trained = run(copy, ".venv/bin/wsda train --preset smoke --stage uda_pixel")
     reported = json.loads(trained.stdout.strip().splitlines()[-1])
@@ -161,6 +166,7 @@ def test_wsda_train_and_evaluate(copy):
     assert scores["target_test"]["miou"] == reported["target_test"]
 
 
+@pytest.mark.slow
 def test_wsda_data_check_on_a_tiny_gta5_tree(copy):
     from real_trees import palette_label, rgb
 
@@ -172,6 +178,7 @@ def test_wsda_data_check_on_a_tiny_gta5_tree(copy):
     assert "checked 2 image/label pairs: no problems" in done.stdout
 
 
+@pytest.mark.slow
 def test_wsda_official_eval(copy):
     cityscapes_val_for_scoring(copy / "data/cityscapes")
     from wsda_lib.data.cityscapes import cityscapes
@@ -185,12 +192,14 @@ def test_wsda_official_eval(copy):
     assert 0 < result["miou"] <= 100 and np.isfinite(result["miou"])
 
 
+@pytest.mark.slow
 def test_wsda_gpu_check_tiny(copy):
     run(copy, ".venv/bin/wsda gpu-check --tiny")
     record = json.loads((copy / "build/gpu-check-tiny.json").read_text())
     assert record["tiny"] is True and not (copy / "bench/gpu.json").exists()
 
 
+@pytest.mark.slow
 def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     done = run(copy, ".venv/bin/wsda calibrate --preset smoke")
     record = json.loads((copy / "build/calibrate/smoke/benchmark_calibration.json").read_text())
@@ -212,6 +221,7 @@ def test_wsda_calibrate_and_ablation_in_the_smoke_preset(copy):
     assert not new & stage_of(before) & {"uda_weak", "uda_pixel", "uda_self_training"}, new
 
 
+@pytest.mark.slow
 def test_your_own_data_from_the_embedded_benchmark(copy):
     """The README's "Your own data" commands: export the smoke benchmark as folders, check
     the target folder and its CSVs, train WDA with points from them, score and export."""

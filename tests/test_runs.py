@@ -197,6 +197,7 @@ def test_every_committed_record_is_strict_json():
         _strict_parse(path.read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_a_run_being_trained_by_another_process_is_refused_naming_it(tmp_path, capsys):
     """Two trainings of the same settings used to share one run folder without a word (the
     work done twice, one result silently winning). While one process holds the run's lock,

@@ -3,6 +3,7 @@ gave (FDA on the drawn images only, max(1).indices for argmax, no discriminator 
 gradients in the generator step), the run keys of every run trained before train.precision
 and train.channels_last existed are unchanged, and those two options do what they say."""
 
+import pytest
 import torch
 
 import wsda_lib.training.engine
@@ -78,6 +79,7 @@ def test_discriminators_get_weight_gradients_from_their_own_step_only(smoke_benc
     assert any(name.startswith("category.") for name in calls)
 
 
+@pytest.mark.slow
 def test_freezing_the_discriminators_in_the_generator_step_changes_no_weight(smoke_bench,
                                                                               monkeypatch):
     """The same run with the freeze turned into a no-op (the code before it) ends with the

@@ -134,6 +134,7 @@ def test_the_grid_prefers_the_shorter_schedule_unless_clearly_better():
     assert choose_grid(grid) == {"lambda_cw": 0.001, "iterations": 3000}  # +0.6 > 0.5
 
 
+@pytest.mark.slow
 def test_the_study_runs_end_to_end_and_chooses_on_target_val(tmp_path, monkeypatch):
     import json
 
