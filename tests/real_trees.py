@@ -99,14 +99,17 @@ def gta5_to(tgt, gta_root) -> DataConfig:
 
 
 # Moved from test_real_points_self_training.py (used by several test files).
+POINT_H, POINT_W = 32, 64   # point_trees' files; training resizes the target to (64, 32)
+
+
 def noise_rgb(path, rng):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (H, W, 3), np.uint8)).save(path)
+    Image.fromarray(rng.integers(0, 255, (POINT_H, POINT_W, 3), np.uint8)).save(path)
 
 
 def id_label(path, ids, palette: bool):
     path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.resize(np.asarray(ids, np.uint8), (H, W)),
+    im = Image.fromarray(np.resize(np.asarray(ids, np.uint8), (POINT_H, POINT_W)),
                          mode="P" if palette else "L")
     if palette:
         im.putpalette(list(np.random.default_rng(1).integers(0, 255, 768)))  # colours != ids
@@ -122,7 +125,8 @@ def point_trees(root):
     for split, n in (("train", 5), ("val", 2)):
         for i in range(n):
             stem = f"{'aachen' if i % 2 else 'bremen'}_{i:06d}_000019"
-            noise_rgb(tgt / f"leftImg8bit/{split}/{stem.split('_')[0]}/{stem}_leftImg8bit.png", rng)
+            city = stem.split("_")[0]
+            noise_rgb(tgt / f"leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png", rng)
             id_label(tgt / f"gtFine/{split}/{stem.split('_')[0]}/{stem}_gtFine_labelIds.png",
                    rng.choice([7, 8, 21, 23, 26], 7), False)
     return src, tgt

@@ -27,7 +27,9 @@ def _resolves(dotted: str) -> bool:
 
 
 def test_every_name_the_guide_gives_exists():
-    spans = re.findall(r"`([^`]+)`", GUIDE.read_text())
+    text = GUIDE.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    spans = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", " ", text, flags=re.S))
     dotted = [s for s in spans if re.fullmatch(r"[a-z_]+(\.[A-Za-z_]+)+", s)
               and not s.endswith((".py", ".md", ".toml"))]
     paths = [s for s in spans if s.endswith((".py", ".toml")) or s.endswith("/")]
@@ -36,6 +38,11 @@ def test_every_name_the_guide_gives_exists():
     missing = [d for d in dotted if not (_resolves(d) or d in config_fields)]
     missing += [p for p in paths if not (REPO / p).exists()]
     assert not missing, missing
+    for block in blocks:  # a record in a code block is one the registry accepts
+        from wsda_lib.stages import registry
+
+        name, record = eval("{" + block + "}", vars(registry)).popitem()  # noqa: S307
+        assert isinstance(record, registry.Stage) and record.start_from in registry.STAGES, name
 
 
 def test_the_readme_links_the_guide():

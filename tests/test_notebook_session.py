@@ -66,16 +66,22 @@ def test_another_modules_scalar_of_the_same_value_does_not_hide_a_parameter():
 
 
 def test_a_committed_record_is_read_by_name_and_an_unknown_one_refused():
-    """Session.record reads figures/<name>.json for the records the notebooks quote, and
-    refuses any other name by listing the known ones (it reads no session state)."""
+    """Session.record reads <records_dir>/<name>.json for the records the notebooks quote (a
+    notebook's session finds figures/ from its own folder: ../figures), and refuses any other
+    name by listing the known ones; a missing record names the command that writes it."""
+    from pathlib import Path
     from types import SimpleNamespace
 
-    from wsda_lib.teaching.session import Session
+    from wsda_lib.teaching.session import RECORDS_DIR, Session
 
-    this = SimpleNamespace(RECORDS=Session.RECORDS)
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    this = SimpleNamespace(RECORDS=Session.RECORDS, records_dir=notebooks / RECORDS_DIR)
     ablation = Session.record(this, "ablation")
     assert ablation["preset"] == "default" and {r["control"] for r in ablation["controls"]} >= {
         "uda_colour", "no_target_term", "uda_self_training_no_labels"}
     with pytest.raises(ValueError, match=r"record must be one of \['ablation', 'mechanisms', "
                                          r"'results', 'study'\], got 'bench'"):
         Session.record(this, "bench")
+    elsewhere = SimpleNamespace(RECORDS=Session.RECORDS, records_dir=notebooks)
+    with pytest.raises(FileNotFoundError, match="`make ablation` writes it"):
+        Session.record(elsewhere, "ablation")

@@ -8,7 +8,7 @@ over the seeds on target test):
 * output-space alignment passes target batches through BatchNorm, which adapts its running
   statistics whatever the loss says: against the same loop with every target term off
   (no_target_term); AdaBN, the same side effect without training, is in the series' own
-  ladder (results.COMPARISONS);
+  ladder (stages.registry.comparisons);
 * the self-training round trains 1000 steps more, on colour-augmented target images: against
   the same round with its pseudo labels weighted 0 (uda_self_training_no_labels);
 * L_c with pseudo-weak labels may help without any image-specific label: against L_c with

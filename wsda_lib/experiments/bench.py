@@ -13,7 +13,7 @@ bench/results.md (the README's performance table), all measured in one run.
   step without it); and both steps again in bf16 and channels-last (FAST_NUMERICS).
 * peak resident memory: the largest of the notebook kernels' and this process's peak RSS.
 * profile: where the default 3-seed series spends its time, from the phase clocks every run
-  records (engine.PhaseClock: data, forward, backward, discriminators, evaluation,
+  records (training.loop.PhaseClock: data, forward, backward, discriminators, evaluation,
   checkpoint; stages: labels, final scores), the kernels' start-up (one empty notebook timed,
   times the notebooks run) and the rest of the notebooks' time (plots, analysis, loading).
 

@@ -182,7 +182,7 @@ def adaptation_part(model, splits: dict, cfg, precision: str, steps: int, warmup
     """Time `steps` adaptation steps of engine.train_adaptation (cfg with train.precision =
     `precision`, "fp32" or "bf16"), after `warmup` steps in a call of their own (not timed;
     cuDNN and the allocator settle). Steps per second come from the loop's phase clocks
-    (engine.PhaseClock: data, forward, backward, discriminators), so the set-up and the
+    (training.loop.PhaseClock: data, forward, backward, discriminators), so the set-up and the
     one-image validation that ends every loop are left out; the call's wall seconds are
     given too. On a GPU a phase holds the queued work it waits for; the last step's
     discriminator update may fall into the validation. Returns the numbers, the last logged

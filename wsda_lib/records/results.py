@@ -508,7 +508,7 @@ def verdicts_markdown(results: dict) -> list[str]:
 
 
 def controls_markdown(rows: list[dict]) -> list[str]:
-    """The control rows of ablation.json (ablation.CONTROLS, each with its `paired_test` on
+    """The control rows of ablation.json (stages.registry.controls, each with its `paired_test` on
     target test) as the lines of one Markdown table: per row both stages' mean ± std over
     the seeds, the mean paired gain, its interval, p and the verdict."""
     lines = ["| claim | stage | control | stage mIoU | control mIoU | mean gain | interval | p "

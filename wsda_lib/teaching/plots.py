@@ -406,7 +406,7 @@ def _duration(seconds: float) -> str:
 
 def weak_label_tracking(history: dict, class_names):
     """How the pseudo-weak labels evolve during adaptation, from a run's logged history
-    (engine.weak_label_log): left, micro precision and recall (%) against the GT image
+    (training.engine.weak_label_log): left, micro precision and recall (%) against the GT image
     labels; middle, mean P_c of truly present and truly absent classes, and the mean logit;
     right, per-class precision (%), each class's share of images that truly contain it
     drawn dashed: a precision that falls to that share means "present in every image"."""
