@@ -17,16 +17,20 @@ PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def commit(short: bool = False) -> str | None:
-    """The commit of the checkout this package is imported from (`git rev-parse HEAD`; its
-    first 7 characters with `short`), with "+changes" when the tracked files differ from it;
-    None outside a git checkout (an installed wheel)."""
+    """The commit of the checkout this package is imported from; None outside a git checkout
+    (an installed wheel). The full hash, with "+changes" when the tracked files differ from
+    it (the bench, the GPU check); with `short`, the abbreviated hash alone, as results.json
+    and the readers' copies record it: the series rewrites tracked files (those very records)
+    while it runs, so a mark of changes would be its own."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True,
                               check=True).stdout.strip()
 
     try:
-        head = git("rev-parse", "--short" if short else "--verify", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no")
+        if short:
+            return git("rev-parse", "--short", "HEAD")
+        head, changed = git("rev-parse", "HEAD"), git("status", "--porcelain",
+                                                      "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if changed else "")
