@@ -34,7 +34,8 @@ NOT_RUN = {
     ".venv/bin/wsda reproduce --preset default --seeds 3": "40 minutes; `make smoke` runs it "
     "in the smoke preset",
     "make test": "this suite",
-    "make bench": "about an hour; tests/test_bench.py runs its parts on tiny data",
+    "make test-fast": "this suite without its `notebook` and `slow` tests",
+    "make bench": "about 45 minutes; tests/test_bench.py runs its parts on tiny data",
     ".venv/bin/python -m wsda_lib.experiments.bench --quick --out DIR":
         "a few minutes; tests/test_bench.py",
     ".venv/bin/python -m wsda_lib.experiments.bench --trade RUN_DIR": "an hour of training",
