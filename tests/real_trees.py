@@ -27,7 +27,7 @@ def palette_label(path, ids, h=H, w=W):
     im.save(path)
 
 
-# Moved from test_real_evaluation.py (used by several test files).
+# Real-format trees and a fake model for the readers, evaluation and export tests.
 def gray_label(path, ids, h=H, w=W):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.resize(np.asarray(ids, np.uint8), (h, w))).save(path)
@@ -98,7 +98,7 @@ def gta5_to(tgt, gta_root) -> DataConfig:
                       val_count=1, source_size=None, target_size=(W, H), class_protocol=19)
 
 
-# Moved from test_real_points_self_training.py (used by several test files).
+# A GTA5 and a Cityscapes tree with several classes, for points and self-training.
 POINT_H, POINT_W = 32, 64   # point_trees' files; training resizes the target to (64, 32)
 
 

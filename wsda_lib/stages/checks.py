@@ -19,7 +19,7 @@ from wsda_lib.method.objective import Discriminators, LossWeights
 from wsda_lib.method.output_alignment import output_probabilities
 from wsda_lib.stages.checkpoints import build_model
 from wsda_lib.stages.keys import SELF_TRAINING_FIELDS
-from wsda_lib.stages.registry import EVAL_SPLITS, chain, stage, stage_config
+from wsda_lib.stages.registry import EVAL_SPLITS, resolved_chain, stage
 from wsda_lib.training import runs
 
 
@@ -29,24 +29,24 @@ def check_chain_uses(name: str, cfg: Config) -> None:
     (pixel adaptation), the same for adapt.restyle other than "fda", and a self-training
     field away from its default (SELF_TRAINING_FIELDS) without a stage that self-trains.
     Raises ValueError."""
-    a = cfg.adapt
-    restyles = any(stage_config(each, cfg).adapt.pixel_adaptation for each in chain(name))
-    if stage_config(name, cfg).adapt.restyle != "fda" and not restyles:
-        raise ValueError(f"adapt.restyle={stage_config(name, cfg).adapt.restyle!r}: no stage "
-                         f"of {' -> '.join(chain(name))} uses pixel adaptation, so no image "
+    a, configs = cfg.adapt, resolved_chain(name, cfg)
+    restyles = any(c.adapt.pixel_adaptation for c in configs.values())
+    if configs[name].adapt.restyle != "fda" and not restyles:
+        raise ValueError(f"adapt.restyle={configs[name].adapt.restyle!r}: no stage "
+                         f"of {' -> '.join(configs)} uses pixel adaptation, so no image "
                          f"would be restyled; choose a stage with it (uda_pixel, uda_colour, "
                          f"...) or leave the field at 'fda'")
-    self_trains = any(stage_config(each, cfg).adapt.self_training for each in chain(name))
+    self_trains = any(c.adapt.self_training for c in configs.values())
     changed = [f"adapt.{f}" for f in SELF_TRAINING_FIELDS
                if getattr(a, f) != getattr(AdaptConfig(), f)]
     if changed and not self_trains:
-        raise ValueError(f"{', '.join(changed)}: no stage of {' -> '.join(chain(name))} "
+        raise ValueError(f"{', '.join(changed)}: no stage of {' -> '.join(configs)} "
                          f"self-trains, so the setting would not be read; choose a stage with "
                          f"self-training (uda_self_training, wda_self_training) or leave it at "
                          f"its default")
     if a.translated_source_dir and not restyles:
         raise ValueError(f"adapt.translated_source_dir={a.translated_source_dir!r}: no stage "
-                         f"of {' -> '.join(chain(name))} uses pixel adaptation, so the "
+                         f"of {' -> '.join(configs)} uses pixel adaptation, so the "
                          f"translated images would not be read; choose a stage with it "
                          f"(uda_pixel, wda_image, ...) or leave the field unset")
 
@@ -62,13 +62,13 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
     folder."""
     # Target train's labels are read by an adaptation stage (the weak labels' quality, WDA's
     # image labels and points) and by the oracle; source train's by the typical class areas.
-    reads_target = any(stage(each).start_from or stage_config(each, cfg).train.split ==
-                       "target_train" for each in chain(name))
+    configs = resolved_chain(name, cfg)
+    reads_target = any(stage(each).start_from or c.train.split == "target_train"
+                       for each, c in configs.items())
     for split in SPLIT_NAMES:
         labels = split in EVAL_SPLITS or (split == "target_train" and reads_target)
         check_split_files(benchmark[split], split, labels, benchmark.cache_dir)
-    for each in chain(name):
-        stage_cfg = stage_config(each, cfg)
+    for each, stage_cfg in configs.items():
         check_sizes(each, stage_cfg, benchmark)
         weights = stage_cfg.model.backbone_weights
         if weights and not Path(weights).is_file():
@@ -77,23 +77,22 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
         a = stage_cfg.adapt
         if stage(each).start_from and a.pixel_adaptation and a.translated_source_dir:
             TranslatedSource(benchmark["source_train"], a.translated_source_dir).check()
-    check_target_labels(name, cfg, benchmark["target_train"])
-    runs.check_writable(run_root, need_bytes=_checkpoint_bytes(stage_config(name, cfg),
+    check_target_labels(configs, benchmark["target_train"])
+    runs.check_writable(run_root, need_bytes=_checkpoint_bytes(configs[name],
                                                                benchmark.class_set))
 
 
-def check_target_labels(name: str, cfg: Config, target) -> None:
-    """Each stage of `name`'s chain has the target train labels it trains on: pixel labels
-    for the oracle, image-level labels for WDA (data.image_labels, or label maps), points or
-    label maps to draw them from for WDA with points. Raises ValueError naming the stage and
-    the field."""
-    for each in chain(name):
-        c = stage_config(each, cfg)
+def check_target_labels(configs: dict[str, Config], target) -> None:
+    """Each stage of a chain ({stage: its resolved config}, `resolved_chain`) has the target
+    train labels it trains on: pixel labels for the oracle, image-level labels for WDA
+    (data.image_labels, or label maps), points or label maps to draw them from for WDA with
+    points. Raises ValueError naming the stage and the field."""
+    for each, c in configs.items():
         if c.train.split == "target_train" and not stage(each).start_from and \
                 not target.has_pixel_labels:
             raise ValueError(f"stage {each!r} trains on target train's pixel labels, and "
                              f"target train has none (no ann_dir/train in data.target_root="
-                             f"{cfg.data.target_root!r})")
+                             f"{c.data.target_root!r})")
         if stage(each).start_from and c.adapt.weak_labels in ("image", "point") and \
                 not target.has_image_labels:
             raise ValueError(f"stage {each!r} trains on target train's image-level labels, "

@@ -229,6 +229,12 @@ def stage_config(name: str, cfg: Config) -> Config:
     return resolved
 
 
+def resolved_chain(name: str, cfg: Config) -> dict[str, Config]:
+    """{stage: its resolved config} for stage `name` and the stages it starts from, first to
+    train first: each resolved once, for the checks that read them all."""
+    return {each: stage_config(each, cfg) for each in chain(name)}
+
+
 def title(name: str, cfg: Config) -> str:
     """Stage `name`'s title under the base config `cfg`, filled from its resolved config."""
     resolved = stage_config(name, cfg)

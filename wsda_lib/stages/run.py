@@ -44,8 +44,8 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
     for `seed`; its starting stage is loaded or trained first. with_target_statistics: its
     metrics also hold TARGET_STATISTICS (`target_statistics_scores`, cached in the run)."""
     st, stage_cfg = stage(name), stage_config(name, cfg)
-    if not runs.run_dir(run_root, name, run_config(name, cfg, seed, benchmark)).joinpath(
-            "config.json").is_file():
+    key = run_config(name, cfg, seed, benchmark)
+    if not runs.run_dir(run_root, name, key).joinpath("config.json").is_file():
         check_before_training(name, cfg, benchmark, run_root)
     set_seed(seed)  # the initial weights depend on the seed alone, not on what ran before
     model = build_model(stage_cfg, benchmark.class_set)
@@ -88,7 +88,7 @@ def run_stage(name: str, cfg: Config, benchmark, seed: int, device, run_root,
         return {"model": model.state_dict(), "model_config": to_dict(stage_cfg.model),
                 "config": to_dict(stage_cfg)}, metrics
 
-    run = runs.load_or_train(run_root, name, run_config(name, cfg, seed, benchmark), train,
+    run = runs.load_or_train(run_root, name, key, train,
                              stage_cfg.train.checkpoint_every)
     if run.loaded:
         load_weights(model, run.state, run.dir / "checkpoint.pt", stage_cfg.model)

@@ -1,12 +1,11 @@
-"""Issue 18, "nothing is silently left out or silently wrong": a label file without its image
-is an error for a scored split (a warning for a training-only source); a checkpoint with NaN
-weights, or logits that are not finite, are errors naming the file, split and batch; the
-Cityscapes val reader's defaults follow the paper's protocol (native labels); trees prepared
-by DAFormer's/mmsegmentation's converters check clean; `wsda official-eval` scores exported
+"""Scoring real datasets leaves nothing out silently and gets nothing silently wrong: a label file
+without its image is an error for a scored split (a warning for a training-only source); a
+checkpoint with NaN weights, or logits that are not finite, are errors naming the file, split and
+batch; the Cityscapes val reader's defaults follow the paper's protocol (native labels); trees
+prepared by DAFormer's/mmsegmentation's converters check clean; `wsda official-eval` scores exported
 predictions with cityscapesscripts in-process, under NumPy 2 too.
 
-Fixtures are tiny trees in the exact on-disk formats (tests/real_trees.py and the helpers of
-tests/test_real_evaluation.py)."""
+Fixtures are tiny trees in the exact on-disk formats (tests/real_trees.py)."""
 
 import json
 import math

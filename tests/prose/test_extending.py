@@ -7,7 +7,7 @@ from pathlib import Path
 
 from wsda_lib.core.config import fields, preset
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs/extending.md"
 
 

@@ -12,7 +12,7 @@ import pytest
 from wsda_lib.core.config import preset
 from wsda_lib.records.results import verdict
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 D, P = preset("default"), preset("paper_gta5")
 N = r"\d+(?:\.\d+)?(?:e-\d+)?"  # a number, without the full stop after it
 

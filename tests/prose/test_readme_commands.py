@@ -23,7 +23,7 @@ from real_trees import ClassFromRed, cityscapes_val_for_scoring
 from wsda_lib.experiments.reproduce import series
 from wsda_lib.records.export import export_cityscapes
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.notebook
 
 # Commands the README documents that take minutes to hours, need what CI has not (the real

@@ -1,7 +1,7 @@
 """Every number the prose states comes from somewhere a reader can check.
 
 A series notebook's markdown (its source, as students read it; 07, outside the series, quotes
-the paper's SYNTHIA numbers and is checked by tests/test_prose.py) types no measured number:
+the paper's SYNTHIA numbers and is checked by tests/prose/test_prose.py) types no measured number:
 what the notebooks report about a run they render from the run ("what we saw", nb.saw), and
 tests/test_notebooks.py ties that to results.json. A decimal number or a percentage in a
 notebook's markdown must be one of:
@@ -38,7 +38,7 @@ from wsda_lib.core.config import preset
 from wsda_lib.experiments.reproduce import series
 from wsda_lib.records.results import render_markdown, verdict
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECORDS = ("results.json", "ablation.json", "study.json", "benchmark_calibration.json",
            "mechanisms.json")
 # A number: not part of a word, a version (2.14.1) or a longer number; a sentence's full stop
