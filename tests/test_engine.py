@@ -90,44 +90,12 @@ def test_uda_never_reads_target_labels(smoke_bench):
     assert h0["pseudo_labelled"] == h1["pseudo_labelled"]
 
 
-def test_stage_switches_that_cannot_train_are_refused_by_name():
-    cfg = preset("smoke")
-    with pytest.raises(ValueError, match="adapt.weak_labels='guess': expected one of"):
-        stage_config("source_only", override(cfg, **{"adapt.weak_labels": "guess"}))
-    bad = {"adapt.weak_labels": "none", "adapt.weak_loss": True}
-    with pytest.raises(ValueError, match="need weak labels"):
-        stage_config("source_only", override(cfg, **bad))
-    with pytest.raises(ValueError, match="adapt.self_training"):
-        stage_config("source_only", override(cfg, **{"adapt.self_training": True,
-                                                      "adapt.weak_labels": "present"}))
-    with pytest.raises(ValueError, match="train.split"):
-        stage_config("source_only", override(cfg, **{"train.split": "target_test"}))
-
-
 def test_the_engine_refuses_switches_that_cannot_train(smoke_bench):
     cfg = override(preset("smoke"), **{"adapt.weak_labels": "none"})  # L_c still on
     model = build_model(cfg, EMBEDDED)
     with pytest.raises(ValueError, match="adapt.weak_loss and adapt.category_alignment"):
         train_adaptation(model, smoke_bench["source_train"], smoke_bench["target_train"],
                          smoke_bench["target_val"], cfg, seed=0, device="cpu", progress=False)
-
-
-def test_each_stage_is_a_config(smoke_bench):
-    """A stage differs from another only by its config switches and the stage it starts
-    from: the resolved config and the start tell every stage apart (uda_pixel_continued is
-    uda_pixel's config, started from uda_pixel's weights)."""
-    from wsda_lib.stages import STAGES, run_config, stage
-    from wsda_lib.training.runs import config_key
-
-    keys = set()
-    for name in STAGES:
-        config = run_config(name, preset("smoke"), seed=0)
-        keys.add((config_key({k: v for k, v in config.items() if k != "stage"}),
-                  stage(name).start_from))
-    assert len(keys) == len(STAGES)
-    uda = stage_config("uda_category", preset("smoke")).adapt
-    assert (uda.weak_labels, uda.weak_loss, uda.category_alignment, uda.pixel_adaptation,
-            uda.self_training) == ("pseudo", True, True, False, False)
 
 
 def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_path,
@@ -156,15 +124,6 @@ def test_translated_source_folder_replaces_the_fda_stand_in(smoke_bench, tmp_pat
     result = run_stage("uda_pixel", cfg, smoke_bench, 0, "cpu", tmp_path / "runs",
                        progress=False)
     assert result.run.dir.name.startswith("uda_pixel") and result.metrics["history"]["seg"]
-
-
-def test_a_stage_does_not_depend_on_what_ran_before_it(smoke_bench, tmp_path):
-    cfg = override(preset("smoke"), **{"train.iterations": 3, "train.eval_every": 3})
-    first = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "a", progress=False)
-    torch.rand(1000)  # consume the global generator, as an earlier cell or stage would
-    second = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "b", progress=False)
-    assert not second.run.loaded
-    assert first.metrics["history"]["loss"] == second.metrics["history"]["loss"]
 
 
 def test_one_adaptation_step_shows_each_term_on_one_batch(smoke_bench):

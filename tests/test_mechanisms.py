@@ -25,7 +25,6 @@ from wsda_lib.records.results import KINDS
 from wsda_lib.stages import (
     CHOSEN_SELF_TRAINING,
     TARGET_STATISTICS,
-    check_chain_uses,
     pseudo_label_model,
     run_config,
     run_stage,
@@ -105,33 +104,6 @@ def test_the_loop_with_no_target_term_is_a_control_only(smoke_bench, tmp_path):
     a, b = source.model.state_dict(), result.model.state_dict()
     assert not torch.equal(a["classifier.branches.0.weight"], b["classifier.branches.0.weight"])
     assert "disc" not in result.metrics["history"]   # no discriminator was built
-
-
-def test_self_training_fields_key_only_stages_that_self_train():
-    cfg = preset("smoke")
-    changed = override(cfg, **{"adapt.st_cap": 0.8, "adapt.st_augment": False})
-    for name in ("uda_pixel", "wda_image", "adaptsegnet"):
-        assert config_key(run_config(name, changed, 0)) == config_key(run_config(name, cfg, 0))
-    assert config_key(run_config("uda_self_training", changed, 0)) != config_key(
-        run_config("uda_self_training", cfg, 0))
-    # keys made before these fields existed (commit 9d67ff6) are kept, for the stages that
-    # self-train too (the round of then, spelled out now that the defaults are the chosen
-    # round); a field away from its reference value is keyed at that value
-    before = override(cfg, **{"adapt.st_cap": 0.9, "adapt.st_label_statistics": "running",
-                              "adapt.st_augment": False})
-    for name, key in (("uda_self_training", "a4920a3f8cd7"), ("uda_pixel", "39d5b7b1d90d"),
-                      ("adaptsegnet", "261782de559b")):
-        assert config_key(run_config(name, before, 0)) == key, name
-    for name in ("uda_pixel", "adaptsegnet"):   # the new defaults retrain no stage before it
-        assert config_key(run_config(name, cfg, 0)) == config_key(run_config(name, before, 0))
-    # the default round is keyed as the same round spelled out (the runs of `make mechanisms`)
-    chosen = override(cfg, **CHOSEN_SELF_TRAINING)
-    assert run_config("uda_self_training", cfg, 0) == run_config("uda_self_training", chosen, 0)
-    assert run_config("uda_self_training", cfg, 0)["adapt"]["st_label_statistics"] == "target"
-    with pytest.raises(ValueError, match="adapt.st_cap, adapt.st_augment: no stage of "
-                                         "source_only -> uda_pixel self-trains"):
-        check_chain_uses("uda_pixel", changed)
-    check_chain_uses("wda_self_training", changed)
 
 
 def test_discriminator_accuracies_by_hand():
@@ -304,22 +276,6 @@ def test_results_name_the_weights_the_series_trains_with_beside_the_records_choi
     assert "trained at adapt.lambda_adv = 0.001 (the paper's 0.001)" in text
     assert "the rule chose 0.01 at seed 0, which did not hold over the seeds (-1.95 on target " \
         "val: no clear difference)" in text and "the rule kept the term off" in text
-
-
-def test_pseudo_labels_made_with_other_statistics_never_share_a_folder():
-    """The default round makes its labels with target statistics; under the defaults before
-    it (running statistics) the class-balanced candidate {st_cap: 1.0} had the very same
-    key_config. Their folder keys differ, because pseudo_label_key names the statistics
-    whatever the default."""
-    from wsda_lib.core.config import key_config
-    from wsda_lib.stages import pseudo_label_key
-
-    cfg = stage_config("uda_self_training", preset("smoke"))
-    running = override(cfg, **{"adapt.st_label_statistics": "running"})
-    assert pseudo_label_key(cfg) != pseudo_label_key(running)
-    assert pseudo_label_key(cfg)["st_label_statistics"] == "target"
-    assert {k: v for k, v in pseudo_label_key(cfg).items() if k != "st_label_statistics"} == \
-        key_config(cfg)
 
 
 def test_the_default_self_training_is_the_round_the_committed_record_chose():

@@ -5,12 +5,32 @@ the annotation-cost figure and the schedule trade; titles filled from the resolv
 from types import SimpleNamespace
 
 import pytest
+import torch
 from fakes import stage_metrics
 
 from wsda_lib.core.config import override, preset
 from wsda_lib.experiments import ablation
-from wsda_lib.records.results import comparisons, render_markdown, summarise, validate
-from wsda_lib.stages import STAGES, Comparison, Control, Stage, Switches, registry, title
+from wsda_lib.records.results import (
+    comparisons,
+    render_markdown,
+    summarise,
+    validate,
+)
+from wsda_lib.stages import (
+    CHOSEN_SELF_TRAINING,
+    STAGES,
+    Comparison,
+    Control,
+    Stage,
+    Switches,
+    check_chain_uses,
+    registry,
+    run_config,
+    run_stage,
+    stage_config,
+    title,
+)
+from wsda_lib.training.runs import config_key
 
 
 @pytest.fixture
@@ -109,3 +129,115 @@ def test_every_comparison_and_control_names_a_stage():
         assert a in STAGES and b in STAGES and a != b, what
     assert {r: STAGES[r].paper_miou for r in ("source_only", "oracle")} == \
         {"source_only": 36.6, "oracle": 64.0}
+
+
+def test_stage_switches_that_cannot_train_are_refused_by_name():
+    cfg = preset("smoke")
+    with pytest.raises(ValueError, match="adapt.weak_labels='guess': expected one of"):
+        stage_config("source_only", override(cfg, **{"adapt.weak_labels": "guess"}))
+    bad = {"adapt.weak_labels": "none", "adapt.weak_loss": True}
+    with pytest.raises(ValueError, match="need weak labels"):
+        stage_config("source_only", override(cfg, **bad))
+    with pytest.raises(ValueError, match="adapt.self_training"):
+        stage_config("source_only", override(cfg, **{"adapt.self_training": True,
+                                                      "adapt.weak_labels": "present"}))
+    with pytest.raises(ValueError, match="train.split"):
+        stage_config("source_only", override(cfg, **{"train.split": "target_test"}))
+
+
+def test_each_stage_is_a_config(smoke_bench):
+    """A stage differs from another only by its config switches and the stage it starts
+    from: the resolved config and the start tell every stage apart (uda_pixel_continued is
+    uda_pixel's config, started from uda_pixel's weights)."""
+    from wsda_lib.stages import STAGES, run_config, stage
+    from wsda_lib.training.runs import config_key
+
+    keys = set()
+    for name in STAGES:
+        config = run_config(name, preset("smoke"), seed=0)
+        keys.add((config_key({k: v for k, v in config.items() if k != "stage"}),
+                  stage(name).start_from))
+    assert len(keys) == len(STAGES)
+    uda = stage_config("uda_category", preset("smoke")).adapt
+    assert (uda.weak_labels, uda.weak_loss, uda.category_alignment, uda.pixel_adaptation,
+            uda.self_training) == ("pseudo", True, True, False, False)
+
+
+def test_a_stage_does_not_depend_on_what_ran_before_it(smoke_bench, tmp_path):
+    cfg = override(preset("smoke"), **{"train.iterations": 3, "train.eval_every": 3})
+    first = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "a", progress=False)
+    torch.rand(1000)  # consume the global generator, as an earlier cell or stage would
+    second = run_stage("source_only", cfg, smoke_bench, 0, "cpu", tmp_path / "b", progress=False)
+    assert not second.run.loaded
+    assert first.metrics["history"]["loss"] == second.metrics["history"]["loss"]
+
+
+def test_each_control_differs_from_its_stage_only_where_it_should():
+    cfg = preset("default")
+    a = {k: v for k, v in vars(stage_config("uda_pixel_continued", cfg).adapt).items()}
+    b = {k: v for k, v in vars(stage_config("uda_self_training", cfg).adapt).items()}
+    assert {k for k in a if a[k] != b[k]} == {"self_training"}
+    assert STAGES["uda_pixel_continued"].start_from == STAGES["uda_self_training"].start_from
+    c = vars(stage_config("uda_colour", cfg).adapt)
+    d = vars(stage_config("uda_pixel", cfg).adapt)
+    assert {k for k in c if c[k] != d[k]} == {"restyle"}
+    e, f = vars(stage_config("wda_category", cfg).adapt), vars(stage_config("wda_weak", cfg).adapt)
+    assert {k for k in e if e[k] != f[k]} == {"category_alignment"}
+    g, h = vars(stage_config("uda_weak_all_present", cfg).adapt), vars(
+        stage_config("uda_weak", cfg).adapt)
+    assert {k for k in g if g[k] != h[k]} == {"weak_labels"}
+    assert {s for _, a, b in registry.controls() for s in (a, b)} <= set(STAGES)
+
+
+def test_a_restyle_that_no_stage_would_apply_is_refused_by_name():
+    from wsda_lib.stages import check_chain_uses
+
+    cfg = override(preset("smoke"), **{"adapt.restyle": "colour"})
+    with pytest.raises(ValueError, match="adapt.restyle='colour': no stage of source_only -> "
+                       "uda_weak uses pixel adaptation"):
+        check_chain_uses("uda_weak", cfg)
+    check_chain_uses("uda_pixel", cfg)      # pixel adaptation: the control's own setting
+    check_chain_uses("uda_colour", preset("smoke"))
+
+
+def test_self_training_fields_key_only_stages_that_self_train():
+    cfg = preset("smoke")
+    changed = override(cfg, **{"adapt.st_cap": 0.8, "adapt.st_augment": False})
+    for name in ("uda_pixel", "wda_image", "adaptsegnet"):
+        assert config_key(run_config(name, changed, 0)) == config_key(run_config(name, cfg, 0))
+    assert config_key(run_config("uda_self_training", changed, 0)) != config_key(
+        run_config("uda_self_training", cfg, 0))
+    # keys made before these fields existed (commit 9d67ff6) are kept, for the stages that
+    # self-train too (the round of then, spelled out now that the defaults are the chosen
+    # round); a field away from its reference value is keyed at that value
+    before = override(cfg, **{"adapt.st_cap": 0.9, "adapt.st_label_statistics": "running",
+                              "adapt.st_augment": False})
+    for name, key in (("uda_self_training", "a4920a3f8cd7"), ("uda_pixel", "39d5b7b1d90d"),
+                      ("adaptsegnet", "261782de559b")):
+        assert config_key(run_config(name, before, 0)) == key, name
+    for name in ("uda_pixel", "adaptsegnet"):   # the new defaults retrain no stage before it
+        assert config_key(run_config(name, cfg, 0)) == config_key(run_config(name, before, 0))
+    # the default round is keyed as the same round spelled out (the runs of `make mechanisms`)
+    chosen = override(cfg, **CHOSEN_SELF_TRAINING)
+    assert run_config("uda_self_training", cfg, 0) == run_config("uda_self_training", chosen, 0)
+    assert run_config("uda_self_training", cfg, 0)["adapt"]["st_label_statistics"] == "target"
+    with pytest.raises(ValueError, match="adapt.st_cap, adapt.st_augment: no stage of "
+                                         "source_only -> uda_pixel self-trains"):
+        check_chain_uses("uda_pixel", changed)
+    check_chain_uses("wda_self_training", changed)
+
+
+def test_pseudo_labels_made_with_other_statistics_never_share_a_folder():
+    """The default round makes its labels with target statistics; under the defaults before
+    it (running statistics) the class-balanced candidate {st_cap: 1.0} had the very same
+    key_config. Their folder keys differ, because pseudo_label_key names the statistics
+    whatever the default."""
+    from wsda_lib.core.config import key_config
+    from wsda_lib.stages import pseudo_label_key
+
+    cfg = stage_config("uda_self_training", preset("smoke"))
+    running = override(cfg, **{"adapt.st_label_statistics": "running"})
+    assert pseudo_label_key(cfg) != pseudo_label_key(running)
+    assert pseudo_label_key(cfg)["st_label_statistics"] == "target"
+    assert {k: v for k, v in pseudo_label_key(cfg).items() if k != "st_label_statistics"} == \
+        key_config(cfg)
