@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 
 
-pytestmark = pytest.mark.notebook
 
 SERIES = ["00_the_domain_gap.ipynb", "01_source_only.ipynb",
           "02_weak_label_classification.ipynb", "03_category_wise_alignment.ipynb",
@@ -112,7 +111,7 @@ def test_a_bad_parameter_stops_the_notebook_in_its_setup_cell(tmp_path, paramete
 def test_a_notebook_run_by_hand_leaves_the_committed_figures_alone(executed, tmp_path):
     """papermill on one notebook in the smoke preset, as a student would run it: its figures
     go under build/, and figures/ (what `make reproduce` commits) is untouched."""
-    from wsda_lib.experiments.reproduce import REPO, run_notebook
+    from wsda_lib.experiments.reproduce import run_notebook
 
     def snapshot():
         return {p.name: p.read_bytes() for p in (REPO / "figures").iterdir()}

@@ -75,3 +75,35 @@ def test_the_gpu_check_imports_neither_papermill_nor_the_bench():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=REPO).stdout.strip()
     assert loaded == "[]"
+
+
+def test_a_package_inside_another_repository_records_no_commit(tmp_path, monkeypatch):
+    """The commit a record names is the checkout's whose root holds the package; a package
+    installed somewhere inside another git repository (a venv in a project) names none."""
+    from wsda_lib.core import provenance
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=x", "-c", "user.email=x@x",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    installed = tmp_path / "venv" / "lib" / "site-packages" / "wsda_lib"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(provenance, "PACKAGE", installed)
+    assert provenance.commit() is None and provenance.commit(short=True) is None
+    monkeypatch.setattr(provenance, "PACKAGE", REPO / "wsda_lib")   # this checkout: its own
+    assert provenance.commit(short=True) == subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+        text=True).stdout.strip()
+
+
+def test_only_the_series_runner_needs_a_checkout(tmp_path, monkeypatch):
+    """reproduce() finds the notebooks, build/ and runs/ in the checkout (the current folder);
+    from another folder it says so by name, unless the caller gives them all."""
+    from wsda_lib.experiments.reproduce import checkout, reproduce
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"{tmp_path} is not a wsda checkout"):
+        reproduce("smoke")
+    assert checkout(REPO) == REPO
+    with pytest.raises(ValueError, match="the paper presets need the real datasets"):
+        reproduce("paper_gta5", out=tmp_path / "out", run_dir=tmp_path / "runs",
+                  notebooks=[REPO / "notebooks" / "01_source_only.ipynb"])

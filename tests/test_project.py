@@ -30,8 +30,9 @@ def test_environment_yml_installs_pyproject():
     assert {d for d in env["dependencies"] if isinstance(d, str)} == {python, "pip"}
 
 
-# Import names whose distribution is named otherwise, for a package not installed here.
-OPTIONAL_IMPORTS = {"cv2": "paper", "cityscapesscripts": "official"}
+# The two optional readers: the extra that installs each, and the distribution it names.
+OPTIONAL_IMPORTS = {"cv2": ("paper", "opencv-python-headless"),
+                    "cityscapesscripts": ("official", "cityscapesscripts")}
 
 
 def _distribution(requirement: str) -> str:
@@ -61,8 +62,8 @@ def test_every_package_the_library_imports_is_declared():
     undeclared = []
     for name in sorted(third_party):
         if name in OPTIONAL_IMPORTS:
-            extra = OPTIONAL_IMPORTS[name]
-            assert extras[extra] - runtime and name in {"cv2", "cityscapesscripts"}, name
+            extra, distribution = OPTIONAL_IMPORTS[name]
+            assert distribution in extras[extra] and distribution not in runtime, name
             continue
         found = {d.lower().replace("_", "-") for d in dists.get(name, [])}
         if not found & runtime:

@@ -1,6 +1,7 @@
 """What a record says about where it came from: the commit of the code that ran, the machine,
-the peak memory. Found from the package's own folder, so an installed package outside a git
-checkout records no commit rather than another checkout's."""
+the peak memory. The commit is that of the checkout the package is imported from, and only
+when the package's folder sits at that checkout's root: an installed package (in a venv,
+wherever it lies) records none rather than another repository's."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def commit(short: bool = False) -> str | None:
                               check=True).stdout.strip()
 
     try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != PACKAGE.parent:
+            return None  # a package installed inside some other repository's tree
         if short:
             return git("rev-parse", "--short", "HEAD")
         head, changed = git("rev-parse", "HEAD"), git("status", "--porcelain",

@@ -378,10 +378,13 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     the same command again resumes from them."""
     # Only the default preset, run into the default folder, rewrites the committed figures;
     # another preset keeps its executed notebooks apart too.
-    repo = checkout(repo)
+    # The checkout is needed for what is not given (the notebooks, out, run_dir) and for
+    # the committed figures; a caller that gives them all runs from any folder.
+    if repo is not None or not (notebooks and out and run_dir):
+        repo = checkout(repo)
     out = Path(out or (repo / "build" if preset == "default" else repo / "build" / preset))
     out = out.resolve()
-    committed = preset == "default" and out == (repo / "build").resolve()
+    committed = repo is not None and preset == "default" and out == (repo / "build").resolve()
     figures = Path(figures or (repo / "figures" if committed else out / "figures" / preset))
     run_dir = Path(run_dir or repo / "runs").resolve()
     params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,

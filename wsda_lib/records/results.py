@@ -237,17 +237,16 @@ def stage_mious(results: dict, name: str, key: str = "miou_per_seed") -> list:
 EVALUATIONS = {"as_trained": ("miou_per_seed", "target_val_miou_per_seed"),
                "target_statistics": ("miou_per_seed_target_statistics",
                                      "target_val_miou_per_seed_target_statistics")}
-# AdaBN is source-only scored with target statistics: scored so, the two are the same
-# weights, and that comparison is left out of the "target_statistics" evaluation.
-SAME_UNDER_TARGET_STATISTICS = {("adabn", "source_only")}
 
 
 def comparisons(evaluation: str = "as_trained") -> tuple:
-    """The ladder's steps (stages.registry.comparisons) judged under `evaluation` (EVALUATIONS)."""
+    """The ladder's steps (stages.registry.comparisons) judged under `evaluation`
+    (EVALUATIONS): all of them as trained; with target statistics, all but those whose
+    Comparison is as_trained_only (AdaBN against source-only)."""
     if evaluation not in EVALUATIONS:
         raise ValueError(f"evaluation must be one of {list(EVALUATIONS)}, got {evaluation!r}")
     return tuple(c for c in registry.comparisons() if evaluation == "as_trained" or
-                 (c[1], c[2]) not in SAME_UNDER_TARGET_STATISTICS)
+                 not registry.STAGES[c[1]].comparison.as_trained_only)
 
 
 def tally(results: dict, evaluation: str = "as_trained") -> dict[str, int]:

@@ -59,9 +59,13 @@ class Comparison:
     before it, which differs from it in its own term only, and output-space alignment, the
     first step, against AdaBN: the side effect every adaptation stage shares (target batches
     through BatchNorm) without any term. Controls that need training of their own are
-    `Control`s (`make ablation`), attached to results.json under "controls"."""
+    `Control`s (`make ablation`), attached to results.json under "controls". as_trained_only:
+    judged only as trained, not with target BatchNorm statistics (records.results.EVALUATIONS):
+    AdaBN is source-only scored with target statistics, so scored so the two are the same
+    weights."""
     baseline: str
     what: str
+    as_trained_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ STAGES = {
                    statistics_only=True, short_title="AdaBN", result_row=True,
                    paper_miou=NOT_IN_PAPER,
                    comparison=Comparison("source_only", "Target BatchNorm statistics alone "
-                                         "(AdaBN, nothing trained)")),
+                                         "(AdaBN, nothing trained)", as_trained_only=True)),
     "adaptsegnet": Stage("output-space adversarial (AdaptSegNet)", "source_only", Switches(),
                          short_title="AdaptSegNet", result_row=True, paper_miou=42.4,
                          comparison=Comparison("adabn", "Output-space alignment, against "
@@ -237,7 +241,7 @@ def resolved_chain(name: str, cfg: Config) -> dict[str, Config]:
 
 def title(name: str, cfg: Config) -> str:
     """Stage `name`'s title under the base config `cfg`, filled from its resolved config."""
-    resolved = stage_config(name, cfg)
+    resolved = override(cfg, **stage(name).overrides)  # values only: no stage is refused here
     n = resolved.adapt.pool_positions
     pooling = f"N = {n}" if n is not None else "N = h·w"
     return stage(name).title.format(pooling=pooling, adapt=resolved.adapt, train=resolved.train)

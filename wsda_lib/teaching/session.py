@@ -256,7 +256,7 @@ def check_parameters(namespace: dict, extra: tuple = ()) -> dict:
 
 
 def _imported(name: str, value, namespace: dict) -> bool:
-    """Whether `name` is a module's constant imported into the notebook (RESULT_STAGES, ...); the
+    """Whether `name` is a module's constant imported into the notebook (EVALUATIONS, ...); the
     notebook's own module (__main__, whose namespace this is) does not count. Scalars (the
     parameters' own types) never count: Python shares small ints and short strings between
     modules, so another module's `SEED = 0` is the very same object as the notebook's."""

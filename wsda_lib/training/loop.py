@@ -126,8 +126,8 @@ class Loop:
 
     def check_finite(self, it: int, loss: torch.Tensor, terms: dict) -> None:
         """Stop at once on a non-finite loss, before its step; the error names the stage, the
-        step, the term and the resume checkpoint that stays (written before this step). The
-        one host sync of a step: its optimiser must not take a non-finite step."""
+        step, the term and the resume checkpoint that stays (written before this step). A host
+        sync: the optimiser must not take a non-finite step (one per optimiser step)."""
         if bool(torch.isfinite(loss)):
             return
         terms = host_values({k: [v] for k, v in terms.items()})

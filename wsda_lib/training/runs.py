@@ -100,8 +100,8 @@ class Run:
 @dataclass
 class Resume:
     """Where a run in progress keeps its resume checkpoint, and every how many steps it
-    writes one (None: never). The training loops (engine.py) call `load` once at their
-    start and `save` when `due`."""
+    writes one (None: never). The training loops (training.loop.Loop) call `load` once
+    at their start and `save` when `due`."""
 
     path: Path
     every: int | None
