@@ -404,3 +404,22 @@ def test_a_readers_copy_shows_relative_parameters_and_records_its_commit(tmp_pat
 def test_the_readers_copies_are_modest_in_size():
     """The executed copies hold their figures inline; together they stay under 8 MB."""
     assert sum(p.stat().st_size for p in EXECUTED.glob("*.ipynb")) < 8 * 2**20
+
+
+def test_only_the_committed_series_rewrites_the_records(tmp_path):
+    """`make reproduce` (default preset, seed 0, 3 seeds, into build/) rewrites figures/ and
+    the readers' copies; the quick path the README offers (`make reproduce SEEDS=1`), another
+    seed or preset, or another output folder writes under build/ and leaves them alone."""
+    from wsda_lib.experiments.reproduce import destinations
+
+    repo = tmp_path.resolve()
+    assert destinations(repo, "default", 0, 3) == (repo / "build", repo / "figures", True)
+    quick = repo / "build" / "default-seed0-1seeds"
+    assert destinations(repo, "default", 0, 1) == (quick, quick / "figures" / "default", False)
+    other_seed = destinations(repo, "default", 1, 3)
+    assert other_seed[0] == repo / "build" / "default-seed1-3seeds" and not other_seed[2]
+    assert destinations(repo, "smoke", 0, 3) == (repo / "build" / "smoke",
+                                                 repo / "build/smoke/figures/smoke", False)
+    assert destinations(repo, "default", 0, 1, out=repo / "build")[1:] == (
+        repo / "build" / "figures" / "default", False)
+    assert destinations(None, "default", 0, 3, out=tmp_path / "x")[2] is False

@@ -86,9 +86,11 @@ def _reproduce_parser(sub) -> None:
     r.add_argument("--seeds", type=int, default=3, help="number of seeds notebook 06 runs")
     r.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda[:N]")
     r.add_argument("--out", type=Path, default=None,
-                   help="folder for executed notebooks (default: build/ for the default "
-                        "preset, build/PRESET/ otherwise); figures go to figures/ only for the "
-                        "default preset in the default folder, else to OUT/figures/PRESET")
+                   help="folder for executed notebooks (default: build/ for the committed "
+                        "series, default preset, seed 0, 3 seeds; build/PRESET/ or "
+                        "build/default-seedS-Nseeds/ otherwise); figures/ and the readers' "
+                        "copies are rewritten only by the committed series, others write "
+                        "to OUT/figures/PRESET")
     r.add_argument("--run-dir", type=Path, default=None, help="cached runs (default runs/)")
     r.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds a cell may run (default: no limit; a training cell grows with "

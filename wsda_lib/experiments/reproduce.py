@@ -362,6 +362,26 @@ def write_html(notebook: Path) -> Path:
     return path
 
 
+# The series whose figures, results.json and readers' copies are committed: `make reproduce`.
+COMMITTED = {"preset": "default", "seed": 0, "seeds": 3}
+
+
+def destinations(repo: Path | None, preset: str, seed: int, seeds: int, out=None, figures=None
+                 ) -> tuple[Path, Path, bool]:
+    """Where a series run writes: (out, figures, committed). Only the committed series
+    (COMMITTED, run into the checkout's build/) rewrites figures/ and the readers' copies; a
+    quicker or other run (`make reproduce SEEDS=1`, another seed or preset) goes to
+    build/<preset>[-seed<S>-<N>seeds]/ with its figures inside, and leaves every record alone."""
+    asked = {"preset": preset, "seed": seed, "seeds": seeds}
+    name = preset if preset != "default" or asked == COMMITTED else \
+        f"{preset}-seed{seed}-{seeds}seeds"
+    out = Path(out or (repo / "build" if asked == COMMITTED else repo / "build" / name))
+    out = out.resolve()
+    committed = repo is not None and asked == COMMITTED and out == (repo / "build").resolve()
+    figures = Path(figures or (repo / "figures" if committed else out / "figures" / preset))
+    return out, figures, committed
+
+
 def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path | None = None,
               figures: Path | None = None, run_dir: Path | None = None, device: str = "auto",
               notebooks: list[Path] | None = None, cell_timeout: int | None = None,
@@ -376,16 +396,11 @@ def reproduce(preset: str = "default", seed: int = 0, seeds: int = 3, out: Path 
     kernel with nothing written (run_notebook; None: none). Raises NotebookFailed (one line)
     at the first notebook that fails; the stages trained so far stay cached in run_dir, so
     the same command again resumes from them."""
-    # Only the default preset, run into the default folder, rewrites the committed figures;
-    # another preset keeps its executed notebooks apart too.
     # The checkout is needed for what is not given (the notebooks, out, run_dir) and for
     # the committed figures; a caller that gives them all runs from any folder.
     if repo is not None or not (notebooks and out and run_dir):
         repo = checkout(repo)
-    out = Path(out or (repo / "build" if preset == "default" else repo / "build" / preset))
-    out = out.resolve()
-    committed = repo is not None and preset == "default" and out == (repo / "build").resolve()
-    figures = Path(figures or (repo / "figures" if committed else out / "figures" / preset))
+    out, figures, committed = destinations(repo, preset, seed, seeds, out, figures)
     run_dir = Path(run_dir or repo / "runs").resolve()
     params = {"PRESET": preset, "SEED": seed, "SEEDS": seeds, "DEVICE": device,
               "RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures.resolve()),
