@@ -208,3 +208,36 @@ def _counting_iter(original, counts):
         counts["on"] = True
         yield from original(self)
     return iterate
+
+
+def test_tensorboard_curves_are_the_logged_history_and_change_no_key(tmp_path, capsys,
+                                                                     monkeypatch):
+    """train.tensorboard=True writes each term's mean per log interval, the learning rate and
+    the validation mIoU into <run dir>/tensorboard, the very values metrics.json logs; the run
+    key is the same as without it; without the package, the stage is refused before it
+    trains, saying how to install the extra."""
+    import json
+    import sys
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from wsda_lib.cli import main
+
+    args = ["train", "--preset", "smoke", "--stage", "adaptsegnet", "--run-dir", str(tmp_path),
+            "--device", "cpu", "--set", "train.tensorboard=True"]
+    assert main(args) == 0
+    [run] = [p.parent for p in tmp_path.rglob("adaptsegnet-*/metrics.json")]
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    seg = [(e.step, e.value) for e in events.Scalars("train/seg")]
+    assert seg == [(s, pytest.approx(v, rel=1e-6)) for s, v in
+                   zip(history["iteration"], history["seg"], strict=True)]
+    assert [e.value for e in events.Scalars("val/miou")] == pytest.approx(history["val_miou"])
+    assert "train/lr" in events.Tags()["scalars"] and "train/adv" in events.Tags()["scalars"]
+    assert main([*args[:-1], "train.tensorboard=False"]) == 0   # the same key: loaded
+    assert len(list(tmp_path.rglob("adaptsegnet-*/metrics.json"))) == 1
+    monkeypatch.setitem(sys.modules, "tensorboard", None)       # as if not installed
+    capsys.readouterr()
+    assert main([*args[:4], "uda_weak", *args[5:]]) == 2
+    assert "pip install -e '.[tensorboard]'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("uda_weak-*/checkpoint.pt"))

@@ -64,6 +64,7 @@ def test_00_writes_datasheet_and_figures(executed):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
 
 
+@pytest.mark.notebook
 def test_01_trains_and_reports_sensible_metrics(executed):
     out, _ = executed
     summary = json.loads((out / "runs/results/smoke/01_source_only_seed0.json").read_text())
@@ -81,6 +82,7 @@ def test_01_trains_and_reports_sensible_metrics(executed):
     assert "attention on class (%)" in _tables(out / "notebooks/01_source_only.ipynb")
 
 
+@pytest.mark.notebook
 def test_executed_notebooks_show_no_warning_and_no_traceback(executed):
     """What a student reads has no stderr (warnings) and no error output in any cell."""
     out, _ = executed
@@ -171,6 +173,7 @@ def _check_mious(summary, stages):
             assert 0 < summary[stage][split] < 100, (stage, split)
 
 
+@pytest.mark.notebook
 def test_02_weak_label_classification(executed):
     out, _ = executed
     summary = _results(out, "02_weak_label_classification_seed0.json")
@@ -194,6 +197,7 @@ def test_02_weak_label_classification(executed):
     assert "attention on class (%)" in _tables(out / "notebooks/02_weak_label_classification.ipynb")
 
 
+@pytest.mark.notebook
 def test_03_category_wise_alignment(executed):
     out, _ = executed
     summary = _results(out, "03_category_wise_alignment_seed0.json")
@@ -213,6 +217,7 @@ def test_03_category_wise_alignment(executed):
     assert "the domain separation goes" in text
 
 
+@pytest.mark.notebook
 def test_04_pixel_adaptation_and_self_training(executed):
     out, _ = executed
     summary = _results(out, "04_pseudo_label_self_training_seed0.json")
@@ -240,6 +245,7 @@ def test_04_pixel_adaptation_and_self_training(executed):
     assert "the pseudo labels" in text and ", the pseudo labels +" in text
 
 
+@pytest.mark.notebook
 def test_05_wda_with_image_labels_and_points(executed):
     out, _ = executed
     summary = _results(out, "05_weakly_supervised_adaptation_seed0.json")
@@ -257,6 +263,7 @@ def test_05_wda_with_image_labels_and_points(executed):
     assert text.count("closes") == 3 and text.count("(% of the class's pixels): source-only ") == 3
 
 
+@pytest.mark.notebook
 def test_appendix_a_draws_the_committed_study_whatever_the_preset(executed):
     out, _ = executed
     text = _text(out / "notebooks/A_weak_label_study.ipynb")
@@ -267,6 +274,7 @@ def test_appendix_a_draws_the_committed_study_whatever_the_preset(executed):
     assert "The best probe on target val is \"area prior of the paper's map (N = 8385)\"" in text
 
 
+@pytest.mark.notebook
 def test_06_results_file_validates_and_renders(executed):
     from wsda_lib.records.results import comparisons, render_markdown, validate
     from wsda_lib.stages.registry import result_stages

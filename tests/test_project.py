@@ -30,9 +30,10 @@ def test_environment_yml_installs_pyproject():
     assert {d for d in env["dependencies"] if isinstance(d, str)} == {python, "pip"}
 
 
-# The two optional readers: the extra that installs each, and the distribution it names.
+# The optional imports: the extra that installs each, and the distribution it names.
 OPTIONAL_IMPORTS = {"cv2": ("paper", "opencv-python-headless"),
-                    "cityscapesscripts": ("official", "cityscapesscripts")}
+                    "cityscapesscripts": ("official", "cityscapesscripts"),
+                    "tensorboard": ("tensorboard", "tensorboard")}
 
 
 def _distribution(requirement: str) -> str:
@@ -41,8 +42,8 @@ def _distribution(requirement: str) -> str:
 
 def test_every_package_the_library_imports_is_declared():
     """Each third-party module imported anywhere in wsda_lib (inside functions too) belongs to
-    a distribution in pyproject's dependencies, or, for the two optional readers, to the
-    extra that names it; nothing the library needs at run time hides under `dev`."""
+    a distribution in pyproject's dependencies, or, for an optional import (OPTIONAL_IMPORTS),
+    to the extra that names it; nothing the library needs at run time hides under `dev`."""
     import ast
     from importlib.metadata import packages_distributions
 

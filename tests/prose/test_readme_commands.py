@@ -35,6 +35,10 @@ NOT_RUN = {
     "in the smoke preset",
     "make test": "this suite",
     "make test-fast": "this suite without its `notebook` and `slow` tests",
+    ".venv/bin/tensorboard --logdir runs/models": "starts a TensorBoard server for a person; "
+    "tests/test_engine.py reads the events it would show",
+    ".venv/bin/pip install -e '.[tensorboard]'": "`make test` installs the dev extra, which "
+    "holds it",
     "make bench": "about 45 minutes; tests/test_bench.py runs its parts on tiny data",
     ".venv/bin/python -m wsda_lib.experiments.bench --quick --out DIR":
         "a few minutes; tests/test_bench.py",
@@ -239,6 +243,13 @@ def test_your_own_data_from_the_embedded_benchmark(copy):
     assert len(list((copy / "my_predictions").glob("*.png"))) == 32
 
 
+def test_wsda_train_with_tensorboard_curves(copy):
+    run(copy, ".venv/bin/wsda train --preset smoke --stage adaptsegnet --seed 7 --set "
+              "train.tensorboard=True")
+    [events] = (copy / "runs/models").glob("adaptsegnet-*/tensorboard/events.out.tfevents.*")
+    assert events.stat().st_size > 0
+
+
 def test_make_clean(copy):
     run(copy, "make clean")
     assert not (copy / "runs").exists() and not (copy / "build").exists()
@@ -263,6 +274,8 @@ RUN_HERE = {
     ".venv/bin/papermill notebooks/01_source_only.ipynb build/01.ipynb -p PRESET smoke "
     "-p INTERACTIVE False --cwd notebooks": test_one_notebook_with_papermill,
     ".venv/bin/wsda train --help": test_wsda_train_help,
+    ".venv/bin/wsda train --preset smoke --stage adaptsegnet --seed 7 --set train.tensorboard=True":
+        test_wsda_train_with_tensorboard_curves,
     ".venv/bin/wsda train --preset smoke --stage uda_pixel": test_wsda_train_and_evaluate,
     ".venv/bin/wsda evaluate --checkpoint runs/models/<stage>-<key>/checkpoint.pt":
         test_wsda_train_and_evaluate,

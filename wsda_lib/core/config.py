@@ -95,6 +95,10 @@ class TrainConfig:
     # Iterations between resume checkpoints of a run in progress (runs.Resume); None: none.
     # Not part of a run's key: a resumed run ends as an uninterrupted one does.
     checkpoint_every: int | None = 500
+    # Also write the logged curves (each term's mean per log interval, the learning rate, the
+    # validation mIoU) as TensorBoard events, into <run dir>/tensorboard (one per run key);
+    # needs the `tensorboard` extra. Not part of a run's key: it changes no result.
+    tensorboard: bool = False
     # Numerics of the training steps. "bf16": forward passes and losses under torch.autocast
     # in bfloat16 (weights, gradients and optimiser states stay fp32), so the online
     # pseudo-weak labels, thresholded from the training forward pass, come from bf16 logits.
@@ -403,7 +407,7 @@ def _preset(name: str) -> Config:
 
 
 # What a run's key leaves out of its config: fields that do not change the result.
-NOT_KEYED = ("train.checkpoint_every",)
+NOT_KEYED = ("train.checkpoint_every", "train.tensorboard")
 # The fields that run keys held when this rule was written (2026-12): keyed at any value, so
 # that every run trained before keeps its key. Every other field, in any section (a section
 # added later included), is keyed only while it differs from its default: adding a field

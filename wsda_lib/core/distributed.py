@@ -77,17 +77,46 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def average_gradients(parameters) -> None:
-    """Average the gradients of `parameters` over ranks in place (a no-op in one process).
-    The adaptation loop uses this rather than DDP wrappers: it runs the network twice and
-    the discriminators three times per step, which DDP's one-forward-one-backward hooks
-    do not allow."""
-    if is_distributed():
-        world = world_size()
-        for p in parameters:
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad /= world
+# Gradients are averaged in buckets of about this many bytes, DDP's default bucket size.
+BUCKET_BYTES = 25 * 2**20
+
+
+def average_gradients(parameters, bucket_bytes: int = BUCKET_BYTES) -> int:
+    """Average the gradients of `parameters` over ranks in place, one all_reduce per bucket of
+    about `bucket_bytes` (gradients of one dtype and device, flattened together), as DDP
+    buckets them; returns the number of collectives (0 in one process). Each element is the
+    sum over ranks divided by the world size, as with one all_reduce per tensor. The
+    adaptation loop uses this rather than DDP wrappers: it runs the network twice and the
+    discriminators three times per step, which DDP's one-forward-one-backward hooks do not
+    allow."""
+    if not is_distributed():
+        return 0
+    world, calls = world_size(), 0
+    for bucket in _buckets([p.grad for p in parameters if p.grad is not None], bucket_bytes):
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= world
+        offset = 0
+        for g in bucket:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        calls += 1
+    return calls
+
+
+def _buckets(tensors: list, bucket_bytes: int) -> list[list]:
+    """`tensors` in order, cut into runs of one dtype and device of at most `bucket_bytes`
+    (a tensor larger than that is a bucket of its own)."""
+    buckets, size = [], 0
+    for x in tensors:
+        n = x.numel() * x.element_size()
+        same = buckets and (buckets[-1][0].dtype, buckets[-1][0].device) == (x.dtype, x.device)
+        if not same or size + n > bucket_bytes:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(x)
+        size += n
+    return buckets
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

@@ -63,6 +63,8 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
     # Target train's labels are read by an adaptation stage (the weak labels' quality, WDA's
     # image labels and points) and by the oracle; source train's by the typical class areas.
     configs = resolved_chain(name, cfg)
+    if any(c.train.tensorboard for c in configs.values()):
+        check_tensorboard()
     reads_target = any(stage(each).start_from or c.train.split == "target_train"
                        for each, c in configs.items())
     for split in SPLIT_NAMES:
@@ -80,6 +82,16 @@ def check_before_training(name: str, cfg: Config, benchmark, run_root) -> None:
     check_target_labels(configs, benchmark["target_train"])
     runs.check_writable(run_root, need_bytes=_checkpoint_bytes(configs[name],
                                                                benchmark.class_set))
+
+
+def check_tensorboard() -> None:
+    """train.tensorboard needs the `tensorboard` package (an optional extra); raises
+    ImportError saying how to install it, before anything trains."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ImportError("train.tensorboard=True needs the tensorboard package: install the "
+                          "extra with .venv/bin/pip install -e '.[tensorboard]'") from None
 
 
 def check_target_labels(configs: dict[str, Config], target) -> None:

@@ -75,6 +75,7 @@ class Loop:
         self.resume, self.parts = resume, {"model": model, "optimizer": optimizer,
                                            **(parts or {})}
         self.first, self.elapsed, self.clock = 0, 0.0, PhaseClock()
+        self.board = curves_writer(resume, train_cfg)
         saved = resume.load() if resume is not None else None
         if saved is not None:
             self._restore(saved)
@@ -86,8 +87,12 @@ class Loop:
         self.stops = StopRequests(install=resume is not None)
 
     def release(self) -> None:
-        """Give the signal handlers back (the run ended, or failed)."""
+        """Give the signal handlers back and close the curves' file (the run ended, or
+        failed)."""
         self.stops.release()
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     def _restore(self, saved: dict) -> None:
         for name, part in self.parts.items():
@@ -156,12 +161,19 @@ class Loop:
                     warnings.simplefilter("ignore", RuntimeWarning)
                     mean = np.nanmean(np.asarray(v, dtype=np.float64), axis=0)
                 self.history.setdefault(k, []).append(mean.tolist() if mean.ndim else float(mean))
+                if self.board is not None and not mean.ndim:
+                    self.board.add_scalar(f"train/{k}", float(mean), it + 1)
+            if self.board is not None:
+                self.board.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], it + 1)
             self.window = {}
         if (it + 1) % self.eval_every == 0 or last:
             self.clock("evaluation")
             val = evaluate(self.model, self.val_loader, self.num_classes, self.device)
             self.history["val_iteration"].append(it + 1)
             self.history["val_miou"].append(val["miou"])
+            if self.board is not None:
+                self.board.add_scalar("val/miou", val["miou"], it + 1)
+                self.board.flush()  # a run left for the night shows its curve as it goes
             self.bar.set_postfix(loss=f"{loss.item():.3f}", val_miou=f"{val['miou']:.1f}")
         due = self.resume is not None and self.resume.due(it + 1, self.iterations)
         if due:
@@ -217,3 +229,18 @@ def host_values(window: dict[str, list]) -> dict[str, list]:
         return numbers if v.dim() else numbers[0]
 
     return {k: [host(v) for v in values] for k, values in window.items()}
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def curves_writer(resume, train_cfg):
+    """A TensorBoard SummaryWriter into the run's own directory (beside its resume
+    checkpoint: <run dir>/tensorboard, so one per run key) when train_cfg.tensorboard is on
+    and the run has a directory; on rank 0 only. None otherwise. A resumed run appends to
+    the same events (TensorBoard shows the later value of a repeated step)."""
+    if not train_cfg.tensorboard or resume is None or not distributed.is_main():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(resume.path.parent / TENSORBOARD_DIR))
