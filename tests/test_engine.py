@@ -241,3 +241,41 @@ def test_tensorboard_curves_are_the_logged_history_and_change_no_key(tmp_path, c
     assert main([*args[:4], "uda_weak", *args[5:]]) == 2
     assert "pip install -e '.[tensorboard]'" in capsys.readouterr().err
     assert not list(tmp_path.rglob("uda_weak-*/checkpoint.pt"))
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """A split read from files, as far as the stream can tell: each item made when asked,
+    from its index alone (a worker process makes the same item)."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"image": torch.full((3, 2, 2), float(i)), "index": i}
+
+
+@pytest.mark.slow
+def test_workers_read_the_same_batches_in_the_same_order_and_resume_exactly():
+    """train.workers > 0: a DataLoader's worker processes read the batches beside the step;
+    they are the in-process stream's, epoch after epoch, and a stream restored from a state
+    saved mid-epoch (a killed run's resume checkpoint) goes on with the same batches, with
+    workers or without. The global RNG is left as the in-process stream leaves it."""
+    from wsda_lib.training.engine import batches
+
+    def take(stream, n):
+        return [next(stream)["index"].tolist() for _ in range(n)]
+
+    torch.manual_seed(0)
+    plain = take(batches(_Decoded(), 3, seed=4, device="cpu"), 7)    # 3 batches an epoch
+    after_plain = torch.rand(1)
+    torch.manual_seed(0)
+    stream = batches(_Decoded(), 3, seed=4, device="cpu", workers=2)
+    assert take(stream, 7) == plain and torch.equal(torch.rand(1), after_plain)
+    torch.manual_seed(0)
+    first = batches(_Decoded(), 3, seed=4, device="cpu", workers=2)
+    take(first, 4)                                                    # one batch into epoch 2
+    state = first.state_dict()
+    for workers in (2, 0):
+        resumed = batches(_Decoded(), 3, seed=4, device="cpu", workers=workers)
+        resumed.load_state_dict(state)
+        assert take(resumed, 3) == plain[4:7], workers

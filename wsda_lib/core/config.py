@@ -99,6 +99,12 @@ class TrainConfig:
     # validation mIoU) as TensorBoard events, into <run dir>/tensorboard (one per run key);
     # needs the `tensorboard` extra. Not part of a run's key: it changes no result.
     tensorboard: bool = False
+    # Worker processes that read and decode the training images beside the step (torch's
+    # DataLoader, pinned memory on CUDA) for splits read from files; 0: in the training
+    # process. The batches, their order and a resumed run's are the same whatever the
+    # number, so it is not part of a run's key. The embedded benchmark, held in memory,
+    # always uses the training process.
+    workers: int = 0
     # Numerics of the training steps. "bf16": forward passes and losses under torch.autocast
     # in bfloat16 (weights, gradients and optimiser states stay fp32), so the online
     # pseudo-weak labels, thresholded from the training forward pass, come from bf16 logits.
@@ -252,6 +258,7 @@ RANGES = {
     "train.poly_power": _NON_NEGATIVE,
     "train.grad_clip": (lambda v: v > 0, "> 0 (None disables clipping)"),
     "train.eval_every": _AT_LEAST_1, "train.eval_batch_size": _AT_LEAST_1,
+    "train.workers": _NON_NEGATIVE,
     "train.checkpoint_every": _AT_LEAST_1,
     "train.split": _one_of("source_train", "target_train"),
     "train.precision": _one_of("fp32", "bf16"),
@@ -407,7 +414,7 @@ def _preset(name: str) -> Config:
 
 
 # What a run's key leaves out of its config: fields that do not change the result.
-NOT_KEYED = ("train.checkpoint_every", "train.tensorboard")
+NOT_KEYED = ("train.checkpoint_every", "train.tensorboard", "train.workers")
 # The fields that run keys held when this rule was written (2026-12): keyed at any value, so
 # that every run trained before keeps its key. Every other field, in any section (a section
 # added later included), is keyed only while it differs from its default: adding a field

@@ -18,11 +18,18 @@ import dataclasses
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, default_collate
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    DistributedSampler,
+    RandomSampler,
+    default_collate,
+)
 
 from wsda_lib.core import distributed
 from wsda_lib.core.config import check_switches
 from wsda_lib.core.device import set_seed
+from wsda_lib.data.splits import InMemorySplit
 from wsda_lib.method.objective import (
     Discriminators,
     LossWeights,
@@ -48,12 +55,15 @@ class BatchStream:
     "generator"} and `load_state_dict` resume it at the same batch without reading the
     images it skips (a resumed run sees the data an uninterrupted one would)."""
 
-    def __init__(self, dataset, batch_size: int, seed: int, device):
+    def __init__(self, dataset, batch_size: int, seed: int, device, workers: int = 0):
         if len(dataset) < batch_size * distributed.world_size():
             raise ValueError(f"split {getattr(dataset, 'name', '?')!r} has {len(dataset)} "
                              f"images, fewer than batch_size={batch_size} x "
                              f"{distributed.world_size()} process(es)")
         self.dataset, self.device = dataset, device
+        # Decoding beside the step: only a split read from files gains from workers.
+        self.workers = 0 if isinstance(dataset, InMemorySplit) else workers
+        self._loader = None
         if distributed.is_distributed():
             self.generator = None
             self.sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
@@ -71,6 +81,7 @@ class BatchStream:
         if draw_seed:  # the DataLoader draws its workers' base seed at every epoch's start
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         self._indices = iter(self.batch_sampler)
+        self._loader = None  # a worker pool reads this epoch's batches from `position` on
 
     def __iter__(self):
         return self
@@ -78,6 +89,8 @@ class BatchStream:
     def __next__(self) -> dict:
         if self._indices is None:
             self._start_epoch()
+        if self.workers:
+            return self._from_workers()
         indices = next(self._indices, None)
         if indices is None:
             self.epoch, self.position = self.epoch + 1, 0
@@ -86,6 +99,30 @@ class BatchStream:
         self.position += 1
         batch = default_collate([self.dataset[i] for i in indices])
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _from_workers(self) -> dict:
+        """The next batch, read by `workers` processes of a DataLoader over the rest of this
+        epoch's index batches (the very batches, in order, of the in-process path)."""
+        if self._loader is None:
+            if self._indices is None:
+                self._start_epoch()
+            remaining = list(self._indices)   # this epoch's batches from `position` on
+            if not remaining:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._start_epoch()
+                remaining = list(self._indices)
+            cuda = torch.device(self.device).type == "cuda"
+            self._loader = iter(DataLoader(
+                self.dataset, batch_sampler=remaining, num_workers=self.workers,
+                pin_memory=cuda, generator=torch.Generator()))  # leaves the global RNG alone
+        batch = next(self._loader, None)
+        if batch is None:
+            self._loader = None
+            self._indices = iter(())
+            return self._from_workers()
+        self.position += 1
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()}
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "generator": self._epoch_start}
@@ -101,9 +138,9 @@ class BatchStream:
             next(self._indices)
 
 
-def batches(dataset, batch_size: int, seed: int, device) -> BatchStream:
-    """The training stream of `dataset` (BatchStream)."""
-    return BatchStream(dataset, batch_size, seed, device)
+def batches(dataset, batch_size: int, seed: int, device, workers: int = 0) -> BatchStream:
+    """The training stream of `dataset` (BatchStream), read by `workers` processes."""
+    return BatchStream(dataset, batch_size, seed, device, workers)
 
 
 def memory_format(train_cfg) -> torch.memory_format:
@@ -160,7 +197,7 @@ def train_supervised(model, train_set, val_set, train_cfg, seed: int, device,
         # module.
         network = DistributedDataParallel(model) if distributed.is_distributed() else model
         optimizer = make_optimizer(model, train_cfg)
-        stream = batches(train_set, train_cfg.batch_size, seed, device)
+        stream = batches(train_set, train_cfg.batch_size, seed, device, train_cfg.workers)
         loop = Loop(model, optimizer, train_cfg, train_cfg.lr, train_cfg.iterations, val_set,
                      device, desc, progress, resume=resume, parts={"stream": stream})
         clock = loop.clock
@@ -218,8 +255,8 @@ def _adapt(model, source_set, target_set, val_set, cfg, seed, device, progress, 
     discs = Discriminators(weights, val_set.class_set.num_classes, model.feature_dim,
                            a.output_disc_width, a.category_disc_hidden
                            ).to(device, memory_format=fmt)
-    source_stream = batches(source_set, t.batch_size, seed, device)
-    target_stream = batches(target_set, t.batch_size, seed + 1, device)
+    source_stream = batches(source_set, t.batch_size, seed, device, t.workers)
+    target_stream = batches(target_set, t.batch_size, seed + 1, device, t.workers)
     parts = {"source_stream": source_stream, "target_stream": target_stream,
              "fda_generator": torch.Generator().manual_seed(seed + 2), "discriminators": discs}
     if weights.lambda_adv or weights.lambda_cw:
