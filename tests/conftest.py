@@ -23,3 +23,13 @@ def gta_root(tmp_path):
         rgb(tmp_path / f"images/{i:05d}.png")
         palette_label(tmp_path / f"labels/{i:05d}.png", [7, 8, 26, 0, 33, 1])
     return tmp_path
+
+
+@pytest.fixture
+def gloo_port(monkeypatch):
+    """A free local port in WSDA_TEST_PORT, where the gloo ranks a test spawns meet."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("WSDA_TEST_PORT", str(s.getsockname()[1]))

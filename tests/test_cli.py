@@ -97,15 +97,9 @@ class _Items:
 
 
 @pytest.mark.slow
-def test_ranks_draw_disjoint_training_data(tmp_path):
-    import os
-    import socket
-
+def test_ranks_draw_disjoint_training_data(tmp_path, gloo_port):
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ["WSDA_TEST_PORT"] = str(s.getsockname()[1])
     mp.spawn(_sampled_indices, args=(2, tmp_path), nprocs=2)
     a, b = (set(json.loads((tmp_path / f"rank{r}.json").read_text())) for r in (0, 1))
     assert len(a) == len(b) == 8 and not a & b and a | b == set(range(16))

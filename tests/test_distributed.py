@@ -3,7 +3,6 @@ as DDP buckets it, gives what one all_reduce per tensor gives, in fewer collecti
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -44,12 +43,9 @@ def _average(rank, world, path):
 
 
 @pytest.mark.slow
-def test_two_ranks_average_gradients_in_buckets_as_per_tensor(tmp_path):
+def test_two_ranks_average_gradients_in_buckets_as_per_tensor(tmp_path, gloo_port):
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ["WSDA_TEST_PORT"] = str(s.getsockname()[1])
     mp.spawn(_average, args=(2, tmp_path), nprocs=2)
     for rank in (0, 1):
         # 80-byte buckets of 28, 60, 44 and 8 bytes: [7], [3x5], [11, 2], 3 collectives, not 4

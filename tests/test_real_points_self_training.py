@@ -23,9 +23,6 @@ from wsda_lib.training.pseudo_labels import (
     write_pseudo_labels,
 )
 
-H, W = 32, 64   # label files; training resizes the target to (64, 32) or (48, 24) below
-
-
 # --- class thresholds from batches --------------------------------------------------------
 
 def _confidences(n=6, h=9, w=11, classes=4, seed=0):
